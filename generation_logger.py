@@ -1,0 +1,93 @@
+"""Generation logs: at each evaluation, what the model answers to a fixed set of evaluation prompts.
+
+`GenerationLoggingCallback` writes `{log_dir}/generation_log_step_{n}.json` (n: the global training step), a JSON
+array with one object per prompt. The same prompts are sampled with the same seed at every evaluation, so a reader can
+follow one prompt's answer as training goes on. It only observes and writes: the sampling and scoring are handed in as
+`sample_fn(model, processing_class) -> list[dict]` by the trainer that owns them.
+
+    callback = GenerationLoggingCallback(sample_fn, "out/generation_logs")
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from atomic_files import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_CHARACTERS = 80
+LOG_NAME = re.compile(r"generation_log_step_(\d+)\.json$")
+
+
+def preview(text: str, limit: int = PREVIEW_CHARACTERS) -> str:
+    """The start of a completion, cut at a word boundary where one is near, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:") + "..."
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as one readable string: plain text as is, chat messages as `role: content` lines."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{message.get('role', '?')}: {message.get('content', '')}" for message in prompt)
+
+
+def logged_steps(log_dir: str | Path) -> list[int]:
+    """The global steps that already have a generation log in `log_dir`, in order."""
+    directory = Path(log_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(int(match.group(1)) for path in directory.iterdir() if (match := LOG_NAME.match(path.name)))
+
+
+def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[dict]:
+    """The file's rows: the original's keys first, then what we add.
+
+    Each sample dict holds `prompt`, `completion` (text), and optionally `completion_tokens`, `truncated` and
+    `rewards` (component name -> value).
+    """
+    entries = []
+    for index, sample in enumerate(samples):
+        entry = {
+            "eval_step": eval_step,
+            "sample_index": index,
+            "prompt": prompt_text(sample["prompt"]),
+            "generated": preview(sample["completion"]),
+            "full_response": sample["completion"],
+            "global_step": global_step,
+        }
+        entry.update({key: sample[key] for key in ("completion_tokens", "truncated", "rewards") if key in sample})
+        entries.append(entry)
+    return entries
+
+
+class GenerationLoggingCallback(TrainerCallback):
+    """Writes a generation log after each evaluation. Every process samples (so sharded models stay in step); only
+    the main process writes."""
+
+    def __init__(self, sample_fn: Callable, log_dir: str | Path):
+        self.sample_fn = sample_fn
+        self.log_dir = Path(log_dir)
+
+    def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
+        samples = self.sample_fn(model, processing_class)
+        if not state.is_world_process_zero or not samples:
+            return
+        step = state.global_step
+        # Counting the logs of earlier steps keeps eval_step right after a resume.
+        eval_step = 1 + sum(1 for logged in logged_steps(self.log_dir) if logged < step)
+        path = self.log_dir / f"generation_log_step_{step}.json"
+        write_json_atomic(path, log_entries(samples, eval_step, step))
+        logger.info("generation log (evaluation %d, step %d): %s", eval_step, step, path)

@@ -1,0 +1,584 @@
+"""The project's GRPOTrainer: wires a model, the data, the rewards and the callbacks into TRL's GRPOTrainer.
+
+It holds no schema or scoring logic (data_loader.py and rewards.py do) and no GRPO loop (TRL does). It decides the
+backend, loads the model, fits prompts to the token budget, maps our config onto TRL's, and saves what a user needs.
+
+    trainer = GRPOTrainer(config); trainer.load_model(); trainer.train(dataset); trainer.save_model()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from atomic_files import write_json_atomic, write_text_atomic
+from config import MODEL_SIZES_BILLION, TINY_MODEL, GRPOConfig, resolve_model_name, resolved_eval_group_size
+from config import save_config_to_file, validate_config
+from errors import UserError
+from rewards import build_reward_functions, load_reward_config, score_completions
+
+__all__ = ["GRPOConfig", "GRPOTrainer"]
+
+# TRL phones home unless told not to; an offline training machine gains nothing from the attempt.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+logger = logging.getLogger(__name__)
+metrics_logger = logging.getLogger("grpo.metrics")
+
+LOG_FILE_NAME = "grpo_training.log"
+CONFIG_FILE_NAME = "grpo_config.json"
+FINAL_MODEL_DIR = "final_model"
+CPU_MODEL_LIMIT_BILLION = 1  # larger models are refused on a machine without CUDA
+CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
+
+
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C / SIGTERM once the checkpoint of the interrupted step is on disk."""
+
+    def __init__(self, step: int, checkpoint: str | None):
+        self.step, self.checkpoint = step, checkpoint
+        super().__init__(f"interrupted at step {step}")
+
+
+def attach_log_file(output_dir: str) -> Path:
+    """Send this tool's log records (metrics included) to {output_dir}/grpo_training.log as well."""
+    path = Path(output_dir) / LOG_FILE_NAME
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    return path
+
+
+def choose_backend(config: GRPOConfig, cuda_available: bool) -> tuple[str, str]:
+    """(backend, reason). Unsloth will slot in here for CUDA machines; transformers + peft serves every machine."""
+    if cuda_available:
+        return "transformers", "CUDA GPU found; transformers + peft" + (" with 4-bit weights" if config.load_in_4bit
+                                                                         else "")
+    return "transformers", "no CUDA GPU; transformers on the CPU in full precision"
+
+
+def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
+    """Refuse, before any download, a model this machine cannot train."""
+    if cuda_available:
+        return
+    name = resolve_model_name(config.model_name)
+    size = MODEL_SIZES_BILLION.get(name)
+    if (size or 0) >= CPU_MODEL_LIMIT_BILLION or "bnb-4bit" in name.lower():
+        described = f"{config.model_name} ({size}B parameters, pre-quantised 4-bit)" if size else config.model_name
+        raise UserError(f"{described} needs a CUDA GPU and none was found: on this machine run "
+                        "`python train_grpo.py --quick-test` or pass `--model tiny` (or a small model such as a "
+                        "0.5B checkpoint)")
+
+
+def model_parameters(model) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def prompt_token_count(tokenizer, prompt) -> int:
+    if isinstance(prompt, list):
+        return len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"])
+    return len(tokenizer(prompt)["input_ids"])
+
+
+def fit_prompts(dataset, tokenizer, budget: int, split: str):
+    """Drop rows whose prompt exceeds `budget` tokens (TRL never truncates prompts) and say how many went."""
+    if len(dataset) == 0:
+        return dataset
+    kept = dataset.filter(lambda row: prompt_token_count(tokenizer, row["prompt"]) <= budget)
+    dropped = len(dataset) - len(kept)
+    if dropped:
+        logger.warning("%s: dropped %d of %d prompts longer than %d tokens (max_seq_length - max_completion_length)",
+                       split, dropped, len(dataset), budget)
+    if len(kept) == 0:
+        raise UserError(f"every {split} prompt is longer than {budget} tokens: raise max_seq_length or lower "
+                        "max_completion_length")
+    return kept
+
+
+def configure_wandb(config: GRPOConfig) -> list[str]:
+    """TRL's report_to for this run. W&B never prompts for a login: without credentials it runs offline."""
+    if not config.wandb_project:
+        return []
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        logger.warning("W&B: the wandb package is not installed; logging to W&B is skipped (pip install wandb)")
+        return []
+    os.environ["WANDB_PROJECT"] = config.wandb_project
+    os.environ.setdefault("WANDB_DIR", config.output_dir)
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc_text()
+    if not has_key and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+        logger.warning("W&B: no credentials (WANDB_API_KEY or `wandb login`), so the run is logged offline under "
+                       "%s; upload it later with `wandb sync`", config.output_dir)
+    return ["wandb"]
+
+
+def _netrc_text() -> str:
+    try:
+        return (Path.home() / ".netrc").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def resolve_checkpoint(config: GRPOConfig) -> str | None:
+    if config.resume_from_checkpoint != "latest":
+        return config.resume_from_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    if last is None:
+        raise UserError(f"--resume-from-checkpoint latest: no checkpoint-N directory in {config.output_dir}")
+    return last
+
+
+def as_dataset_dict(dataset, config: GRPOConfig):
+    """Accept what users pass: a DatasetDict with train/eval, a single Dataset, or the (data_loader, dataset) pair."""
+    import datasets
+
+    from data_loader import hold_out, load_grpo_dataset
+
+    if dataset is None:
+        return load_grpo_dataset(config)
+    if isinstance(dataset, tuple) and len(dataset) == 2:
+        dataset = dataset[1]
+    if isinstance(dataset, datasets.DatasetDict):
+        train = dataset.get("train")
+        evaluation = dataset.get("eval", dataset.get("test", dataset.get("validation")))
+        if train is None:
+            raise UserError(f"the dataset has splits {', '.join(dataset)}; a 'train' split is needed")
+        if evaluation is None:
+            train, evaluation = hold_out(train, config.seed)
+        return datasets.DatasetDict({"train": train, "eval": evaluation})
+    if isinstance(dataset, datasets.Dataset):
+        train, evaluation = hold_out(dataset, config.seed)
+        return datasets.DatasetDict({"train": train, "eval": evaluation})
+    raise UserError(f"train() takes a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
+
+
+def make_interrupt_callback():
+    """A callback turning Ctrl-C / SIGTERM into 'save a checkpoint at the end of this step and stop'.
+
+    Built on call, so importing this module does not import transformers.
+    """
+    from transformers import TrainerCallback
+
+    class _InterruptCallback(TrainerCallback):
+        def __init__(self):
+            self.signal_name = None
+            self.previous = {}
+
+        def install(self):
+            if threading.current_thread() is not threading.main_thread():
+                return
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self.handle)
+
+        def uninstall(self):
+            for number, handler in self.previous.items():
+                signal.signal(number, handler)
+            self.previous = {}
+
+        def handle(self, number, frame):
+            self.signal_name = signal.Signals(number).name
+            self.uninstall()  # a second Ctrl-C falls through to Python's default and stops at once
+            logger.warning("%s received: saving a checkpoint at the end of this step (press Ctrl-C again to abort "
+                           "without saving)", self.signal_name)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.signal_name:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return _InterruptCallback()
+
+
+def make_metrics_callback():
+    from transformers import TrainerCallback
+
+    class _MetricsLogCallback(TrainerCallback):
+        """Copies each metrics dict into grpo_training.log (the console already shows it through the progress bar)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                metrics_logger.info("step %d: %s", state.global_step,
+                                    ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in logs.items()))
+
+    return _MetricsLogCallback()
+
+
+class GRPOTrainer:
+    """GRPO training of one model on one dataset with the configured rewards."""
+
+    def __init__(self, config: GRPOConfig | None = None):
+        self.config = config or GRPOConfig()
+        validate_config(self.config)
+        self.reward_config = load_reward_config(self.config.reward_config_path or self.config.reward_config_name)
+        self.model = None
+        self.tokenizer = None
+        self.trainer = None
+        self.backend = None
+        self.model_path = None
+        self.interrupt = None
+
+    # model
+
+    def load_model(self, path: str | None = None):
+        """Load the tokenizer and model (the configured one, or a saved model / checkpoint directory at `path`)."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if path is None:
+            check_model_fits_machine(self.config, cuda)
+        self.backend, reason = choose_backend(self.config, cuda)
+        logger.info("backend: %s (%s)", self.backend, reason)
+        source = path or self._model_location()
+        adapter = Path(source, "adapter_config.json")
+        self.tokenizer = self._load_tokenizer(source)
+        if adapter.is_file():
+            from peft import PeftModel
+
+            base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+            model = PeftModel.from_pretrained(self._load_causal_lm(base, cuda), source, is_trainable=True)
+        else:
+            model = self._load_causal_lm(source, cuda)
+            # A saved model given by path is evaluated as it is; a fresh adapter goes only on the base model.
+            if path is None and self.config.use_lora:
+                model = self._add_lora(model)
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        self.model, self.model_path = model, source
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("model: %s (%s parameters, %s trainable)", source, f"{model_parameters(model):,}",
+                    f"{trainable:,}")
+        return model, self.tokenizer
+
+    def _model_location(self) -> str:
+        if self.config.model_name == TINY_MODEL:
+            from tiny_model import ensure_tiny_model
+
+            return str(ensure_tiny_model())
+        return resolve_model_name(self.config.model_name)
+
+    def _load_tokenizer(self, source: str):
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except OSError as error:
+            raise UserError(self._load_failure(source, error)) from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def _load_causal_lm(self, source: str, cuda: bool):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        options: dict[str, Any] = {}
+        if cuda:
+            options["dtype"] = torch.bfloat16 if self._use_bf16(cuda) else torch.float16
+            options["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+            if self.config.load_in_4bit:
+                from transformers import BitsAndBytesConfig
+
+                options["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=options["dtype"])
+        else:
+            options["dtype"] = torch.float32
+        try:
+            return AutoModelForCausalLM.from_pretrained(source, **options)
+        except OSError as error:
+            raise UserError(self._load_failure(source, error)) from None
+
+    @staticmethod
+    def _load_failure(source: str, error: OSError) -> str:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return (f"model {source}: cannot be loaded ({first_line}). Without network access, use a model already in "
+                "the Hugging Face cache, a local model directory, or --model tiny")
+
+    def _add_lora(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        if getattr(model, "is_loaded_in_4bit", False):
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        lora = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
+                          lora_dropout=self.config.lora_dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+        return get_peft_model(model, lora)
+
+    def _use_bf16(self, cuda: bool) -> bool:
+        if self.config.bf16 is not None:
+            return self.config.bf16
+        import torch
+
+        # bf16 on a CPU is emulated and slower than fp32 (about 1.5x here); on a GPU that supports it, it is faster.
+        return cuda and torch.cuda.is_bf16_supported()
+
+    # training
+
+    def _trl_arguments(self, evaluate: bool):
+        import torch
+        from trl import GRPOConfig as TRLGRPOConfig
+
+        config, cuda = self.config, torch.cuda.is_available()
+        checkpointing = config.gradient_checkpointing
+        if checkpointing is None:
+            checkpointing = cuda and model_parameters(self.model) >= CHECKPOINTING_MIN_PARAMETERS
+        return TRLGRPOConfig(
+            output_dir=config.output_dir,
+            learning_rate=config.learning_rate,
+            num_train_epochs=config.num_train_epochs,
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.per_device_train_batch_size,
+            per_device_eval_batch_size=config.per_device_eval_batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            num_generations=config.group_size,
+            num_generations_eval=resolved_eval_group_size(config),
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            beta=config.beta,
+            loss_type=config.loss_type,
+            seed=config.seed,
+            bf16=self._use_bf16(cuda),
+            gradient_checkpointing=checkpointing,
+            logging_steps=config.logging_steps,
+            eval_strategy="steps" if evaluate else "no",
+            eval_steps=config.eval_steps,
+            save_strategy="steps",
+            save_steps=config.save_steps,
+            save_total_limit=config.save_total_limit,
+            report_to=configure_wandb(config),
+            dataloader_pin_memory=cuda,
+        )
+
+    def _probe_sampler(self, evaluation):
+        """The generation logger's sampling: the first max_generation_samples eval prompts, one completion each,
+        sampled like TRL samples (same temperature, top_p, length cap) from a fixed seed, then scored."""
+        import torch
+
+        count = min(self.config.max_generation_samples, len(evaluation))
+        rows = evaluation.select(range(count))
+        prompts = list(rows["prompt"])
+        columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
+        config, reward_config = self.config, self.reward_config
+
+        @torch.no_grad()
+        def sample(model, tokenizer):
+            if not prompts:
+                return []
+            was_training = model.training
+            model.eval()
+            chat = isinstance(prompts[0], list)
+            if chat:
+                encoded = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True,
+                                                        return_dict=True, padding=True, padding_side="left",
+                                                        return_tensors="pt")
+            else:
+                encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+            encoded = {key: value.to(model.device) for key, value in encoded.items()}
+            # A private RNG stream: the logs are reproducible and training's own sampling is left untouched.
+            devices = [model.device] if model.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(config.seed)
+                output = model.generate(**encoded, do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                                        top_k=0, max_new_tokens=config.max_completion_length,
+                                        pad_token_id=tokenizer.pad_token_id)
+            if was_training:
+                model.train()
+            completion_ids = output[:, encoded["input_ids"].shape[1]:]
+            samples = []
+            for ids in completion_ids.tolist():
+                ended = tokenizer.eos_token_id in ids
+                tokens = ids.index(tokenizer.eos_token_id) + 1 if ended else len(ids)
+                samples.append({"completion": tokenizer.decode(ids[:tokens], skip_special_tokens=True),
+                                "completion_tokens": tokens, "truncated": not ended})
+            completions = [[{"role": "assistant", "content": s["completion"]}] if chat else s["completion"]
+                           for s in samples]
+            scores = score_completions(reward_config, completions, prompts=prompts, **columns)
+            for prompt, sample_entry, score in zip(prompts, samples, scores):
+                sample_entry["prompt"] = prompt
+                sample_entry["rewards"] = {name: round(value, 4) for name, value in score.items()}
+            return samples
+
+        return sample
+
+    def _build_trainer(self, data, evaluate: bool):
+        import trl
+
+        from generation_logger import GenerationLoggingCallback
+
+        functions, weights = build_reward_functions(self.reward_config, self.config.reward_function_type)
+        args = self._trl_arguments(evaluate)
+        args.reward_weights = weights
+        callbacks = [make_metrics_callback()]
+        if self.config.enable_generation_logging and self.config.max_generation_samples > 0:
+            callbacks.append(GenerationLoggingCallback(self._probe_sampler(data["eval"]),
+                                                       self.config.effective_generation_log_dir))
+        self.interrupt = make_interrupt_callback()
+        callbacks.append(self.interrupt)
+        return trl.GRPOTrainer(model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
+                               eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
+                               callbacks=callbacks)
+
+    def _prepare(self, dataset):
+        """Everything a run needs before TRL starts: data fitted to the token budget, output dir, log file, config."""
+        if self.model is None:
+            import torch
+
+            # Before the data is read, so a user on the wrong machine learns it first.
+            check_model_fits_machine(self.config, torch.cuda.is_available())
+        data = as_dataset_dict(dataset, self.config)
+        if self.model is None:
+            self.load_model()
+        budget = self.config.max_seq_length - self.config.max_completion_length
+        data["train"] = fit_prompts(data["train"], self.tokenizer, budget, "train")
+        data["eval"] = fit_prompts(data["eval"], self.tokenizer, budget, "eval")
+        if is_main_process():
+            log_path = attach_log_file(self.config.output_dir)
+            logger.info("logging to %s", log_path)
+            save_config_to_file(self.config, Path(self.config.output_dir) / CONFIG_FILE_NAME)
+            write_json_atomic(Path(self.config.output_dir) / "reward_config.json", self.reward_config)
+        return data
+
+    def train(self, dataset=None):
+        """Run GRPO. `dataset`: a DatasetDict (train/eval), a Dataset, the (data_loader, dataset) pair, or None to load
+        the configured data. Raises TrainingInterrupted after saving a checkpoint when stopped by Ctrl-C / SIGTERM."""
+        checkpoint = resolve_checkpoint(self.config)
+        data = self._prepare(dataset)
+        self.trainer = self._build_trainer(data, evaluate=len(data["eval"]) > 0)
+        self.interrupt.install()
+        try:
+            result = self.trainer.train(resume_from_checkpoint=checkpoint)
+        finally:
+            self.interrupt.uninstall()
+        if self.interrupt.signal_name:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            raise TrainingInterrupted(self.trainer.state.global_step, get_last_checkpoint(self.config.output_dir))
+        return result
+
+    def evaluate(self, dataset=None) -> dict:
+        """Generate and score completions for the evaluation prompts; writes eval_metrics.json and a generation log."""
+        if self.trainer is None:
+            data = self._prepare(dataset)
+            self.trainer = self._build_trainer(data, evaluate=True)
+            state_file = Path(self.model_path or "", "trainer_state.json")
+            if state_file.is_file():
+                # A checkpoint's logs carry the step it was saved at.
+                self.trainer.state.global_step = json.loads(state_file.read_text(encoding="utf-8"))["global_step"]
+            metrics = self.trainer.evaluate(data["eval"])
+        else:
+            metrics = self.trainer.evaluate()
+        metrics["global_step"] = self.trainer.state.global_step
+        if is_main_process():
+            write_json_atomic(Path(self.config.output_dir) / "eval_metrics.json", metrics)
+        return metrics
+
+    # output
+
+    def save_model(self, output_dir: str | None = None) -> Path:
+        """Save the trained weights (the LoRA adapter when LoRA is on), the tokenizer and a model card."""
+        if self.model is None:
+            raise UserError("save_model() needs a model: call load_model() and train() first")
+        target = Path(output_dir or Path(self.config.output_dir) / FINAL_MODEL_DIR)
+        if self.trainer is not None:
+            self.trainer.save_model(str(target))
+            if is_main_process():
+                # The step and metric history travel with the model (--eval-only reads the step back).
+                self.trainer.state.save_to_json(str(target / "trainer_state.json"))
+        elif is_main_process():
+            self.model.save_pretrained(target)
+        if is_main_process():
+            self.tokenizer.save_pretrained(target)
+            write_text_atomic(target / "README.md", self._model_card())
+            logger.info("model saved to %s", target)
+        return target
+
+    def _model_card(self) -> str:
+        config = self.config
+        history = self.trainer.state.log_history if self.trainer is not None else []
+        steps = self.trainer.state.global_step if self.trainer is not None else 0
+        last_eval = next((entry for entry in reversed(history) if "eval_reward" in entry), {})
+        last_train = next((entry for entry in reversed(history) if "reward" in entry), {})
+        weights = ", ".join(f"{name} {self.reward_config[f'{name}_weight']}" for name in ("accuracy", "length",
+                                                                                          "quality"))
+        lines = [
+            f"# GRPO fine-tune of {resolve_model_name(config.model_name)}",
+            "",
+            "Trained with GRPO (Group Relative Policy Optimization, Shao et al. 2024, arXiv:2402.03300) through "
+            "TRL's GRPOTrainer.",
+            "",
+            f"- base model: `{self.model_path}`",
+            f"- weights saved: {'LoRA adapter' if config.use_lora else 'full model'}",
+            f"- data: `{config.custom_data or config.dataset_name}`",
+            f"- rewards: {config.reward_function_type} ({config.reward_config_path or config.reward_config_name}: "
+            f"{weights})",
+            f"- optimizer steps: {steps}; group size {config.group_size}; learning rate {config.learning_rate}; "
+            f"beta {config.beta}",
+        ]
+        if last_train:
+            lines.append(f"- last training reward: {last_train['reward']:.4f}")
+        if last_eval:
+            lines.append(f"- last evaluation reward: {last_eval['eval_reward']:.4f}")
+        lines += ["", "Load it with `AutoModelForCausalLM.from_pretrained(path)`"
+                  + (" after `peft.AutoPeftModelForCausalLM` for the adapter." if config.use_lora else ".")]
+        return "\n".join(lines) + "\n"
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_training(config: GRPOConfig) -> dict:
+    """The CLI's training run: train, save, and report where everything went."""
+    import time
+
+    start = time.monotonic()
+    trainer = GRPOTrainer(config)
+    trainer.train()
+    final = trainer.save_model()
+    state = trainer.trainer.state
+    summary = {
+        "steps": state.global_step,
+        "seconds": round(time.monotonic() - start, 1),
+        "model": str(final),
+        "checkpoints": sorted(str(p) for p in Path(config.output_dir).glob("checkpoint-*")),
+        "generation_logs": config.effective_generation_log_dir if config.enable_generation_logging else None,
+        "log_file": str(Path(config.output_dir) / LOG_FILE_NAME),
+        "config": str(Path(config.output_dir) / CONFIG_FILE_NAME),
+    }
+    evaluations = [entry["eval_reward"] for entry in state.log_history if "eval_reward" in entry]
+    if evaluations:
+        summary["eval_reward"] = {"first": evaluations[0], "last": evaluations[-1], "evaluations": len(evaluations)}
+    return summary
+
+
+def run_evaluation(config: GRPOConfig) -> dict:
+    """The CLI's --eval-only: evaluate a checkpoint, the output dir's saved model, or the configured model."""
+    checkpoint = resolve_checkpoint(config)
+    final = Path(config.output_dir) / FINAL_MODEL_DIR
+    source = checkpoint or (str(final) if (final / "config.json").is_file() or (final / "adapter_config.json")
+                            .is_file() else None)
+    trainer = GRPOTrainer(config)
+    from data_loader import load_grpo_dataset
+
+    data = load_grpo_dataset(config)
+    trainer.load_model(source)
+    metrics = trainer.evaluate(data)
+    metrics["model"] = trainer.model_path
+    return metrics

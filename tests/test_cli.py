@@ -1,0 +1,74 @@
+"""The command line as a user meets it: --help without heavy imports, and every mistake as one `error:` line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, ROOT, run_cli
+
+
+def test_help_answers_without_importing_torch_transformers_or_trl():
+    code = ("import sys, runpy; sys.argv = ['train_grpo.py', '--help']\n"
+            "try:\n    runpy.run_path('train_grpo.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "--quick-test" in result.stdout and "--max-generation-samples" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_help_lists_every_flag_of_the_original():
+    result = run_cli("--help")
+    flags = ["--model", "--dataset", "--custom-data", "--config", "--quick-test", "--production", "--max-samples",
+             "--epochs", "--learning-rate", "--batch-size", "--output-dir", "--reward-function", "--reward-config",
+             "--wandb-project", "--no-wandb", "--eval-only", "--resume-from-checkpoint",
+             "--enable-generation-logging", "--disable-generation-logging", "--generation-log-dir",
+             "--max-generation-samples"]
+    assert result.returncode == 0
+    assert [flag for flag in flags if flag not in result.stdout] == []
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "bad_config.json"
+    path.write_text(text)
+    return str(path)
+
+
+MISTAKES = {
+    "unknown model": (["--model", "llama-9"], "unknown model 'llama-9'"),
+    "missing custom data": (["--quick-test", "--custom-data", "no/such/file.jsonl"], "no such file"),
+    "malformed jsonl line": (["--quick-test", "--custom-data", str(FIXTURES / "malformed_line3.jsonl")],
+                             "malformed_line3.jsonl line 3"),
+    "row without prompt": (["--quick-test", "--custom-data", str(FIXTURES / "missing_prompt_line2.jsonl")],
+                           "line 2: no 'prompt' field"),
+    "batch not divisible by group": (["--quick-test", "--batch-size", "6"], "use a batch size of 4, 8, 12"),
+    "quick-test with production": (["--quick-test", "--production"], "--production: not allowed with"),
+    "gamma other than 1": (["--quick-test", "--config", '{"gamma": 0.99}'], "gamma=0.99"),
+    "unknown config key": (["--quick-test", "--config", '{"learning_rat": 1}'], "unknown key 'learning_rat'"),
+    "config not json": (["--quick-test", "--config", "{oops"], "not readable JSON"),
+    "missing config": (["--config", "no/such.json"], "config file no/such.json: no such file"),
+    "unknown reward preset": (["--quick-test", "--reward-config", "nonesuch"], "unknown reward preset"),
+    "8B model on a CPU": (["--model", "llama-3.1-8b", "--dataset", "sample"], "needs a CUDA GPU"),
+    "original 8B spelling on a CPU": (["--model", "unsloth/llama-3.1-8b-bnb-4bit", "--dataset", "sample"],
+                                      "--model tiny"),
+    "missing checkpoint": (["--quick-test", "--resume-from-checkpoint", "no/such/checkpoint-5"], "no such directory"),
+    "bad flag value": (["--quick-test", "--max-samples", "many"], "invalid int value"),
+    "unknown dataset": (["--dataset", "imagenet"], "invalid choice"),
+    "hub model not cached offline": (["--quick-test", "--model", "nobody/not-a-model-xyz"], "cannot be loaded"),
+}
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_mistakes_end_in_one_error_line(tmp_path, name):
+    args, fragment = MISTAKES[name]
+    args = [write_config(tmp_path, arg) if arg.startswith("{") else arg for arg in args]
+    output_dir = tmp_path / "out"
+    result = run_cli(*args, "--output-dir", str(output_dir), cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("error: ") and fragment in lines[-1], result.stderr
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
+    assert not output_dir.exists()

@@ -1,0 +1,182 @@
+"""Config layering, file checks, presets and the checks that run before anything heavy loads."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import config as config_module
+from config import (GRPOConfig, build_config, create_default_config, load_config_file, resolve_model_name,
+                    resolved_eval_group_size, save_config_to_file)
+from errors import UserError
+from train_grpo import build_parser, config_from_args
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def from_flags(*argv):
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def write(tmp_path, data, name="c.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_layers_apply_in_order(tmp_path):
+    # default < model preset: the tiny preset raises the learning rate.
+    assert from_flags("--model", "tiny").learning_rate == 3e-3
+    assert GRPOConfig().learning_rate == 5e-6
+    # preset < mode: quick-test sets a group of 4 where the tiny preset keeps the default.
+    assert from_flags("--model", "tiny").group_size == GRPOConfig.group_size
+    assert from_flags("--model", "tiny", "--quick-test").group_size == 4
+    # mode < config file.
+    path = write(tmp_path, {"group_size": 2, "learning_rate": 1e-3, "max_steps": 7})
+    loaded = from_flags("--quick-test", "--config", path)
+    assert (loaded.group_size, loaded.learning_rate, loaded.max_steps) == (2, 1e-3, 7)
+    # config file < flags.
+    assert from_flags("--quick-test", "--config", path, "--learning-rate", "2e-4").learning_rate == 2e-4
+
+
+def test_flags_count_only_when_given(tmp_path):
+    path = write(tmp_path, {"per_device_train_batch_size": 4, "max_generation_samples": 2,
+                            "enable_generation_logging": False})
+    loaded = from_flags("--quick-test", "--config", path)
+    assert loaded.per_device_train_batch_size == 4
+    assert loaded.max_generation_samples == 2
+    assert loaded.enable_generation_logging is False
+    assert from_flags("--quick-test", "--config", path, "--enable-generation-logging").enable_generation_logging
+
+
+def test_quick_test_defaults_to_offline_model_and_data(tmp_path):
+    quick = from_flags("--quick-test")
+    assert (quick.model_name, quick.dataset_name) == ("tiny", "sample")
+    custom = from_flags("--quick-test", "--custom-data", str(ROOT / "tests/fixtures/custom.jsonl"))
+    assert custom.custom_data.endswith("custom.jsonl")
+    assert from_flags("--quick-test", "--model", "Qwen/Qwen2.5-0.5B-Instruct").model_name == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_production_mode():
+    production = from_flags("--production")
+    assert production.wandb_project == "grpo-training" and production.max_samples is None
+    assert from_flags("--production", "--no-wandb").wandb_project is None
+
+
+def test_every_flag_reaches_its_field(tmp_path):
+    custom = str(ROOT / "tests/fixtures/custom.jsonl")
+    loaded = from_flags("--model", "tiny", "--custom-data", custom, "--max-samples", "5", "--epochs", "2",
+                        "--learning-rate", "1e-4", "--batch-size", "16", "--output-dir", str(tmp_path / "o"),
+                        "--reward-function", "multi", "--wandb-project", "p", "--disable-generation-logging",
+                        "--generation-log-dir", str(tmp_path / "g"), "--max-generation-samples", "3")
+    assert (loaded.max_samples, loaded.num_train_epochs, loaded.learning_rate) == (5, 2.0, 1e-4)
+    assert loaded.per_device_train_batch_size == 16 and loaded.output_dir == str(tmp_path / "o")
+    assert loaded.reward_function_type == "multi" and loaded.wandb_project == "p"
+    assert loaded.enable_generation_logging is False and loaded.generation_log_dir == str(tmp_path / "g")
+    assert loaded.max_generation_samples == 3 and loaded.custom_data == custom
+    assert from_flags("--model", "tiny", "--reward-config", "balanced").reward_config_name == "balanced"
+    path = str(ROOT / "config/reward_config.json")
+    assert from_flags("--model", "tiny", "--reward-config", path).reward_config_path == path
+
+
+def test_unknown_keys_are_named_with_the_valid_ones(tmp_path):
+    path = write(tmp_path, {"learning_rat": 1e-5, "group_size": 4})
+    with pytest.raises(UserError) as error:
+        load_config_file(path)
+    assert "unknown key 'learning_rat'" in str(error.value) and "learning_rate" in str(error.value)
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"group_size": "4"}, "group_size='4' must be int"),
+    ({"learning_rate": True}, "learning_rate=True must be float"),
+    ({"max_samples": 2.5}, "max_samples=2.5 must be int or null"),
+])
+def test_wrong_types_name_field_and_value(tmp_path, data, fragment):
+    with pytest.raises(UserError) as error:
+        load_config_file(write(tmp_path, data))
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"gamma": 0.9}, "gamma=0.9: every episode is a single completion"),
+    ({"group_size": 1}, "group_size=1"),
+    ({"learning_rate": 0.0}, "learning_rate=0.0"),
+    ({"loss_type": "ppo"}, "loss_type='ppo'"),
+    ({"max_completion_length": 4096}, "max_completion_length=4096 leaves no room"),
+    ({"reward_function_type": "double"}, "reward_function_type='double'"),
+    ({"model_name": "llama-9"}, "unknown model 'llama-9'"),
+])
+def test_out_of_range_values_are_rejected(overrides, fragment):
+    with pytest.raises(UserError) as error:
+        build_config(overrides=overrides)
+    assert fragment in str(error.value)
+
+
+def test_all_problems_are_reported_together():
+    with pytest.raises(UserError) as error:
+        build_config(overrides={"gamma": 0.5, "temperature": 0.0})
+    assert "gamma" in str(error.value) and "temperature" in str(error.value)
+
+
+def test_batch_divisibility_suggests_values():
+    with pytest.raises(UserError) as error:
+        build_config(overrides={"per_device_train_batch_size": 6, "gradient_accumulation_steps": 1, "group_size": 4})
+    assert "use a batch size of 4, 8, 12" in str(error.value)
+    # 2 completions x 4 accumulation steps = 8, which a group of 4 divides (the original's example).
+    build_config(overrides={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "group_size": 4})
+
+
+def test_batch_divisibility_counts_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    build_config(overrides={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "group_size": 4})
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(UserError):
+        build_config(overrides={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "group_size": 4})
+
+
+def test_eval_group_size_fits_the_eval_batch():
+    assert resolved_eval_group_size(GRPOConfig(per_device_eval_batch_size=2, group_size=4)) == 2
+    assert resolved_eval_group_size(GRPOConfig(per_device_eval_batch_size=8, group_size=4)) == 4
+    with pytest.raises(UserError) as error:
+        build_config(overrides={"per_device_eval_batch_size": 6, "eval_group_size": 4})
+    assert "per_device_eval_batch_size=6" in str(error.value)
+
+
+def test_systematic_means_multi():
+    assert GRPOConfig(reward_function_type="systematic").reward_function_type == "multi"
+
+
+def test_original_spelling_resolves_to_a_real_checkpoint():
+    assert resolve_model_name("unsloth/llama-3.1-8b-bnb-4bit") == "unsloth/Meta-Llama-3.1-8B-bnb-4bit"
+    assert resolve_model_name("llama-3.1-8b") == "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
+    assert resolve_model_name("org/some-model") == "org/some-model"
+
+
+def test_default_config_round_trips_through_a_file(tmp_path):
+    created = create_default_config("llama-3.1-8b", "ultrafeedback")
+    created.learning_rate = 1e-6
+    created.num_train_epochs = 5
+    created.max_samples = 5000
+    path = tmp_path / "my_config.json"
+    save_config_to_file(created, path)
+    assert from_flags("--config", str(path)) == created
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_every_shipped_config_loads():
+    shipped = sorted((ROOT / "config").glob("*.json"))
+    assert shipped
+    for path in shipped:
+        if path.name == "reward_config.json":
+            continue  # a reward config, loaded in test_rewards
+        loaded = build_config(config_file=str(path))
+        assert isinstance(loaded, GRPOConfig)
+    example = build_config(config_file=str(ROOT / "config/example_config.json"))
+    assert example.reward_function_type == "multi" and example.beta == 0.1 and example.group_size == 4
+
+
+def test_presets_are_complete():
+    for name, preset in config_module.MODEL_PRESETS.items():
+        assert set(preset) <= set(config_module.FIELD_NAMES), name
+    for mode in config_module.MODE_PRESETS.values():
+        assert set(mode) <= set(config_module.FIELD_NAMES)

@@ -1,0 +1,145 @@
+"""Real GRPO runs of the tiny model: the CLI's quick test, the Python API of the original, and a run that learns."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import FIXTURES, run_cli
+from generation_logger import logged_steps
+
+ORIGINAL_KEYS = {"eval_step", "sample_index", "prompt", "generated", "full_response"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("quick") / "out"
+    result = run_cli("--quick-test", "--output-dir", str(output_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir, result
+
+
+def test_quick_test_trains_evaluates_and_says_where_things_went(quick_run):
+    output_dir, result = quick_run
+    assert "done: 30 steps" in result.stdout
+    for item in ("final_model", "generation_logs", "grpo_training.log", "grpo_config.json"):
+        assert str(output_dir / item) in result.stdout
+    assert (output_dir / "checkpoint-30" / "trainer_state.json").is_file()
+    log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
+    assert "step 30:" in log and "reward=" in log
+
+
+def test_quick_test_writes_a_generation_log_per_evaluation(quick_run):
+    output_dir, _ = quick_run
+    steps = logged_steps(output_dir / "generation_logs")
+    assert steps == [10, 20, 30]
+    logs = [json.loads((output_dir / "generation_logs" / f"generation_log_step_{s}.json").read_text("utf-8"))
+            for s in steps]
+    for number, entries in enumerate(logs, start=1):
+        assert len(entries) == 5
+        assert all(ORIGINAL_KEYS <= set(entry) and entry["eval_step"] == number for entry in entries)
+        for entry in entries:  # the preview is the start of the response, on one line
+            assert " ".join(entry["full_response"].split()).startswith(entry["generated"].removesuffix("..."))
+        assert all({"accuracy", "length", "quality", "total"} == set(entry["rewards"]) for entry in entries)
+    # The same prompts at every evaluation, so one prompt's answer can be followed.
+    assert [e["prompt"] for e in logs[0]] == [e["prompt"] for e in logs[-1]]
+
+
+def test_quick_test_saves_a_model_that_loads_generates_and_changed(quick_run, tiny_model_cache):
+    output_dir, _ = quick_run
+    final = output_dir / "final_model"
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    model = AutoModelForCausalLM.from_pretrained(final)
+    encoded = tokenizer("What is the capital of France?", return_tensors="pt")
+    generated = model.generate(**encoded, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] > encoded["input_ids"].shape[1]
+    before, after = load_file(tiny_model_cache / "model.safetensors"), load_file(final / "model.safetensors")
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert len(changed) > len(before) // 2
+    assert "GRPO" in (final / "README.md").read_text(encoding="utf-8")
+
+
+def test_saved_config_reloads_to_the_same_settings(quick_run, tmp_path):
+    output_dir, _ = quick_run
+    from train_grpo import build_parser, config_from_args
+
+    saved = json.loads((output_dir / "grpo_config.json").read_text(encoding="utf-8"))
+    reloaded = config_from_args(build_parser().parse_args(["--config", str(output_dir / "grpo_config.json")]))
+    assert json.loads(json.dumps(reloaded.__dict__)) == saved
+
+
+def test_eval_only_evaluates_the_saved_model(quick_run):
+    output_dir, _ = quick_run
+    result = run_cli("--quick-test", "--eval-only", "--output-dir", str(output_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"evaluated {output_dir / 'final_model'} at step 30" in result.stdout
+    metrics = json.loads((output_dir / "eval_metrics.json").read_text(encoding="utf-8"))
+    assert "eval_reward" in metrics and metrics["global_step"] == 30
+
+
+def test_python_api_of_the_original(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from config import create_default_config, save_config_to_file
+    from data_loader import create_grpo_dataloader
+    from grpo_trainer import GRPOConfig, GRPOTrainer
+
+    config = create_default_config("llama-3.1-8b", "ultrafeedback")
+    config.learning_rate = 1e-6
+    save_config_to_file(config, "my_config.json")
+    assert json.loads(Path("my_config.json").read_text())["learning_rate"] == 1e-6
+
+    config = GRPOConfig(model_name="tiny", max_samples=8, output_dir="./my_grpo_outputs", max_steps=4,
+                        group_size=4, per_device_train_batch_size=8, per_device_eval_batch_size=8,
+                        gradient_accumulation_steps=1, max_completion_length=16, eval_steps=2, save_steps=4,
+                        max_eval_samples=4, learning_rate=3e-3)
+    data_loader, dataset = create_grpo_dataloader(model_name=config.model_name,
+                                                  dataset_name=str(FIXTURES / "custom.jsonl"),
+                                                  max_samples=config.max_samples)
+    trainer = GRPOTrainer(config)
+    trainer.load_model()
+    trainer.train(dataset)
+    saved = trainer.save_model()
+    assert trainer.trainer.state.global_step == 4
+    assert (tmp_path / "my_grpo_outputs" / "grpo_training.log").is_file()
+    assert logged_steps(tmp_path / "my_grpo_outputs" / "generation_logs") == [2, 4]
+    # A config built directly has no preset applied, so LoRA is on and the adapter is what gets saved.
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(saved)
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    encoded = tokenizer("Is 7 a prime number?", return_tensors="pt")
+    assert model.generate(**encoded, max_new_tokens=4, do_sample=False).shape[1] > encoded["input_ids"].shape[1]
+
+
+def test_api_refuses_the_original_8b_checkpoint_on_a_cpu(tmp_path):
+    from errors import UserError
+    from grpo_trainer import GRPOConfig, GRPOTrainer
+
+    trainer = GRPOTrainer(GRPOConfig(model_name="unsloth/llama-3.1-8b-bnb-4bit", output_dir=str(tmp_path / "o")))
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        trainer.load_model()
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_grpo_learns_a_rewarded_keyword(tmp_path):
+    """The tiny model rarely says "the"; rewarded for it, GRPO must make it say it most of the time."""
+    reward_config = tmp_path / "reward.json"
+    reward_config.write_text(json.dumps({
+        "accuracy_weight": 0, "length_weight": 0, "quality_weight": 1,
+        "quality": {"quality_keywords": ["the"], "negative_keywords": [], "penalty_scale": 0}}))
+    run_config = tmp_path / "run.json"
+    run_config.write_text(json.dumps({"max_steps": 60, "logging_steps": 5, "eval_steps": 1000, "save_steps": 1000,
+                                      "enable_generation_logging": False}))
+    result = run_cli("--quick-test", "--config", str(run_config), "--reward-config", str(reward_config),
+                     "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "out" / "checkpoint-1000" / "trainer_state.json").read_text()
+                       if (tmp_path / "out" / "checkpoint-1000").exists()
+                       else (tmp_path / "out" / "final_model" / "trainer_state.json").read_text())
+    rewards = [entry["reward"] for entry in state["log_history"] if "reward" in entry]
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
+    assert first < 0.4 and last > first + 0.3, rewards

@@ -1,0 +1,128 @@
+"""Each reward component on literal completions, both completion shapes, and the single / multi wiring."""
+
+import json
+
+import pytest
+
+from errors import UserError
+from rewards import (DEFAULT_REWARD_CONFIG, build_reward_functions, load_reward_config, make_accuracy_reward,
+                     make_length_reward, make_quality_reward, reward_preset_names, score_completions,
+                     validate_reward_config, word_overlap)
+
+CONFIG = DEFAULT_REWARD_CONFIG
+
+
+def chat(text):
+    return [{"role": "assistant", "content": text}]
+
+
+def test_accuracy_keyword_without_references():
+    accuracy = make_accuracy_reward(CONFIG["accuracy"])
+    assert accuracy(["Yes, it is.", "No idea.", "That is CORRECT", "incorrect answer"]) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_accuracy_korean_keywords_match_word_starts():
+    accuracy = make_accuracy_reward(CONFIG["accuracy"])
+    # Korean attaches endings ("맞아요"), but a word that merely contains the keyword ("부정확") is not a hit.
+    assert accuracy(["맞아요", "정확해요", "부정확해요"]) == [1.0, 1.0, 0.0]
+
+
+def test_accuracy_prefers_the_chosen_answer():
+    accuracy = make_accuracy_reward(CONFIG["accuracy"])
+    chosen, rejected = "The capital of France is Paris.", "I do not know the answer."
+    close_to_chosen, close_to_rejected = "Paris is the capital of France.", "I do not know."
+    scores = accuracy([close_to_chosen, close_to_rejected], chosen=[chosen, chosen], rejected=[rejected, rejected])
+    assert scores[0] > 0 > scores[1]
+    # Identical to the chosen answer, sharing no word with the rejected one, no keyword: 0.5 * (1 - 0).
+    assert accuracy([chosen], chosen=[chosen], rejected=["nothing alike here"]) == [pytest.approx(0.5)]
+
+
+def test_accuracy_reference_may_be_a_message_list():
+    accuracy = make_accuracy_reward(CONFIG["accuracy"])
+    chosen = [{"role": "user", "content": "Capital?"}, {"role": "assistant", "content": "Paris."}]
+    assert accuracy(["Paris."], chosen=[chosen], rejected=[None]) == [pytest.approx(0.5)]
+
+
+def test_word_overlap_is_f1():
+    assert word_overlap("a b c d", "a b") == pytest.approx(2 * 2 / 6)
+    assert word_overlap("", "") == 0.0
+
+
+def test_length_peaks_at_optimal_words():
+    length = make_length_reward({"optimal_length": 4, "length_weight": 0.5})
+    scores = length(["one two three four", "one two", "", "w " * 14])
+    assert scores[0] == 1.0
+    assert scores[1] == pytest.approx(1 / (1 + 0.5 * 2))
+    assert scores[2] == pytest.approx(1 / (1 + 0.5 * 4))
+    assert scores[3] == pytest.approx(1 / (1 + 0.5 * 10))
+
+
+def test_original_length_settings_halve_ten_words_off():
+    length = make_length_reward(CONFIG["length"])
+    assert length([" ".join(["w"] * 140)]) == [pytest.approx(0.5)]
+
+
+def test_quality_scales():
+    quality = make_quality_reward(CONFIG["quality"])
+    assert quality(["완벽해요", "잘 모르겠어요", "좋아요, 그런데 잘못했어요", "plain text"]) == [1.0, -0.5, 0.5, 0.0]
+
+
+def test_chat_completions_are_scored_by_their_text():
+    quality = make_quality_reward(CONFIG["quality"])
+    length = make_length_reward({"optimal_length": 3, "length_weight": 1.0})
+    assert quality([chat("완벽")]) == [1.0]
+    # A chat completion is a one-element list; its length is its words, not 1.
+    assert length([chat("one two three")]) == [1.0]
+
+
+def test_single_is_the_weighted_sum_of_multi():
+    completions = ["Yes, Paris is correct. 완벽", "모르겠어요", chat("right answer here")]
+    columns = {"chosen": ["Paris", "Seoul", None], "rejected": ["Lyon", None, None], "trainer_state": None}
+    (total,), single_weights = build_reward_functions(CONFIG, "single")
+    functions, weights = build_reward_functions(CONFIG, "multi")
+    assert single_weights == [1.0]
+    assert [f.__name__ for f in functions] == ["accuracy_reward", "length_reward", "quality_reward"]
+    assert weights == [0.4, 0.2, 0.4]
+    expected = [sum(w * f(completions, **columns)[i] for f, w in zip(functions, weights)) for i in range(3)]
+    assert total(completions, **columns) == pytest.approx(expected)
+    assert total.__name__ == "total_reward"
+    scores = score_completions(CONFIG, completions, **columns)
+    assert [s["total"] for s in scores] == pytest.approx(expected)
+
+
+def test_every_shipped_reward_config_loads(tmp_path):
+    assert "balanced" in reward_preset_names()
+    for name in reward_preset_names():
+        load_reward_config(name)
+    original = load_reward_config("config/reward_config.json")
+    assert original == DEFAULT_REWARD_CONFIG
+    assert load_reward_config("balanced") == original
+
+
+def test_partial_reward_config_keeps_other_defaults(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"quality_weight": 1.0, "quality": {"quality_keywords": ["great"]}}))
+    loaded = load_reward_config(str(path))
+    assert loaded["quality_weight"] == 1.0 and loaded["quality"]["quality_keywords"] == ["great"]
+    assert loaded["quality"]["negative_keywords"] == CONFIG["quality"]["negative_keywords"]
+    assert loaded["accuracy_weight"] == 0.4
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"acuracy_weight": 1}, "unknown key 'acuracy_weight'"),
+    ({"length": {"optimal": 3}}, "unknown key length.'optimal'"),
+    ({"length_weight": -1}, "length_weight=-1 must be a number >= 0"),
+    ({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0}, "all component weights are 0"),
+    ({"accuracy": {"correct_keywords": "yes"}}, "accuracy.correct_keywords must be a list"),
+    ({"length": {"optimal_length": 1.5}}, "length.optimal_length=1.5"),
+])
+def test_bad_reward_configs_are_named(data, fragment):
+    with pytest.raises(UserError, match=None) as error:
+        validate_reward_config(data)
+    assert fragment in str(error.value)
+
+
+def test_unknown_reward_preset_lists_known_ones():
+    with pytest.raises(UserError) as error:
+        load_reward_config("nonexistent")
+    assert "balanced" in str(error.value)

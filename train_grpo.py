@@ -1,0 +1,138 @@
+"""Command line for GRPO fine-tuning. Run `python train_grpo.py --help`; `--quick-test` trains the tiny model offline.
+
+Heavy libraries (torch, transformers, trl) are imported only once the flags and config have been checked, so `--help`
+and mistakes answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from config import DATASET_NAMES, MODEL_PRESETS, build_config
+from errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error:` line (exit status 2) like every other mistake."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="train_grpo.py", description="GRPO fine-tuning of causal language models with TRL.")
+    parser.add_argument("--model", metavar="NAME", help=f"a preset ({', '.join(MODEL_PRESETS)}), a Hugging Face "
+                                                        "model id, or a local model directory (default: llama-3.1-8b)")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset preset (default: ultrafeedback)")
+    parser.add_argument("--custom-data", metavar="PATH", help="a JSONL file of {prompt, chosen, rejected} rows")
+    parser.add_argument("--config", metavar="PATH", help="a config JSON file (see config/example_config.json)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick-test", action="store_true",
+                      help="a one-minute smoke run (the tiny model on the sample data unless --model/--dataset given)")
+    mode.add_argument("--production", action="store_true",
+                      help="a real run: all data, checkpoints, evaluations, generation logs, W&B when installed")
+    parser.add_argument("--max-samples", type=int, metavar="N", help="training prompts to use at most")
+    parser.add_argument("--epochs", type=float, metavar="N", help="passes over the training prompts")
+    parser.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="completions per device per step (per_device_train_batch_size)")
+    parser.add_argument("--output-dir", metavar="PATH", help="where checkpoints, logs and the model go")
+    parser.add_argument("--reward-function", choices=["single", "multi"],
+                        help="one weighted reward (single, default) or one TRL reward per component (multi)")
+    parser.add_argument("--reward-config", metavar="PATH", help="a reward config JSON file or a preset name")
+    wandb = parser.add_mutually_exclusive_group()
+    wandb.add_argument("--wandb-project", metavar="NAME", help="log to this Weights & Biases project")
+    wandb.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="no training: evaluate --resume-from-checkpoint, the output dir's model, or --model")
+    parser.add_argument("--resume-from-checkpoint", metavar="PATH",
+                        help="a checkpoint-N directory to continue from, or 'latest' in the output dir")
+    logging_group = parser.add_mutually_exclusive_group()
+    logging_group.add_argument("--enable-generation-logging", dest="generation_logging", action="store_true",
+                               default=None, help="write generation logs at each evaluation (default: on)")
+    logging_group.add_argument("--disable-generation-logging", dest="generation_logging", action="store_false",
+                               help="write no generation logs")
+    parser.add_argument("--generation-log-dir", metavar="PATH",
+                        help="where generation logs go (default: {output_dir}/generation_logs)")
+    parser.add_argument("--max-generation-samples", type=int, metavar="N",
+                        help="prompts per generation log (default: 5)")
+    return parser
+
+
+# Flag destination -> config field, for flags that set one field to their value.
+FLAG_FIELDS = {
+    "model": "model_name", "dataset": "dataset_name", "custom_data": "custom_data", "max_samples": "max_samples",
+    "epochs": "num_train_epochs", "learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size",
+    "output_dir": "output_dir", "reward_function": "reward_function_type", "reward_config": "reward_config_path",
+    "wandb_project": "wandb_project", "resume_from_checkpoint": "resume_from_checkpoint",
+    "generation_logging": "enable_generation_logging", "generation_log_dir": "generation_log_dir",
+    "max_generation_samples": "max_generation_samples",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    """Only flags the user gave override the layers below them."""
+    overrides = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    if args.no_wandb:
+        overrides["wandb_project"] = None
+    if args.reward_config and not args.reward_config.endswith(".json"):
+        # A bare name is a reward preset from config/rewards/.
+        overrides["reward_config_name"] = overrides.pop("reward_config_path")
+    mode = "quick_test" if args.quick_test else "production" if args.production else None
+    return build_config(mode=mode, config_file=args.config, overrides=overrides)
+
+
+def setup_console_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    # Metrics reach the console through transformers' progress bar; the log file gets them from grpo.metrics.
+    handler.addFilter(lambda record: record.name != "grpo.metrics")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        setup_console_logging()
+        from grpo_trainer import TrainingInterrupted, run_evaluation, run_training
+
+        try:
+            result = run_evaluation(config) if args.eval_only else run_training(config)
+        except TrainingInterrupted as stop:
+            print(f"stopped at step {stop.step}; checkpoint: {stop.checkpoint}. Resume with the same command plus "
+                  f"--resume-from-checkpoint {stop.checkpoint}", file=sys.stderr)
+            return 130
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_summary(result, eval_only=args.eval_only))
+    return 0
+
+
+def format_summary(result: dict, eval_only: bool) -> str:
+    """What the run produced and where it went, one item a line."""
+    if eval_only:
+        lines = [f"evaluated {result.get('model')} at step {result.get('global_step')}"]
+        lines += [f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}"
+                  for key, value in result.items() if key.startswith("eval_reward")]
+        return "\n".join(lines)
+    lines = [f"done: {result['steps']} steps in {result['seconds']} s",
+             f"  model:           {result['model']}",
+             f"  checkpoints:     {', '.join(result['checkpoints']) or 'none'}",
+             f"  generation logs: {result['generation_logs'] or 'off'}",
+             f"  training log:    {result['log_file']}",
+             f"  config:          {result['config']}"]
+    if "eval_reward" in result:
+        rewards = result["eval_reward"]
+        lines.append(f"  eval reward:     {rewards['first']:.4f} -> {rewards['last']:.4f} over "
+                     f"{rewards['evaluations']} evaluations")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
