@@ -24,18 +24,18 @@ def quick_run(tmp_path_factory):
 
 def test_quick_test_trains_evaluates_and_says_where_things_went(quick_run):
     output_dir, result = quick_run
-    assert "done: 30 steps" in result.stdout
+    assert "done: 60 steps" in result.stdout
     for item in ("final_model", "generation_logs", "grpo_training.log", "grpo_config.json"):
         assert str(output_dir / item) in result.stdout
-    assert (output_dir / "checkpoint-30" / "trainer_state.json").is_file()
+    assert (output_dir / "checkpoint-60" / "trainer_state.json").is_file()
     log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
-    assert "step 30:" in log and "reward=" in log
+    assert "step 60:" in log and "reward=" in log
 
 
 def test_quick_test_writes_a_generation_log_per_evaluation(quick_run):
     output_dir, _ = quick_run
     steps = logged_steps(output_dir / "generation_logs")
-    assert steps == [10, 20, 30]
+    assert steps == [20, 40, 60]
     logs = [json.loads((output_dir / "generation_logs" / f"generation_log_step_{s}.json").read_text("utf-8"))
             for s in steps]
     for number, entries in enumerate(logs, start=1):
@@ -75,9 +75,9 @@ def test_eval_only_evaluates_the_saved_model(quick_run):
     output_dir, _ = quick_run
     result = run_cli("--quick-test", "--eval-only", "--output-dir", str(output_dir))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"evaluated {output_dir / 'final_model'} at step 30" in result.stdout
+    assert f"evaluated {output_dir / 'final_model'} at step 60" in result.stdout
     metrics = json.loads((output_dir / "eval_metrics.json").read_text(encoding="utf-8"))
-    assert "eval_reward" in metrics and metrics["global_step"] == 30
+    assert "eval_reward" in metrics and metrics["global_step"] == 60
 
 
 def test_python_api_of_the_original(tmp_path, monkeypatch):
