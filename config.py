@@ -10,7 +10,6 @@ mode (`--quick-test` / `--production`) < `--config` JSON file < flags the user g
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atomic_files import write_json_atomic
+from json_files import read_json_file, write_json_atomic
 from errors import UserError
 from rewards import load_reward_config
 
@@ -167,13 +166,7 @@ def save_config_to_file(config: GRPOConfig, path: str | os.PathLike) -> None:
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """The settings of a config JSON file, with unknown keys and wrong types reported together."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path}: no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"config file {path}: not readable JSON ({error})") from None
+    data = read_json_file(path, "config file")
     if not isinstance(data, dict):
         raise UserError(f"config file {path}: expected a JSON object of settings, got {type(data).__name__}")
     problems = [f"unknown key {key!r}" for key in data if key not in FIELD_NAMES]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from atomic_files import write_json_atomic
+from json_files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from atomic_files import write_json_atomic, write_text_atomic
+from json_files import write_json_atomic, write_text_atomic
 from config import MODEL_SIZES_BILLION, TINY_MODEL, GRPOConfig, resolve_model_name, resolved_eval_group_size
 from config import save_config_to_file, validate_config
 from errors import UserError

@@ -27,7 +27,6 @@ The weighted total is sum(weight_i * component_i) over the three components.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import UserError
+from json_files import read_json_file
 
 REWARD_PRESET_DIR = Path(__file__).resolve().parent / "config" / "rewards"
 COMPONENTS = ("accuracy", "length", "quality")
@@ -239,13 +239,7 @@ def load_reward_config(name_or_path: str) -> dict:
         if not path.exists():
             raise UserError(f"unknown reward preset {name_or_path!r}: use one of {', '.join(reward_preset_names())} "
                             "or the path of a reward config JSON file")
-    if not path.is_file():
-        raise UserError(f"reward config {path}: no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"reward config {path}: not readable JSON ({error})") from None
-    return validate_reward_config(data, source=str(path))
+    return validate_reward_config(read_json_file(path, "reward config"), source=str(path))
 
 
 def validate_reward_config(data: Any, source: str = "reward config") -> dict:

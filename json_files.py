@@ -1,6 +1,9 @@
-"""Atomic file writes: a reader (or a crash) sees either the old file or the complete new one, never half of it.
+"""Reading and writing the tool's JSON files.
 
-    write_json_atomic(path, {"a": 1})
+Writes are atomic: a reader (or a crash) sees either the old file or the complete new one, never half of it. Reads turn
+every way a file can be unreadable into one UserError that names the file.
+
+    write_json_atomic(path, {"a": 1}); read_json_file(path, "config file")
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from errors import UserError
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -31,3 +36,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def read_json_file(path: str | os.PathLike, what: str) -> Any:
+    """The parsed contents of a JSON file; `what` names the file in the error ("config file", "reward config")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{what} {path}: not readable JSON ({error})") from None
