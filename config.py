@@ -34,6 +34,7 @@ HUB_DATASETS = {
 }
 DATASET_NAMES = (*HUB_DATASETS, SAMPLE_DATASET)
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+PROMPT_FORMATS = ("auto", "chat", "text")
 
 
 @dataclass
@@ -53,6 +54,9 @@ class GRPOConfig:
     custom_data: str | None = None  # a JSONL file of {"prompt", "chosen", "rejected"} rows; replaces dataset_name
     max_samples: int | None = None  # training prompts kept after conversion; null: all
     max_eval_samples: int = 100  # evaluation prompts kept; each evaluation generates for all of them
+    streaming: bool = False  # read the training data while training runs instead of loading it first; needs max_steps
+    prompt_format: str = "auto"  # auto (chat messages when the tokenizer has a chat template, else text), chat, text
+    prompt_overflow: str = "drop"  # prompts over max_seq_length - max_completion_length tokens: drop or truncate
     # grpo
     learning_rate: float = 5e-6  # peak learning rate
     num_train_epochs: float = 1.0  # passes over the training prompts (ignored when max_steps > 0)
@@ -296,6 +300,12 @@ def validate_config(config: GRPOConfig) -> None:
     require(config.gamma == 1.0, f"gamma={config.gamma}: every episode is a single completion, so only 1.0 is "
                                  "meaningful; set gamma to 1.0")
     require(0 <= config.lora_dropout < 1, f"lora_dropout={config.lora_dropout} must be in [0, 1)")
+    require(config.prompt_format in PROMPT_FORMATS,
+            f"prompt_format={config.prompt_format!r}: use one of {', '.join(PROMPT_FORMATS)}")
+    require(config.prompt_overflow in ("drop", "truncate"),
+            f"prompt_overflow={config.prompt_overflow!r}: use 'drop' or 'truncate'")
+    require(not config.streaming or config.max_steps > 0,
+            "streaming=true needs max_steps: a stream's length is unknown, so the run needs a step count")
     require(config.loss_type in LOSS_TYPES, f"loss_type={config.loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
     require(config.reward_function_type in ("single", "multi"),
             f"reward_function_type={config.reward_function_type!r}: use 'single' or 'multi'")

@@ -1,11 +1,24 @@
-"""Training data for GRPO: every source becomes a `prompt` column plus `chosen` / `rejected` references.
+"""Training data for GRPO: every source becomes a `prompt` column plus `chosen` / `rejected` reference answers.
 
-A prompt is plain text or a list of chat messages; `chosen` / `rejected` are the preferred and dispreferred answers
-when the source has them (the accuracy reward uses them). Sources: the bundled sample data (`sample`) and JSONL files
-in the original's custom format, `{"prompt": ..., "chosen": ..., "rejected": ...}` (the references are optional).
-This module knows schemas and files, nothing of models.
+A prompt is plain text or a list of chat messages; `chosen` / `rejected` are the preferred and dispreferred answers as
+text, or None where the source has none (the accuracy reward uses them). This module knows sources and schemas,
+nothing of models: fitting prompts to a tokenizer happens in the trainer.
 
-    data_loader, dataset = create_grpo_dataloader(dataset_name="data/sample_train.jsonl", max_samples=100)
+Sources: the four hub datasets of the original (through `datasets.load_dataset`, streaming optional), the bundled
+sample data (`sample`), and local `.jsonl` / `.json` / `.parquet` files in any of the schemas below, detected from
+their columns:
+
+- custom: `{"prompt", "chosen"?, "rejected"?}`, the original's format; also prompt-only rows, chat-message prompts,
+  and TL;DR preference rows (trl-lib/tldr-preference has exactly these columns).
+- ultrafeedback_binarized: `prompt` text, `chosen` / `rejected` as [user turn, assistant turn] message lists.
+- hh_rlhf: `chosen` / `rejected` as whole "\\n\\nHuman: ... \\n\\nAssistant: ..." dialogues, no prompt column.
+- openbmb: `instruction` and rated `completions` (openbmb/UltraFeedback).
+
+Rows that repeat an earlier prompt are dropped (many preference pairs share a prompt; GRPO samples its own
+completions, so one row per prompt is what it needs). A local file's unusable row is an error naming its line; a hub
+dataset's unusable rows are dropped and counted.
+
+    data_loader, dataset = create_grpo_dataloader(dataset_name="hh_rlhf", max_samples=100)
     dataset["train"], dataset["eval"]
 """
 
@@ -13,102 +26,336 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+from dataclasses import dataclass
+from os.path import commonprefix
 from pathlib import Path
 from typing import Any
 
 from config import DATASET_NAMES, HUB_DATASETS, SAMPLE_DATASET, GRPOConfig
 from errors import UserError
+from messages import answer_text, is_message_list
 
 logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SAMPLE_FILES = {"train": DATA_DIR / "sample_train.jsonl", "eval": DATA_DIR / "sample_eval.jsonl"}
-REFERENCE_COLUMNS = ("chosen", "rejected")
-EVAL_FRACTION = 0.1  # share of a single-file source held out for evaluation
+EVAL_FRACTION = 0.1  # share of a source without an evaluation split that is held out for it
 MAX_HELD_OUT = 500  # ... but never more rows than this
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# An air-gapped cluster keeps copies of hub dataset repositories here, as {mirror}/{owner}/{name}/.
+MIRROR_VARIABLE = "GRPO_DATASET_MIRROR"
+OUTPUT_COLUMNS = ("prompt", "chosen", "rejected", "problem")
+HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+EXCLUDED_OPENBMB_SOURCES = {"truthful_qa"}  # its completions were rated against answers outside the data
 
 
-def jsonl_records(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) for every non-blank line; a line that is not a JSON object is an error naming it."""
+@dataclass(frozen=True)
+class HubSource:
+    repo_id: str
+    train_split: str
+    eval_split: str | None  # None: hold out part of the training split
+    schema: str
+
+
+HUB_SOURCES = {
+    "ultrafeedback": HubSource(HUB_DATASETS["ultrafeedback"], "train_prefs", "test_prefs", "ultrafeedback_binarized"),
+    "ultrafeedback_large": HubSource(HUB_DATASETS["ultrafeedback_large"], "train", None, "openbmb"),
+    "hh_rlhf": HubSource(HUB_DATASETS["hh_rlhf"], "train", "test", "hh_rlhf"),
+    "openai_summarize": HubSource(HUB_DATASETS["openai_summarize"], "train", "validation", "custom"),
+}
+FORMATS_ACCEPTED = ('{"prompt", "chosen", "rejected"} (chosen/rejected optional; prompt text or chat messages), '
+                    "UltraFeedback-binarized rows (chosen/rejected message lists), hh-rlhf rows (chosen/rejected "
+                    "dialogues), openbmb/UltraFeedback rows (instruction, completions)")
+
+
+# schemas
+
+def detect_schema(columns: list[str], row: dict) -> str | None:
+    """Which schema a table with these columns (and this first row) is in; None when none fits."""
+    names = set(columns)
+    if {"instruction", "completions"} <= names:
+        return "openbmb"
+    if "prompt" in names:
+        return "ultrafeedback_binarized" if isinstance(row.get("chosen"), list) else "custom"
+    if {"chosen", "rejected"} <= names and HH_ASSISTANT in str(row.get("chosen") or ""):
+        return "hh_rlhf"
+    return None
+
+
+def prompt_problem(prompt: Any) -> str | None:
+    """Why a prompt cannot be trained on, or None."""
+    if isinstance(prompt, str):
+        return None if prompt.strip() else "'prompt' is empty"
+    if isinstance(prompt, list):
+        if not is_message_list(prompt):
+            return "'prompt' is a list but not of chat messages like {\"role\": \"user\", \"content\": \"...\"}"
+        if not any(m["role"] == "user" for m in prompt):
+            return "'prompt' has no user message"
+        return None
+    return f"'prompt' must be text or a list of chat messages, got {type(prompt).__name__}"
+
+
+def present_fields(batch: dict, index: int) -> str:
+    return ", ".join(name for name, values in batch.items() if values[index] is not None) or "nothing"
+
+
+def convert_custom(batch: dict) -> dict:
+    rows = len(next(iter(batch.values())))
+    output = {name: [] for name in OUTPUT_COLUMNS}
+    prompts = batch.get("prompt", [None] * rows)
+    for index in range(rows):
+        prompt = prompts[index]
+        problem = (f"no 'prompt' field (found: {present_fields(batch, index)})" if prompt is None
+                   else prompt_problem(prompt))
+        output["prompt"].append(None if problem else prompt)
+        output["problem"].append(problem)
+        for name in ("chosen", "rejected"):
+            output[name].append(answer_text(batch[name][index]) if name in batch else None)
+    return output
+
+
+def convert_ultrafeedback_binarized(batch: dict) -> dict:
+    """The prompt as given; the references are the last assistant turns of the chosen and rejected conversations."""
+    return convert_custom(batch)
+
+
+def parse_hh_dialogue(text: str) -> list[dict]:
+    """'\\n\\nHuman: a\\n\\nAssistant: b' -> [{"role": "user", ...}, {"role": "assistant", ...}]."""
+    parts = HH_TURN.split(text)
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts) - 1, 2)]
+
+
+def first_turn(text: str) -> str:
+    """The assistant answer at the start of `text`, up to the next human turn."""
+    end = text.find(HH_HUMAN)
+    return (text if end < 0 else text[:end]).strip()
+
+
+def extract_hh_prompt(chosen: str, rejected: str) -> tuple[list[dict] | None, str | None, str | None, str | None]:
+    """(prompt messages, chosen answer, rejected answer, problem) of one hh-rlhf pair.
+
+    The prompt is the dialogue both sides share, cut back to the last assistant turn they both start; the answers
+    are each side's first assistant turn after it. Where the two differ in an earlier turn, the prompt stops before
+    that turn, so it is still a real shared context.
+    """
+    if not isinstance(chosen, str) or not isinstance(rejected, str):
+        return None, None, None, "'chosen' and 'rejected' must both be dialogue strings"
+    cut = commonprefix([chosen, rejected]).rfind(HH_ASSISTANT)
+    if cut < 0:
+        return None, None, None, "no shared '\\n\\nHuman: ... \\n\\nAssistant:' dialogue in 'chosen' and 'rejected'"
+    messages = parse_hh_dialogue(chosen[:cut])
+    if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"]:
+        return None, None, None, "the dialogue does not end with a human turn before the answers"
+    start = cut + len(HH_ASSISTANT)
+    return messages, first_turn(chosen[start:]) or None, first_turn(rejected[start:]) or None, None
+
+
+def convert_hh_rlhf(batch: dict) -> dict:
+    output = {name: [] for name in OUTPUT_COLUMNS}
+    for chosen, rejected in zip(batch["chosen"], batch["rejected"]):
+        prompt, chosen_answer, rejected_answer, problem = extract_hh_prompt(chosen, rejected)
+        for name, value in zip(OUTPUT_COLUMNS, (prompt, chosen_answer, rejected_answer, problem)):
+            output[name].append(value)
+    return output
+
+
+def mean_rating(completion: dict) -> float | None:
+    """The mean of a completion's aspect ratings; ratings are strings and "N/A" ones are left out."""
+    ratings = []
+    for aspect in (completion.get("annotations") or {}).values():
+        for entry in aspect if isinstance(aspect, list) else [aspect]:
+            try:
+                ratings.append(float(entry["Rating"]))
+            except (TypeError, KeyError, ValueError):
+                continue
+    return sum(ratings) / len(ratings) if ratings else None
+
+
+def convert_openbmb(batch: dict) -> dict:
+    """Prompt = instruction; chosen / rejected = the best / worst rated completion (rejected None when one is rated)."""
+    output = {name: [] for name in OUTPUT_COLUMNS}
+    sources = batch.get("source") or [None] * len(batch["instruction"])
+    for instruction, completions, source in zip(batch["instruction"], batch["completions"], sources):
+        rated = sorted(((rating, c.get("response")) for c in completions or []
+                        if (rating := mean_rating(c)) is not None and c.get("response")), key=lambda pair: pair[0])
+        problem = prompt_problem(instruction) if instruction is not None else "no 'instruction' field"
+        keep = problem is None and source not in EXCLUDED_OPENBMB_SOURCES
+        output["prompt"].append(instruction if keep else None)
+        output["chosen"].append(rated[-1][1] if keep and rated else None)
+        output["rejected"].append(rated[0][1] if keep and len(rated) > 1 else None)
+        output["problem"].append(problem)
+    return output
+
+
+CONVERTERS = {
+    "custom": convert_custom,
+    "ultrafeedback_binarized": convert_ultrafeedback_binarized,
+    "hh_rlhf": convert_hh_rlhf,
+    "openbmb": convert_openbmb,
+}
+
+
+def convert(dataset, schema: str):
+    """Rows in the common shape (prompt, chosen, rejected, problem); prompt None marks a row to leave out."""
+    return dataset.map(CONVERTERS[schema], batched=True, batch_size=1000, remove_columns=dataset.column_names)
+
+
+def prompt_key(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+# reading
+
+def file_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) for each row of a JSON Lines or JSON file, read without datasets, for exact error lines.
+
+    Taken only when datasets could not read the file, or to name the line of a bad row."""
     try:
-        lines = path.read_bytes().split(b"\n")
+        raw = path.read_bytes()
     except OSError as error:
         raise UserError(f"{path}: cannot read ({error.strerror})") from None
+    if path.suffix == ".json" and raw.lstrip()[:1] == b"[":
+        try:
+            rows = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} line {error.lineno}: not valid JSON ({error.msg})") from None
+        return [(index + 1, row) for index, row in enumerate(rows)]
     records = []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
             continue
         try:
-            row = json.loads(raw.decode("utf-8"))
+            row = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError:
             raise UserError(f"{path} line {number}: not UTF-8 text; save the file as UTF-8") from None
         except json.JSONDecodeError as error:
             raise UserError(f"{path} line {number}: not valid JSON ({error.msg} at column {error.colno}); "
                             "each line must be one JSON object") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {number}: expected a JSON object like "
-                            '{"prompt": ..., "chosen": ..., "rejected": ...}, got ' + type(row).__name__)
         records.append((number, row))
     return records
 
 
-def row_problem(row: dict) -> str | None:
-    """Why a row cannot train, or None."""
-    if "prompt" not in row:
-        return (f"no 'prompt' field (found: {', '.join(row) or 'nothing'}); each row needs "
-                '{"prompt": ..., "chosen": ..., "rejected": ...}, where chosen and rejected are optional')
-    prompt = row["prompt"]
-    if isinstance(prompt, str):
-        return None if prompt.strip() else "'prompt' is empty"
-    if isinstance(prompt, list):
-        if not prompt or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m
-                                 for m in prompt):
-            return "'prompt' is a list but not of chat messages like {\"role\": \"user\", \"content\": \"...\"}"
-        return None
-    return f"'prompt' must be text or a list of chat messages, got {type(prompt).__name__}"
+def row_label(path: Path, index: int) -> str:
+    """How to point a user at the index-th row of a file: its line in a JSON Lines file, else its position."""
+    if path.suffix in (".jsonl", ".json"):
+        rows = file_rows(path)
+        if index < len(rows):
+            return f"line {rows[index][0]}" if path.suffix == ".jsonl" else f"row {rows[index][0]}"
+    return f"row {index + 1}"
 
 
-def prompts_look_valid(dataset) -> bool:
-    """Whether the fast path's result can be used as is: a prompt column of non-empty text or message lists."""
+def read_file_table(path: Path):
+    """A local file as a datasets.Dataset of its raw columns."""
     import datasets
 
-    feature = dataset.features.get("prompt")
-    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
-        return all(prompt and prompt.strip() for prompt in dataset["prompt"])
-    if isinstance(feature, (datasets.List, datasets.LargeList)) and isinstance(feature.feature, dict):
-        return {"role", "content"} <= set(feature.feature) and all(dataset["prompt"])
-    return False
-
-
-def read_jsonl(path: str | Path):
-    """A JSONL file as a `datasets.Dataset` with `prompt` and whichever reference columns it has."""
-    import datasets
-
-    path = Path(path)
+    builder = FILE_BUILDERS.get(path.suffix)
+    if builder is None:
+        raise UserError(f"{path}: unsupported file type {path.suffix or '(none)'}; use .jsonl, .json or .parquet")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        dataset = datasets.load_dataset("json", data_files=str(path), split="train")
-        trusted = prompts_look_valid(dataset)
-    except Exception:  # noqa: BLE001 - datasets wraps every parse problem; our own pass below names the line
-        trusted = False
-    if not trusted:
-        # Slow path, taken only when something is off: find the line to blame, or rebuild the rows
-        # (datasets rejects some valid files, such as ones with whitespace-only lines).
-        records = jsonl_records(path)
-        if not records:
-            raise UserError(f"{path}: no rows; each line must be one JSON object with a 'prompt'")
-        prompt_types = set()
-        for number, row in records:
-            problem = row_problem(row)
-            if problem:
-                raise UserError(f"{path} line {number}: {problem}")
-            prompt_types.add(type(row["prompt"]))
-        if len(prompt_types) > 1:
-            raise UserError(f"{path}: some prompts are text and some are message lists; use one form per file")
-        dataset = datasets.Dataset.from_list([row for _, row in records])
-    keep = ["prompt", *(name for name in REFERENCE_COLUMNS if name in dataset.column_names)]
-    return dataset.select_columns(keep)
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as error:  # noqa: BLE001 - datasets wraps every parse problem; our own pass names the line
+        if builder == "parquet":
+            raise UserError(f"{path}: not a readable parquet file ({error})") from None
+    # Slow path: the line to blame, or the rows rebuilt (datasets rejects some valid files, such as ones with
+    # whitespace-only lines).
+    records = file_rows(path)
+    if not records:
+        raise UserError(f"{path}: no rows; each line must be one JSON object with a 'prompt'")
+    for number, row in records:
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {number}: expected a JSON object like "
+                            '{"prompt": ..., "chosen": ..., "rejected": ...}, got ' + type(row).__name__)
+    prompt_types = {type(row.get("prompt")) for _, row in records} - {type(None)}
+    if len(prompt_types) > 1:
+        raise UserError(f"{path}: some prompts are text and some are message lists; use one form per file")
+    try:
+        return datasets.Dataset.from_list([row for _, row in records])
+    except Exception as error:  # noqa: BLE001 - pyarrow's message is the useful part
+        raise UserError(f"{path}: rows disagree in structure ({str(error).splitlines()[0]}); give every row the "
+                        "same fields with the same types") from None
+
+
+def convert_local_file(path: Path):
+    """A local file converted to the common shape; an unusable row is an error naming its line."""
+    import datasets
+
+    table = read_file_table(path)
+    if len(table) == 0:
+        raise UserError(f"{path}: no rows; each line must be one JSON object with a 'prompt'")
+    if isinstance(table.features.get("prompt"), datasets.Json):
+        # datasets keeps a column whose rows differ in type (text in some, message lists in others) as raw JSON.
+        raise UserError(f"{path}: some prompts are text and some are message lists; use one form per file")
+    try:
+        schema = detect_schema(table.column_names, table[0])
+        if schema is None:
+            raise UserError(f"{path}: unrecognised columns ({', '.join(table.column_names)}); accepted formats: "
+                            f"{FORMATS_ACCEPTED}")
+        rows = convert(table, schema)
+    except UnicodeDecodeError:
+        file_rows(path)  # names the line that is not UTF-8
+        raise
+    problems = rows["problem"]
+    first_bad = next((index for index, problem in enumerate(problems) if problem), None)
+    if first_bad is not None:
+        raise UserError(f"{path} {row_label(path, first_bad)}: {problems[first_bad]}")
+    return finish(rows, str(path))
+
+
+def finish(rows, source: str):
+    """Drop left-out rows and repeated prompts from an in-memory table, saying how many went."""
+    keep, seen, left_out, repeated = [], set(), 0, 0
+    for index, prompt in enumerate(rows["prompt"]):
+        if prompt is None:
+            left_out += 1
+            continue
+        key = prompt_key(prompt)
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        keep.append(index)
+    if left_out or repeated:
+        logger.info("%s: left out %d unusable rows and %d repeated prompts", source, left_out, repeated)
+    if len(keep) < len(rows):
+        rows = rows.select(keep)
+    return rows.select_columns(["prompt", "chosen", "rejected"])
+
+
+def hub_location(repo_id: str) -> str:
+    mirror = os.environ.get(MIRROR_VARIABLE)
+    if mirror and (Path(mirror) / repo_id).is_dir():
+        return str(Path(mirror) / repo_id)
+    return repo_id
+
+
+def load_hub_split(source: HubSource, split: str, streaming: bool):
+    import datasets
+
+    location = hub_location(source.repo_id)
+    try:
+        return datasets.load_dataset(location, split=split, streaming=streaming)
+    except (ConnectionError, OSError, datasets.exceptions.DatasetsError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"dataset {source.repo_id} ({split}) could not be loaded: {first_line}. Without network "
+                        f"access, download it where there is (huggingface-cli download --repo-type dataset "
+                        f"{source.repo_id} --local-dir DIR/{source.repo_id}) and set {MIRROR_VARIABLE}=DIR, or "
+                        "convert it to JSONL and pass --custom-data FILE") from None
+
+
+def hub_split(source: HubSource, split: str):
+    table = load_hub_split(source, split, streaming=False)
+    if len(table) and detect_schema(table.column_names, table[0]) != source.schema:
+        raise UserError(f"dataset {source.repo_id}: expected {source.schema} rows, found columns "
+                        f"{', '.join(table.column_names)}")
+    return finish(convert(table, source.schema), f"{source.repo_id} ({split})")
 
 
 def hold_out(dataset, seed: int):
@@ -120,31 +367,112 @@ def hold_out(dataset, seed: int):
     return split["train"], split["test"]
 
 
+def resolve_hub_source(name: str) -> HubSource | None:
+    if name in HUB_SOURCES:
+        return HUB_SOURCES[name]
+    return next((source for source in HUB_SOURCES.values() if source.repo_id == name), None)
+
+
 def load_source(name: str, seed: int) -> tuple[Any, Any]:
-    """(train, eval) of a dataset name or a file path."""
+    """(train, eval) of a dataset name, a hub id or a local file, in memory."""
     if name == SAMPLE_DATASET:
-        return read_jsonl(SAMPLE_FILES["train"]), read_jsonl(SAMPLE_FILES["eval"])
-    if name in HUB_DATASETS or name in HUB_DATASETS.values():
-        raise UserError(f"dataset {name!r} needs the Hugging Face Hub loader, which this version does not have yet: "
-                        "convert it to JSONL ({\"prompt\", \"chosen\", \"rejected\"} per line) and pass "
-                        "--custom-data FILE, or use --dataset sample")
+        return convert_local_file(SAMPLE_FILES["train"]), convert_local_file(SAMPLE_FILES["eval"])
+    source = resolve_hub_source(name)
+    if source is not None:
+        train = hub_split(source, source.train_split)
+        if source.eval_split is None:
+            return hold_out(train, seed)
+        return train, hub_split(source, source.eval_split)
     path = Path(name)
-    if path.suffix in (".jsonl", ".json") or path.exists():
-        return hold_out(read_jsonl(path), seed)
-    raise UserError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}, or a .jsonl file")
+    if path.suffix in FILE_BUILDERS or path.exists():
+        return hold_out(convert_local_file(path), seed)
+    raise UserError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}, a supported hub id "
+                    f"({', '.join(s.repo_id for s in HUB_SOURCES.values())}), or a .jsonl/.json/.parquet file")
+
+
+# streaming
+
+def unique_usable_rows(rows):
+    """Generator over converted rows, skipping unusable ones and repeated prompts. A fresh pass starts a fresh
+    memory of prompts, so a second epoch over the stream sees every row again."""
+    seen = set()
+    for row in rows:
+        if row["prompt"] is None:
+            continue
+        key = hash(prompt_key(row["prompt"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        yield {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}
+
+
+def open_stream(name: str, split: str | None = None):
+    """(streamed table, schema, hub source or None) of a hub dataset or a local file, nothing downloaded ahead."""
+    import datasets
+
+    source = resolve_hub_source(name)
+    if source is not None:
+        table = load_hub_split(source, split or source.train_split, streaming=True)
+    else:
+        path = Path(name)
+        if path.suffix not in FILE_BUILDERS or not path.is_file():
+            raise UserError(f"streaming reads a hub dataset or a .jsonl/.json/.parquet file; {name!r} is neither")
+        table = datasets.load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train",
+                                      streaming=True)
+    first = next(iter(table), None)
+    if first is None:
+        raise UserError(f"{name}: no rows")
+    schema = detect_schema(list(first), first)
+    if schema is None or (source is not None and schema != source.schema):
+        raise UserError(f"{name}: unrecognised columns ({', '.join(first)}); accepted formats: {FORMATS_ACCEPTED}")
+    return table, schema, source
+
+
+def stream_rows(table, schema: str):
+    import datasets
+
+    converted = table.map(CONVERTERS[schema], batched=True, batch_size=1000,
+                          remove_columns=list(table.column_names or next(iter(table))))
+    return datasets.IterableDataset.from_generator(unique_usable_rows, gen_kwargs={"rows": converted})
+
+
+def load_streaming(name: str, config: GRPOConfig):
+    """(train as an IterableDataset read while training runs, eval in memory)."""
+    import datasets
+
+    table, schema, source = open_stream(name)
+    train = stream_rows(table, schema)
+    if source is None or source.eval_split is None:
+        # No evaluation split: the stream's first rows are held out for it.
+        evaluation = list(train.take(config.max_eval_samples))
+        train = train.skip(len(evaluation))
+    else:
+        eval_table, eval_schema, _ = open_stream(name, source.eval_split)
+        evaluation = list(stream_rows(eval_table, eval_schema).take(config.max_eval_samples))
+    if not evaluation:
+        raise UserError(f"{name}: no usable evaluation rows")
+    if config.max_samples is not None:
+        train = train.take(config.max_samples)
+    return train, datasets.Dataset.from_list(evaluation)
 
 
 def load_grpo_dataset(config: GRPOConfig):
-    """The run's data as a DatasetDict with `train` and `eval` splits, capped by max_samples / max_eval_samples."""
+    """The run's data: a DatasetDict with `train` and `eval`, capped by max_samples / max_eval_samples.
+
+    With config.streaming, `train` is an IterableDataset read while training runs."""
     import datasets
 
-    train, evaluation = load_source(config.custom_data or config.dataset_name, config.seed)
+    name = config.custom_data or config.dataset_name
+    if config.streaming:
+        train, evaluation = load_streaming(name, config)
+        logger.info("data: streaming training prompts, %d evaluation prompts (%s)", len(evaluation), name)
+        return datasets.DatasetDict({"train": train, "eval": evaluation})
+    train, evaluation = load_source(name, config.seed)
     if config.max_samples is not None and len(train) > config.max_samples:
         train = train.select(range(config.max_samples))
     if len(evaluation) > config.max_eval_samples:
         evaluation = evaluation.select(range(config.max_eval_samples))
-    logger.info("data: %d training prompts, %d evaluation prompts (%s)", len(train), len(evaluation),
-                config.custom_data or config.dataset_name)
+    logger.info("data: %d training prompts, %d evaluation prompts (%s)", len(train), len(evaluation), name)
     return datasets.DatasetDict({"train": train, "eval": evaluation})
 
 
@@ -152,14 +480,11 @@ def create_grpo_dataloader(model_name: str | None = None, dataset_name: str = SA
                            max_samples: int | None = None, batch_size: int = 8, seed: int = 42):
     """(data_loader, dataset): a torch DataLoader over the training prompts, and the DatasetDict behind it.
 
-    `dataset_name` is a preset key or a local JSONL file. `model_name` is accepted for the original's call
-    signature; prompts are fitted to the model's token budget later, when the trainer has its tokenizer.
+    `dataset_name` is a preset key, a supported hub id, or a local file. `model_name` is accepted for the original's
+    call signature; prompts are fitted to the model's tokenizer later, by the trainer that loads it.
     """
     from torch.utils.data import DataLoader
 
-    config = GRPOConfig(dataset_name=dataset_name, max_samples=max_samples, seed=seed)
-    if model_name:
-        config.model_name = model_name
-    dataset = load_grpo_dataset(config)
+    dataset = load_grpo_dataset(GRPOConfig(dataset_name=dataset_name, max_samples=max_samples, seed=seed))
     data_loader = DataLoader(dataset["train"], batch_size=batch_size, shuffle=False, collate_fn=list)
     return data_loader, dataset

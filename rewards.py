@@ -35,6 +35,7 @@ from typing import Any
 
 from errors import UserError
 from json_files import read_json_file
+from messages import answer_text, message_text
 
 REWARD_PRESET_DIR = Path(__file__).resolve().parent / "config" / "rewards"
 COMPONENTS = ("accuracy", "length", "quality")
@@ -56,24 +57,6 @@ DEFAULT_REWARD_CONFIG: dict[str, Any] = {
 }
 
 RewardFunction = Callable[..., list[float]]
-
-
-def completion_text(completion: Any) -> str:
-    """The text of one completion, whichever shape TRL passes it in."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return completion_text(completion.get("content", ""))
-    if isinstance(completion, list):
-        # A list of messages, or a message content given as a list of typed parts ({"type": "text", "text": ...}).
-        parts = []
-        for item in completion:
-            if isinstance(item, dict) and "text" in item and "role" not in item:
-                parts.append(str(item["text"]))
-            else:
-                parts.append(completion_text(item))
-        return "".join(parts)
-    return "" if completion is None else str(completion)
 
 
 def keyword_pattern(keywords: Sequence[str]) -> re.Pattern | None:
@@ -108,16 +91,6 @@ def reference_score(text: str, chosen: str | None, rejected: str | None) -> floa
     return score
 
 
-def reference_text(value: Any) -> str | None:
-    """A reference answer as text: a string, or the last assistant turn of a message list."""
-    if value is None:
-        return None
-    if isinstance(value, list):
-        replies = [m for m in value if isinstance(m, dict) and m.get("role") == "assistant"]
-        return completion_text(replies[-1]) if replies else completion_text(value)
-    return completion_text(value)
-
-
 def column(kwargs: dict, name: str, count: int) -> list:
     values = kwargs.get(name)
     return list(values) if values is not None else [None] * count
@@ -131,9 +104,9 @@ def make_accuracy_reward(settings: dict) -> RewardFunction:
         rejected = column(kwargs, "rejected", len(completions))
         scores = []
         for completion, chosen_answer, rejected_answer in zip(completions, chosen, rejected):
-            text = completion_text(completion)
+            text = message_text(completion)
             keyword = 1.0 if pattern and pattern.search(text.lower()) else 0.0
-            reference = reference_score(text, reference_text(chosen_answer), reference_text(rejected_answer))
+            reference = reference_score(text, answer_text(chosen_answer), answer_text(rejected_answer))
             if reference is None:
                 scores.append(keyword)
             else:
@@ -147,7 +120,7 @@ def make_length_reward(settings: dict) -> RewardFunction:
     optimal, falloff = settings["optimal_length"], settings["length_weight"]
 
     def length_reward(completions, **kwargs) -> list[float]:
-        return [1.0 / (1.0 + falloff * abs(len(completion_text(c).split()) - optimal)) for c in completions]
+        return [1.0 / (1.0 + falloff * abs(len(message_text(c).split()) - optimal)) for c in completions]
 
     return length_reward
 
@@ -159,7 +132,7 @@ def make_quality_reward(settings: dict) -> RewardFunction:
     def quality_reward(completions, **kwargs) -> list[float]:
         scores = []
         for completion in completions:
-            text = completion_text(completion).lower()
+            text = message_text(completion).lower()
             score = reward_scale if good and good.search(text) else 0.0
             if bad and bad.search(text):
                 score += penalty_scale

@@ -27,3 +27,29 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     """`python train_grpo.py ARGS` in a child process, as a user runs it."""
     return subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=os.environ.copy())
+
+
+# Copies of the four hub datasets, laid out as their repositories are (data/{split}-00000-of-00001.parquet) and
+# filled from the fixture files of the same schemas: the hub code path, run offline.
+MIRROR_LAYOUT = {
+    "HuggingFaceH4/ultrafeedback_binarized": ("ultrafeedback_binarized.jsonl", {"train_prefs": 4, "test_prefs": 2}),
+    "openbmb/UltraFeedback": ("openbmb_ultrafeedback.jsonl", {"train": 5}),
+    "Anthropic/hh-rlhf": ("hh_rlhf.jsonl", {"train": 3, "test": 2}),
+    "trl-lib/tldr-preference": ("tldr_preference.jsonl", {"train": 3, "validation": 2}),
+}
+
+
+@pytest.fixture(scope="session")
+def hub_mirror(tmp_path_factory):
+    import datasets
+
+    root = tmp_path_factory.mktemp("mirror")
+    for repo_id, (fixture, splits) in MIRROR_LAYOUT.items():
+        rows = datasets.load_dataset("json", data_files=str(FIXTURES / fixture), split="train")
+        start = 0
+        for split, count in splits.items():
+            target = root / repo_id / "data" / f"{split}-00000-of-00001.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            rows.select(range(start, start + count)).to_parquet(str(target))
+            start += count
+    return root

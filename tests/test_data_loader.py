@@ -1,17 +1,32 @@
-"""Data sources on small fixture files: the sample data, custom JSONL, and the errors a user can hit."""
+"""Data sources on small fixture files with the real schemas: conversions, the hub path (offline, through a local
+mirror), streaming, and the mistakes a user can make."""
 
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 from torch.utils.data import DataLoader
 
 from config import GRPOConfig
-from data_loader import SAMPLE_FILES, create_grpo_dataloader, load_grpo_dataset, read_jsonl
+from data_loader import (SAMPLE_FILES, convert_local_file, create_grpo_dataloader, extract_hh_prompt,
+                         load_grpo_dataset, mean_rating)
 from errors import UserError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+
+def rows_of(dataset):
+    return [dict(row) for row in dataset]
+
+
+@pytest.fixture
+def mirror(hub_mirror, monkeypatch):
+    monkeypatch.setenv("GRPO_DATASET_MIRROR", str(hub_mirror))
+    return hub_mirror
+
+
+# the bundled sample data
 
 def test_sample_data_is_large_varied_and_split():
     data = load_grpo_dataset(GRPOConfig(dataset_name="sample", max_eval_samples=1000))
@@ -29,53 +44,187 @@ def test_sample_data_is_in_the_original_custom_format():
             assert set(row) == {"prompt", "chosen", "rejected"} and all(row.values())
 
 
+# conversions of each schema, from local files
+
 def test_custom_jsonl_is_split_and_capped():
     data = load_grpo_dataset(GRPOConfig(custom_data=str(FIXTURES / "custom.jsonl"), max_samples=5))
     assert len(data["train"]) == 5 and len(data["eval"]) == 1
-    assert set(data["train"].column_names) == {"prompt", "chosen", "rejected"}
+    assert data["train"].column_names == ["prompt", "chosen", "rejected"]
 
 
 def test_chat_prompts_and_missing_references():
-    rows = read_jsonl(FIXTURES / "chat_prompts.jsonl")
+    rows = rows_of(convert_local_file(FIXTURES / "chat_prompts.jsonl"))
     assert len(rows) == 3
     assert rows[1]["prompt"][0] == {"role": "system", "content": "Be brief."}
-    assert rows[0]["rejected"] is None and rows[2]["chosen"] is None
+    assert rows[0]["rejected"] is None and rows[2]["chosen"] is None and rows[0]["chosen"] == "Yes."
 
+
+def test_ultrafeedback_binarized_rows():
+    rows = rows_of(convert_local_file(FIXTURES / "ultrafeedback_binarized.jsonl"))
+    assert rows[0] == {"prompt": "What is the capital of France?", "chosen": "The capital of France is Paris.",
+                       "rejected": "I don't know."}
+    assert len(rows) == 5  # the repeated France prompt is dropped
+
+
+def test_hh_rlhf_rows():
+    rows = rows_of(convert_local_file(FIXTURES / "hh_rlhf.jsonl"))
+    assert rows[0] == {"prompt": [{"role": "user", "content": "What is a good name for a cat?"}],
+                       "chosen": "Whiskers is a classic choice.", "rejected": "Cats do not need names."}
+    multi_turn = rows[1]
+    assert [m["role"] for m in multi_turn["prompt"]] == ["user", "assistant", "user"]
+    assert multi_turn["prompt"][-1]["content"] == "Yes, dry yeast."
+    assert multi_turn["rejected"] == "Just buy bread instead."
+
+
+def test_hh_rlhf_pairs_that_differ_early_keep_only_the_shared_context():
+    chosen = "\n\nHuman: How do I fix a flat tyre?\n\nAssistant: First remove the wheel.\n\nHuman: Then what?"
+    rejected = "\n\nHuman: How do I fix a flat tyre?\n\nAssistant: Call someone.\n\nHuman: Then what?"
+    prompt, good, bad, problem = extract_hh_prompt(chosen, rejected)
+    assert problem is None
+    assert prompt == [{"role": "user", "content": "How do I fix a flat tyre?"}]
+    assert (good, bad) == ("First remove the wheel.", "Call someone.")
+    assert extract_hh_prompt("no dialogue", "at all")[3] is not None
+
+
+def test_openbmb_rows_use_mean_ratings_and_skip_truthful_qa():
+    rows = rows_of(convert_local_file(FIXTURES / "openbmb_ultrafeedback.jsonl"))
+    prompts = [row["prompt"] for row in rows]
+    assert "Do we only use 10% of our brains?" not in prompts
+    synonym = rows[prompts.index("Give me a synonym for happy.")]
+    assert (synonym["chosen"], synonym["rejected"]) == ("Joyful.", "Sad.")
+    # Only one completion has a rating that is not "N/A": it is the chosen one, and there is no rejected one.
+    spanish = rows[prompts.index("Translate 'good morning' into Spanish.")]
+    assert (spanish["chosen"], spanish["rejected"]) == ("Buenas noches.", None)
+
+
+def test_mean_rating_reads_string_ratings_and_skips_na():
+    completion = {"annotations": {"helpfulness": {"Rating": "4"}, "honesty": {"Rating": "N/A"},
+                                  "truthfulness": [{"Rating": "2"}], "instruction_following": None}}
+    assert mean_rating(completion) == 3.0
+    assert mean_rating({"annotations": {"honesty": {"Rating": "N/A"}}}) is None
+
+
+def test_tldr_rows_are_deduplicated():
+    rows = rows_of(convert_local_file(FIXTURES / "tldr_preference.jsonl"))
+    assert len(rows) == 3
+    assert rows[0]["prompt"].startswith("SUBREDDIT: r/relationships") and rows[0]["prompt"].endswith("TL;DR:")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".parquet"])
+def test_json_and_parquet_files(tmp_path, suffix):
+    rows = datasets.load_dataset("json", data_files=str(FIXTURES / "hh_rlhf.jsonl"), split="train")
+    path = tmp_path / f"hh{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(rows.to_list()), encoding="utf-8")
+    else:
+        rows.to_parquet(str(path))
+    converted = rows_of(convert_local_file(path))
+    assert converted == rows_of(convert_local_file(FIXTURES / "hh_rlhf.jsonl"))
+
+
+# the hub path, offline through a mirror of each repository
+
+@pytest.mark.parametrize("name, train_rows, eval_rows", [
+    ("ultrafeedback", 3, 2),            # train_prefs has the France prompt twice
+    ("HuggingFaceH4/ultrafeedback_binarized", 3, 2),
+    ("ultrafeedback_large", 3, 1),      # no eval split: one of the four usable rows is held out
+    ("hh_rlhf", 3, 2),
+    ("openai_summarize", 2, 2),         # train repeats a post
+])
+def test_hub_datasets_through_a_mirror(mirror, name, train_rows, eval_rows):
+    data = load_grpo_dataset(GRPOConfig(dataset_name=name))
+    assert (len(data["train"]), len(data["eval"])) == (train_rows, eval_rows)
+    assert data["train"].column_names == ["prompt", "chosen", "rejected"]
+
+
+def test_hub_dataset_streams(mirror):
+    data = load_grpo_dataset(GRPOConfig(dataset_name="hh_rlhf", streaming=True, max_steps=5, max_samples=2))
+    assert isinstance(data["train"], datasets.IterableDataset)
+    streamed = list(data["train"])
+    assert len(streamed) == 2 and streamed[0]["chosen"] == "Whiskers is a classic choice."
+    assert list(data["train"]) == streamed  # a second pass (epoch) sees the same rows
+    assert len(data["eval"]) == 2
+
+
+def test_streaming_without_an_eval_split_holds_out_the_first_rows(mirror):
+    data = load_grpo_dataset(GRPOConfig(dataset_name="ultrafeedback_large", streaming=True, max_steps=5,
+                                        max_eval_samples=1))
+    assert [row["prompt"] for row in data["eval"]] == ["Give me a synonym for happy."]
+    assert "Give me a synonym for happy." not in [row["prompt"] for row in data["train"]]
+    assert len(list(data["train"])) == 3
+
+
+def test_streaming_needs_max_steps():
+    from config import build_config
+
+    with pytest.raises(UserError, match="streaming=true needs max_steps"):
+        build_config(overrides={"streaming": True})
+
+
+def test_no_network_says_how_to_use_a_local_copy(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRPO_DATASET_MIRROR", str(tmp_path))  # an empty mirror
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(UserError) as error:
+        load_grpo_dataset(GRPOConfig(dataset_name="hh_rlhf"))
+    message = str(error.value)
+    assert "Anthropic/hh-rlhf" in message and "GRPO_DATASET_MIRROR" in message and "--custom-data" in message
+
+
+# mistakes and edge cases
 
 def test_malformed_line_is_named():
     with pytest.raises(UserError) as error:
-        read_jsonl(FIXTURES / "malformed_line3.jsonl")
+        convert_local_file(FIXTURES / "malformed_line3.jsonl")
     assert "malformed_line3.jsonl line 3: not valid JSON" in str(error.value)
 
 
-def test_missing_prompt_is_named_with_the_columns_found():
+def test_missing_prompt_is_named_with_the_fields_found():
     with pytest.raises(UserError) as error:
-        read_jsonl(FIXTURES / "missing_prompt_line2.jsonl")
-    message = str(error.value)
-    assert "line 2: no 'prompt' field (found: question, chosen)" in message
+        convert_local_file(FIXTURES / "missing_prompt_line2.jsonl")
+    assert "line 2: no 'prompt' field (found: " in str(error.value)
+    assert "question" in str(error.value) and "chosen" in str(error.value)
 
 
 @pytest.mark.parametrize("content, fragment", [
     ("", "no rows"),
+    ("\n\n   \n", "no rows"),
     ('{"prompt": "a"}\n{"prompt": "   "}\n', "line 2: 'prompt' is empty"),
+    ('{"prompt": "a"}\n\n\n{"prompt": ""}\n', "line 4: 'prompt' is empty"),
     ('{"prompt": "a"}\n[1, 2]\n', "line 2: expected a JSON object"),
     ('{"prompt": 5}\n', "line 1: 'prompt' must be text or a list of chat messages"),
     ('{"prompt": "a"}\n{"prompt": [{"role": "user", "content": "b"}]}\n', "use one form per file"),
+    ('{"prompt": [{"role": "system", "content": "Be nice."}]}\n', "line 1: 'prompt' has no user message"),
+    ('{"question": "q", "answer": "a"}\n', "unrecognised columns (question, answer); accepted formats:"),
 ])
 def test_bad_rows(tmp_path, content, fragment):
     path = tmp_path / "data.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError) as error:
-        read_jsonl(path)
+        convert_local_file(path)
     assert fragment in str(error.value)
+
+
+def test_blank_lines_chosen_without_rejected_and_duplicates(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('\n{"prompt": "a", "chosen": "x"}\n  \n{"prompt": "b"}\n{"prompt": "a", "chosen": "y"}\n',
+                    encoding="utf-8")
+    assert rows_of(convert_local_file(path)) == [{"prompt": "a", "chosen": "x", "rejected": None},
+                                                 {"prompt": "b", "chosen": None, "rejected": None}]
 
 
 def test_bytes_that_are_not_utf8(tmp_path):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
     with pytest.raises(UserError) as error:
-        read_jsonl(path)
+        convert_local_file(path)
     assert "line 2: not UTF-8" in str(error.value)
+
+
+def test_unsupported_file_type(tmp_path):
+    (tmp_path / "data.csv").write_text("prompt\nhello\n")
+    with pytest.raises(UserError, match="unsupported file type .csv"):
+        convert_local_file(tmp_path / "data.csv")
 
 
 def test_one_row_is_not_enough(tmp_path):
@@ -86,16 +235,14 @@ def test_one_row_is_not_enough(tmp_path):
     assert "at least 2" in str(error.value)
 
 
-def test_create_grpo_dataloader_returns_loader_and_splits():
+def test_create_grpo_dataloader_returns_loader_and_splits(mirror):
     data_loader, dataset = create_grpo_dataloader(model_name="tiny", dataset_name=str(FIXTURES / "custom.jsonl"),
                                                   max_samples=4, batch_size=2)
     assert isinstance(data_loader, DataLoader)
     batches = list(data_loader)
     assert len(batches) == 2 and batches[0][0]["prompt"] == dataset["train"][0]["prompt"]
     assert set(dataset) == {"train", "eval"}
-
-
-def test_hub_dataset_names_say_what_to_do_instead():
-    with pytest.raises(UserError) as error:
-        load_grpo_dataset(GRPOConfig(dataset_name="ultrafeedback"))
-    assert "--custom-data" in str(error.value)
+    # The original's call: a hub id.
+    _, hub = create_grpo_dataloader(model_name="unsloth/llama-3.1-8b-bnb-4bit",
+                                    dataset_name="HuggingFaceH4/ultrafeedback_binarized", max_samples=1000)
+    assert len(hub["train"]) == 3
