@@ -56,13 +56,22 @@ MISTAKES = {
     "bad flag value": (["--quick-test", "--max-samples", "many"], "invalid int value"),
     "unknown dataset": (["--dataset", "imagenet"], "invalid choice"),
     "hub model not cached offline": (["--quick-test", "--model", "nobody/not-a-model-xyz"], "cannot be loaded"),
+    "hub dataset offline": (["--quick-test", "--dataset", "hh_rlhf"], "GRPO_DATASET_MIRROR"),
+    "unrecognised data schema": (["--quick-test", "--custom-data", "@questions.jsonl"],
+                                 "unrecognised columns (question, answer)"),
+    "streaming without max_steps": (["--dataset", "hh_rlhf", "--config", '{"streaming": true}'],
+                                    "streaming=true needs max_steps"),
+    "prompt format typo": (["--quick-test", "--config", '{"prompt_format": "chatml"}'], "prompt_format='chatml'"),
 }
 
 
 @pytest.mark.parametrize("name", list(MISTAKES))
-def test_mistakes_end_in_one_error_line(tmp_path, name):
+def test_mistakes_end_in_one_error_line(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("GRPO_DATASET_MIRROR", str(tmp_path / "empty-mirror"))
     args, fragment = MISTAKES[name]
     args = [write_config(tmp_path, arg) if arg.startswith("{") else arg for arg in args]
+    (tmp_path / "questions.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": "r", "answer": "b"}\n')
+    args = [str(tmp_path / arg[1:]) if arg.startswith("@") else arg for arg in args]
     output_dir = tmp_path / "out"
     result = run_cli(*args, "--output-dir", str(output_dir), cwd=tmp_path)
     lines = result.stderr.strip().splitlines()

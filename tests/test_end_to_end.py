@@ -143,3 +143,16 @@ def test_grpo_learns_a_rewarded_keyword(tmp_path):
     rewards = [entry["reward"] for entry in state["log_history"] if "reward" in entry]
     first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
     assert first < 0.4 and last > first + 0.3, rewards
+
+
+def test_streamed_hub_dataset_trains(hub_mirror, tmp_path, monkeypatch):
+    """A hub dataset (hh-rlhf's schema, through a local mirror) streamed into TRL while it trains."""
+    monkeypatch.setenv("GRPO_DATASET_MIRROR", str(hub_mirror))
+    run_config = tmp_path / "run.json"
+    run_config.write_text(json.dumps({"streaming": True, "max_steps": 4, "eval_steps": 2, "save_steps": 4}))
+    result = run_cli("--quick-test", "--dataset", "hh_rlhf", "--config", str(run_config), "--output-dir",
+                     str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "done: 4 steps" in result.stdout
+    log = json.loads((tmp_path / "out" / "generation_logs" / "generation_log_step_4.json").read_text("utf-8"))
+    assert log[0]["prompt"].startswith("user: ")  # hh-rlhf prompts are conversations
