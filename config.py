@@ -21,7 +21,7 @@ from typing import Any
 
 from json_files import read_json_file, write_json_atomic
 from errors import UserError
-from rewards import load_reward_config
+from rewards import assemble_components, load_reward_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 TINY_MODEL = "tiny"
@@ -77,6 +77,8 @@ class GRPOConfig:
     reward_function_type: str = "single"  # single (one weighted reward) or multi (one TRL reward per component)
     reward_config_name: str = "balanced"  # a reward preset in config/rewards/
     reward_config_path: str | None = None  # a reward config JSON file; replaces reward_config_name
+    reward_model: str | None = None  # a sequence-classification model (hub id, directory, or tiny) as a component
+    reward_functions: list[str] = dataclasses.field(default_factory=list)  # custom rewards, each "path/to/file.py:function"
     # logging
     logging_steps: int = 10  # optimizer steps between metric logs
     eval_steps: int = 50  # optimizer steps between evaluations (each writes a generation log)
@@ -183,10 +185,14 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def type_problem(field: str, value: Any) -> str | None:
-    """Why `value` cannot be the value of `field`, or None when it can."""
-    expected = FIELD_TYPES[field]
+def type_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be the value of the field `name`, or None when it can."""
+    expected = FIELD_TYPES[name]
     options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    if typing.get_origin(expected) is list:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return None
+        return f"{name}={value!r} must be a list of strings"
     for option in options:
         if option is type(None) and value is None:
             return None
@@ -199,7 +205,7 @@ def type_problem(field: str, value: Any) -> str | None:
         if option is str and isinstance(value, str):
             return None
     names = " or ".join("null" if option is type(None) else option.__name__ for option in options)
-    return f"{field}={value!r} must be {names}"
+    return f"{name}={value!r} must be {names}"
 
 
 def build_config(mode: str | None = None, config_file: str | None = None,
@@ -313,9 +319,14 @@ def validate_config(config: GRPOConfig) -> None:
             f"max_completion_length={config.max_completion_length} leaves no room for a prompt in "
             f"max_seq_length={config.max_seq_length}: raise max_seq_length or lower max_completion_length")
     try:
-        load_reward_config(config.reward_config_path or config.reward_config_name)
+        # Loading the reward config and the custom reward files here reports their mistakes before anything heavy.
+        reward_config = load_reward_config(config.reward_config_path or config.reward_config_name)
+        assemble_components(reward_config, config.reward_functions)
     except UserError as error:
         problems.append(str(error))
+    if config.reward_model not in (None, TINY_MODEL):
+        require(model_name_problem(config.reward_model) is None,
+                f"reward model {config.reward_model!r}: give a Hugging Face id, a local directory, or tiny")
     if config.resume_from_checkpoint not in (None, "latest"):
         require(Path(config.resume_from_checkpoint).is_dir(),
                 f"checkpoint {config.resume_from_checkpoint}: no such directory (give a checkpoint-N directory "

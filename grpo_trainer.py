@@ -21,7 +21,8 @@ from config import MODEL_SIZES_BILLION, TINY_MODEL, GRPOConfig, resolve_model_na
 from config import save_config_to_file, validate_config
 from errors import UserError
 from messages import message_text, messages_as_text
-from rewards import build_reward_functions, load_reward_config, score_completions
+from rewards import (REWARD_MODEL, Component, assemble_components, build_reward_functions, load_reward_config,
+                     make_reward_model_reward, score_completions)
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
@@ -279,6 +280,16 @@ def make_interrupt_callback():
     return _InterruptCallback()
 
 
+def close_progress_bars(trainer) -> None:
+    from transformers.trainer_callback import ProgressCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback):
+            for bar in (callback.training_bar, callback.prediction_bar):
+                if bar is not None:
+                    bar.close()
+
+
 def make_metrics_callback():
     from transformers import TrainerCallback
 
@@ -307,6 +318,7 @@ class GRPOTrainer:
         self.backend = None
         self.model_path = None
         self.interrupt = None
+        self.components = None
 
     # model
 
@@ -441,53 +453,92 @@ class GRPOTrainer:
             dataloader_pin_memory=cuda,
         )
 
-    def _probe_sampler(self, evaluation):
-        """The generation logger's sampling: the first max_generation_samples eval prompts, one completion each,
-        sampled like TRL samples (same temperature, top_p, length cap) from a fixed seed, then scored."""
+    def reward_components(self) -> list[Component]:
+        """The run's reward components: the rules, the --reward-fn functions and the --reward-model (loaded once)."""
+        if self.components is None:
+            reward_model = None
+            if self.config.reward_model:
+                model, tokenizer = self._load_reward_model(self.config.reward_model)
+                reward_model = Component(REWARD_MODEL, make_reward_model_reward(model, tokenizer),
+                                         float(self.reward_config["reward_model_weight"]))
+            self.components = assemble_components(self.reward_config, self.config.reward_functions, reward_model)
+        return self.components
+
+    def _load_reward_model(self, name: str):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if name == TINY_MODEL:
+            from tiny_model import ensure_tiny_reward_model
+
+            name = str(ensure_tiny_reward_model())
+        cuda = torch.cuda.is_available()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, num_labels=1, dtype=(torch.bfloat16 if self._use_bf16(cuda) else torch.float32),
+                **({"device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}} if cuda else {}))
+        except OSError as error:
+            raise UserError(self._load_failure(name, error).replace("model ", "reward model ", 1)) from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.eval().requires_grad_(False)
+        logger.info("reward model: %s (weight %s)", name, self.reward_config["reward_model_weight"])
+        return model, tokenizer
+
+    def sample(self, model, tokenizer, rows, per_prompt: int = 1) -> list[dict]:
+        """`per_prompt` completions for each row's prompt, sampled as TRL samples (temperature, top_p, length cap)
+        from a fixed seed. One dict per completion, grouped by prompt; `reward_input` is the completion in the shape
+        TRL hands reward functions (text, or a one-message list for chat prompts)."""
         import torch
 
-        count = min(self.config.max_generation_samples, len(evaluation))
-        rows = evaluation.select(range(count))
         prompts = list(rows["prompt"])
-        columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
-        config, reward_config = self.config, self.reward_config
+        if not prompts:
+            return []
+        chat = isinstance(prompts[0], list)
+        if chat:
+            # Rendered to text first: apply_chat_template pads on the tokenizer's side, and generation needs the left.
+            texts = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+                     for prompt in prompts]
+            encoded = tokenizer(texts, padding=True, padding_side="left", add_special_tokens=False,
+                                return_tensors="pt")
+        else:
+            encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+        encoded = {key: value.to(model.device) for key, value in encoded.items()}
+        was_training = model.training
+        model.eval()
+        # A private RNG stream: samples are reproducible and training's own sampling is left untouched.
+        with torch.no_grad(), torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            torch.manual_seed(self.config.seed)
+            output = model.generate(**encoded, do_sample=True, temperature=self.config.temperature,
+                                    top_p=self.config.top_p, top_k=0, max_new_tokens=self.config.max_completion_length,
+                                    num_return_sequences=per_prompt, pad_token_id=tokenizer.pad_token_id)
+        if was_training:
+            model.train()
+        samples = []
+        for index, ids in enumerate(output[:, encoded["input_ids"].shape[1]:].tolist()):
+            ended = tokenizer.eos_token_id in ids
+            tokens = ids.index(tokenizer.eos_token_id) + 1 if ended else len(ids)
+            text = tokenizer.decode(ids[:tokens], skip_special_tokens=True)
+            samples.append({"prompt": prompts[index // per_prompt], "completion": text, "completion_tokens": tokens,
+                            "truncated": not ended,
+                            "reward_input": [{"role": "assistant", "content": text}] if chat else text})
+        return samples
 
-        @torch.no_grad()
+    def _probe_sampler(self, evaluation):
+        """The generation logger's sampling: one scored completion for each of the first max_generation_samples
+        evaluation prompts, the same prompts and seed at every evaluation."""
+        rows = evaluation.select(range(min(self.config.max_generation_samples, len(evaluation))))
+        columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
+
         def sample(model, tokenizer):
-            if not prompts:
-                return []
-            was_training = model.training
-            model.eval()
-            chat = isinstance(prompts[0], list)
-            if chat:
-                encoded = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=True, padding=True, padding_side="left",
-                                                        return_tensors="pt")
-            else:
-                encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
-            encoded = {key: value.to(model.device) for key, value in encoded.items()}
-            # A private RNG stream: the logs are reproducible and training's own sampling is left untouched.
-            devices = [model.device] if model.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(config.seed)
-                output = model.generate(**encoded, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                                        top_k=0, max_new_tokens=config.max_completion_length,
-                                        pad_token_id=tokenizer.pad_token_id)
-            if was_training:
-                model.train()
-            completion_ids = output[:, encoded["input_ids"].shape[1]:]
-            samples = []
-            for ids in completion_ids.tolist():
-                ended = tokenizer.eos_token_id in ids
-                tokens = ids.index(tokenizer.eos_token_id) + 1 if ended else len(ids)
-                samples.append({"completion": tokenizer.decode(ids[:tokens], skip_special_tokens=True),
-                                "completion_tokens": tokens, "truncated": not ended})
-            completions = [[{"role": "assistant", "content": s["completion"]}] if chat else s["completion"]
-                           for s in samples]
-            scores = score_completions(reward_config, completions, prompts=prompts, **columns)
-            for prompt, sample_entry, score in zip(prompts, samples, scores):
-                sample_entry["prompt"] = prompt
-                sample_entry["rewards"] = {name: round(value, 4) for name, value in score.items()}
+            samples = self.sample(model, tokenizer, rows)
+            completions = [entry.pop("reward_input") for entry in samples]
+            scores = score_completions(self.reward_components(), completions, prompts=list(rows["prompt"]),
+                                       **columns)
+            for entry, score in zip(samples, scores):
+                entry["rewards"] = {name: None if value is None else round(value, 4) for name, value in score.items()}
             return samples
 
         return sample
@@ -497,7 +548,7 @@ class GRPOTrainer:
 
         from generation_logger import GenerationLoggingCallback
 
-        functions, weights = build_reward_functions(self.reward_config, self.config.reward_function_type)
+        functions, weights = build_reward_functions(self.reward_components(), self.config.reward_function_type)
         args = self._trl_arguments(evaluate)
         args.reward_weights = weights
         callbacks = [make_metrics_callback()]
@@ -510,8 +561,9 @@ class GRPOTrainer:
                                eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
                                callbacks=callbacks)
 
-    def _prepare(self, dataset):
-        """Everything a run needs before TRL starts: data fitted to the token budget, output dir, log file, config."""
+    def prepare_data(self, dataset=None, write_outputs: bool = True):
+        """Everything a run needs before TRL starts: the model, the data in its form and token budget, and (with
+        `write_outputs`) the output dir with its log file and effective configs."""
         if self.model is None:
             import torch
 
@@ -525,7 +577,7 @@ class GRPOTrainer:
         truncate = self.config.prompt_overflow == "truncate"
         for split in ("train", "eval"):
             data[split] = fit_prompts(data[split], self.tokenizer, budget, split, chat, truncate)
-        if is_main_process():
+        if write_outputs and is_main_process():
             log_path = attach_log_file(self.config.output_dir)
             logger.info("logging to %s", log_path)
             save_config_to_file(self.config, Path(self.config.output_dir) / CONFIG_FILE_NAME)
@@ -536,11 +588,14 @@ class GRPOTrainer:
         """Run GRPO. `dataset`: a DatasetDict (train/eval), a Dataset, the (data_loader, dataset) pair, or None to load
         the configured data. Raises TrainingInterrupted after saving a checkpoint when stopped by Ctrl-C / SIGTERM."""
         checkpoint = resolve_checkpoint(self.config)
-        data = self._prepare(dataset)
+        data = self.prepare_data(dataset)
         self.trainer = self._build_trainer(data, evaluate=len(data["eval"]) > 0)
         self.interrupt.install()
         try:
             result = self.trainer.train(resume_from_checkpoint=checkpoint)
+        except BaseException:
+            close_progress_bars(self.trainer)  # so an error message starts on a line of its own
+            raise
         finally:
             self.interrupt.uninstall()
         if self.interrupt.signal_name:
@@ -552,7 +607,7 @@ class GRPOTrainer:
     def evaluate(self, dataset=None) -> dict:
         """Generate and score completions for the evaluation prompts; writes eval_metrics.json and a generation log."""
         if self.trainer is None:
-            data = self._prepare(dataset)
+            data = self.prepare_data(dataset)
             self.trainer = self._build_trainer(data, evaluate=True)
             state_file = Path(self.model_path or "", "trainer_state.json")
             if state_file.is_file():

@@ -11,7 +11,8 @@ The components, each bounded:
 
 - accuracy in [-0.5, 1]. `keyword` is 1 when a correct keyword appears, else 0. When the row has a `chosen`
   answer, `reference = overlap(c, chosen) - overlap(c, rejected)` (the rejected term is 0 when there is none), where
-  `overlap` is the word-level F1 of the two texts (multiset of lower-cased words, as in SQuAD scoring) in [0, 1].
+  `overlap` is the Dice coefficient of the two texts' sets of distinct lower-cased words, 2|A∩B| / (|A| + |B|), in
+  [0, 1]: no model, and repeating a word earns nothing.
   accuracy = 0.5 * keyword + 0.5 * reference with a reference, else keyword.
 - length in (0, 1]: 1 / (1 + length.length_weight * |words - length.optimal_length|). The unit is words (runs of
   non-space characters), so it means the same for every tokenizer; with the original's 150 and 0.1, a completion 10
@@ -27,17 +28,22 @@ The weighted total is sum(weight_i * component_i) over the three components.
 from __future__ import annotations
 
 import copy
+import importlib.util
+import inspect
+import math
 import re
-from collections import Counter
+import string
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from errors import UserError
 from json_files import read_json_file
-from messages import answer_text, message_text
+from messages import answer_text, message_text, messages_as_text
 
 REWARD_PRESET_DIR = Path(__file__).resolve().parent / "config" / "rewards"
+REWARD_MODEL = "reward_model"  # the component name of a --reward-model
 COMPONENTS = ("accuracy", "length", "quality")
 REFERENCE_SHARE = 0.5  # the share of the accuracy component given to closeness to the reference answers
 
@@ -56,38 +62,60 @@ DEFAULT_REWARD_CONFIG: dict[str, Any] = {
     },
 }
 
+# Keys beyond the original's: what a preset is for, and the weights of a --reward-model and of --reward-fn functions
+# (by function name; 1.0 when not given).
+EXTENSION_DEFAULTS: dict[str, Any] = {"description": "", "reward_model_weight": 1.0, "custom_weights": {}}
+
 RewardFunction = Callable[..., list[float]]
 
 
-def keyword_pattern(keywords: Sequence[str]) -> re.Pattern | None:
-    """One regex that finds any keyword where a word starts (see the module docstring)."""
-    if not keywords:
-        return None
-    alternatives = "|".join(re.escape(keyword.lower()) for keyword in sorted(keywords, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})")
+class KeywordMatcher:
+    """Finds any keyword where a word starts (see the module docstring). A plain substring test goes first: it is
+    far cheaper than the regex and rules out most texts."""
+
+    def __init__(self, keywords: Sequence[str]):
+        self.keywords = tuple(keyword.lower() for keyword in keywords)
+        alternatives = "|".join(re.escape(keyword) for keyword in sorted(self.keywords, key=len, reverse=True))
+        self.pattern = re.compile(rf"(?<!\w)(?:{alternatives})") if keywords else None
+
+    def search(self, lowered_text: str) -> bool:
+        """Whether a keyword starts a word of `lowered_text` (already lower-cased)."""
+        return any(k in lowered_text for k in self.keywords) and self.pattern.search(lowered_text) is not None
 
 
-def words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
+def keyword_pattern(keywords: Sequence[str]) -> KeywordMatcher | None:
+    return KeywordMatcher(keywords) if keywords else None
+
+
+# Words are what lies between whitespace and ASCII punctuation, compared as UTF-8 bytes: the same words as r"\w+"
+# for ordinary text in any script, at under half the cost (scoring must never slow a training step).
+PUNCTUATION_TO_SPACE = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
+
+
+def word_set(text: str) -> frozenset[bytes]:
+    """The distinct lower-cased words of a text."""
+    return frozenset(text.lower().encode("utf-8").translate(PUNCTUATION_TO_SPACE).split())
+
+
+def set_overlap(words: frozenset[bytes], reference: frozenset[bytes]) -> float:
+    """The Dice coefficient of two word sets, 2|A∩B| / (|A| + |B|), in [0, 1]."""
+    size = len(words) + len(reference)
+    return 2.0 * len(words & reference) / size if size else 0.0
 
 
 def word_overlap(text: str, reference: str) -> float:
-    """Word-level F1 between two texts, in [0, 1]."""
-    text_words, reference_words = Counter(words(text)), Counter(words(reference))
-    total = sum(text_words.values()) + sum(reference_words.values())
-    if total == 0:
-        return 0.0
-    common = sum((text_words & reference_words).values())
-    return 2.0 * common / total
+    """How much two texts share their words, in [0, 1] (see set_overlap)."""
+    return set_overlap(word_set(text), word_set(reference))
 
 
-def reference_score(text: str, chosen: str | None, rejected: str | None) -> float | None:
-    """How much closer `text` is to the chosen answer than to the rejected one, in [-1, 1]; None without references."""
-    if not chosen:
+def reference_score(words: frozenset[bytes], chosen: frozenset[bytes] | None,
+                    rejected: frozenset[bytes] | None) -> float | None:
+    """How much closer a text is to the chosen answer than to the rejected one, in [-1, 1]; None without a chosen."""
+    if chosen is None:
         return None
-    score = word_overlap(text, chosen)
-    if rejected:
-        score -= word_overlap(text, rejected)
+    score = set_overlap(words, chosen)
+    if rejected is not None:
+        score -= set_overlap(words, rejected)
     return score
 
 
@@ -102,11 +130,22 @@ def make_accuracy_reward(settings: dict) -> RewardFunction:
     def accuracy_reward(completions, **kwargs) -> list[float]:
         chosen = column(kwargs, "chosen", len(completions))
         rejected = column(kwargs, "rejected", len(completions))
+        references: dict[str, frozenset[bytes]] = {}  # a group's completions share their references
+
+        def reference_words(value) -> frozenset[bytes] | None:
+            text = answer_text(value)
+            if not text:
+                return None
+            if text not in references:
+                references[text] = word_set(text)
+            return references[text]
+
         scores = []
         for completion, chosen_answer, rejected_answer in zip(completions, chosen, rejected):
-            text = message_text(completion)
-            keyword = 1.0 if pattern and pattern.search(text.lower()) else 0.0
-            reference = reference_score(text, answer_text(chosen_answer), answer_text(rejected_answer))
+            text = message_text(completion).lower()
+            keyword = 1.0 if pattern and pattern.search(text) else 0.0
+            reference = reference_score(word_set(text), reference_words(chosen_answer),
+                                        reference_words(rejected_answer))
             if reference is None:
                 scores.append(keyword)
             else:
@@ -149,50 +188,238 @@ REWARD_COMPONENTS: dict[str, Callable[[dict], RewardFunction]] = {
 }
 
 
-def component_functions(reward_config: dict) -> dict[str, RewardFunction]:
-    return {name: factory(reward_config[name]) for name, factory in REWARD_COMPONENTS.items()}
+class Component(NamedTuple):
+    """One reward component: its name (as logged), its function and its weight in the total."""
+
+    name: str
+    function: RewardFunction
+    weight: float
 
 
-def component_weights(reward_config: dict) -> dict[str, float]:
-    return {name: float(reward_config[f"{name}_weight"]) for name in REWARD_COMPONENTS}
+def rule_components(reward_config: dict) -> list[Component]:
+    """The original's three components, weighted as the reward config says."""
+    return [Component(name, factory(reward_config[name]), float(reward_config[f"{name}_weight"]))
+            for name, factory in REWARD_COMPONENTS.items()]
 
 
-def make_total_reward(reward_config: dict) -> RewardFunction:
-    """The `single` mode: one function returning the weighted sum of the components."""
-    functions, weights = component_functions(reward_config), component_weights(reward_config)
+# custom reward functions from files
+
+def load_custom_reward(spec: str) -> RewardFunction:
+    """The function named by 'path/to/file.py:function_name', checked to take TRL's keyword arguments."""
+    path_text, _, function_name = spec.rpartition(":")
+    if not path_text or not function_name:
+        raise UserError(f"--reward-fn {spec!r}: give it as path/to/file.py:function_name")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UserError(f"--reward-fn {spec!r}: no such file {path}")
+    module_spec = importlib.util.spec_from_file_location(f"custom_reward_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any failure in the user's file is reported as theirs
+        raise UserError(f"--reward-fn {spec!r}: importing {path} failed: {type(error).__name__}: {error}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        found = sorted(name for name, value in vars(module).items() if callable(value) and not name.startswith("_")
+                       and getattr(value, "__module__", None) == module.__name__)
+        raise UserError(f"--reward-fn {spec!r}: {path} has no function {function_name!r} "
+                        f"(functions there: {', '.join(found) or 'none'})")
+    parameters = inspect.signature(function).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        raise UserError(f"--reward-fn {spec!r}: {function_name}{inspect.signature(function)} cannot take the keyword "
+                        "arguments TRL passes (prompts, completion_ids, trainer_state and the dataset's columns): "
+                        f"define it as def {function_name}(completions, **kwargs)")
+    return function
+
+
+def custom_components(specs: Sequence[str], reward_config: dict) -> list[Component]:
+    components = []
+    for spec in specs:
+        function = load_custom_reward(spec)
+        name = function.__name__
+        if name in {c.name for c in components} or name in REWARD_COMPONENTS or name == REWARD_MODEL:
+            raise UserError(f"--reward-fn {spec!r}: another reward component is already named {name!r}; rename "
+                            "the function (its name is the metric name)")
+        components.append(Component(name, function, float(reward_config["custom_weights"].get(name, 1.0))))
+    unknown = set(reward_config["custom_weights"]) - {c.name for c in components}
+    if unknown:
+        raise UserError(f"custom_weights names {', '.join(sorted(unknown))}, but no --reward-fn gives a function of "
+                        f"that name (given: {', '.join(c.name for c in components) or 'none'})")
+    return components
+
+
+# a reward model
+
+def make_reward_model_reward(model, tokenizer, batch_size: int = 16) -> RewardFunction:
+    """A sequence-classification model as a reward function: the score (first logit) of prompt + completion.
+
+    The text is built as TRL builds it for a model in `reward_funcs` (the conversation through the reward model's
+    chat template; plain prompt + completion otherwise; right padding, no added special tokens), so its scores are
+    the ones TRL would compute; being our own function, it can also sit inside `single`'s one integrated reward and
+    serve the pre-training reward check.
+    """
+    import torch
+
+    def reward_model_reward(completions, prompts=None, **kwargs) -> list[float]:
+        prompts = prompts if prompts is not None else [""] * len(completions)
+        texts = []
+        for prompt, completion in zip(prompts, completions):
+            if isinstance(prompt, list):
+                conversation = prompt + (completion if isinstance(completion, list)
+                                         else [{"role": "assistant", "content": completion}])
+                if getattr(tokenizer, "chat_template", None):
+                    texts.append(tokenizer.apply_chat_template(conversation, tokenize=False))
+                else:
+                    texts.append(messages_as_text(prompt) + " " + message_text(completion))
+            else:
+                texts.append(prompt + message_text(completion))
+        scores = []
+        device = next(model.parameters()).device
+        for start in range(0, len(texts), batch_size):
+            encoded = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                                padding_side="right", add_special_tokens=False).to(device)
+            with torch.inference_mode():
+                scores += model(**encoded).logits[:, 0].float().tolist()
+        return scores
+
+    return reward_model_reward
+
+
+# guarding what TRL calls
+
+class RewardFunctionError(UserError):
+    """A reward component raised while training: names the component, the sample and where in its code."""
+
+
+def describe_failure(name: str, function: RewardFunction, completions: list, kwargs: dict, error: Exception) -> str:
+    index = first_failing_sample(function, completions, kwargs)
+    where = ""
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}"
+    detail = f"reward component {name!r} raised {type(error).__name__}: {error}{where}"
+    if index is not None:
+        prompts = kwargs.get("prompts") or [None] * len(completions)
+        detail += (f", on sample {index} (prompt {preview_text(prompts[index])!r}, completion "
+                   f"{preview_text(completions[index])!r})")
+    return detail
+
+
+def preview_text(value: Any, limit: int = 60) -> str:
+    text = " ".join(message_text(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def sample_arguments(kwargs: dict, index: int, count: int) -> dict:
+    """The keyword arguments of one sample: per-completion lists cut to that sample, the rest as they are."""
+    return {key: [value[index]] if isinstance(value, list) and len(value) == count else value
+            for key, value in kwargs.items()}
+
+
+def first_failing_sample(function: RewardFunction, completions: list, kwargs: dict) -> int | None:
+    for index in range(len(completions)):
+        try:
+            function(completions=[completions[index]], **sample_arguments(kwargs, index, len(completions)))
+        except Exception:  # noqa: BLE001 - finding which sample fails is the point
+            return index
+    return None
+
+
+def clean_scores(name: str, values: Any, count: int) -> list[float | None]:
+    """The scores as floats, None for a missing or NaN score (TRL leaves those out of the mean)."""
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        length = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
+        raise RewardFunctionError(f"reward component {name!r} returned {length} scores for {count} completions; "
+                                  "return a list with one float (or None) per completion")
+    cleaned = []
+    for value in values:
+        if value is None:
+            cleaned.append(None)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise RewardFunctionError(f"reward component {name!r} returned {value!r}; scores must be numbers or "
+                                      "None") from None
+        cleaned.append(None if math.isnan(number) else number)
+    return cleaned
+
+
+def guarded(component: Component) -> RewardFunction:
+    """The component's function as TRL should call it: a failure becomes an error naming component and sample, NaN
+    becomes None, and the share of missing scores is logged as rewards/<name>/missing."""
+    function = component.function
+
+    def call(completions, **kwargs):
+        try:
+            values = function(completions=completions, **kwargs)
+        except RewardFunctionError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported with the component and sample that failed
+            raise RewardFunctionError(describe_failure(component.name, function, completions, kwargs, error)) from None
+        scores = clean_scores(component.name, values, len(completions))
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None and completions:
+            log_metric(f"rewards/{component.name}/missing", scores.count(None) / len(scores))
+        return scores
+
+    call.__name__ = getattr(function, "__name__", component.name)
+    return call
+
+
+def make_total_reward(components: list[Component]) -> RewardFunction:
+    """The `single` mode: one function returning the weighted sum of the components (a missing score counts 0),
+    logging each component's mean as rewards/<component>/mean so single runs show them too."""
+    parts = [(component, guarded(component)) for component in components]
 
     def total_reward(completions, **kwargs) -> list[float]:
         totals = [0.0] * len(completions)
-        for name, function in functions.items():
-            for index, value in enumerate(function(completions, **kwargs)):
-                totals[index] += weights[name] * value
+        log_metric = kwargs.get("log_metric")
+        for component, function in parts:
+            scores = function(completions, **kwargs)
+            for index, value in enumerate(scores):
+                totals[index] += component.weight * (value or 0.0)
+            present = [value for value in scores if value is not None]
+            if log_metric is not None and present:
+                log_metric(f"rewards/{component.name}/mean", sum(present) / len(present))
         return totals
 
     return total_reward
 
 
-def build_reward_functions(reward_config: dict, reward_function_type: str) -> tuple[list[RewardFunction], list[float]]:
+def assemble_components(reward_config: dict, custom_specs: Sequence[str] = (),
+                        reward_model: Component | None = None) -> list[Component]:
+    """Every component of a run, in logging order: the rules, the custom functions, then the reward model."""
+    components = rule_components(reward_config) + custom_components(custom_specs, reward_config)
+    if reward_model is not None:
+        components.append(reward_model)
+    if not any(component.weight > 0 for component in components):
+        raise UserError("every reward component has weight 0: give at least one a positive weight")
+    return components
+
+
+def build_reward_functions(components: list[Component], reward_function_type: str
+                           ) -> tuple[list[RewardFunction], list[float]]:
     """The reward functions and weights to hand to TRL's GRPOTrainer (`reward_funcs`, `reward_weights`).
 
     `single`: one integrated function with weight 1. `multi`: one function per component, weighted by TRL, so TRL
-    logs `rewards/<component>_reward/mean` for each.
+    logs `rewards/<function name>/mean` for each.
     """
     if reward_function_type == "single":
-        return [make_total_reward(reward_config)], [1.0]
+        return [make_total_reward(components)], [1.0]
     if reward_function_type == "multi":
-        functions, weights = component_functions(reward_config), component_weights(reward_config)
-        return list(functions.values()), [weights[name] for name in functions]
+        return [guarded(c) for c in components], [c.weight for c in components]
     raise UserError(f"reward_function_type={reward_function_type!r}: use 'single' or 'multi'")
 
 
-def score_completions(reward_config: dict, completions: list, **columns) -> list[dict[str, float]]:
+def score_completions(components: list[Component], completions: list, **columns) -> list[dict[str, float | None]]:
     """Per-completion component scores and their weighted total, for logs and reports."""
-    functions, weights = component_functions(reward_config), component_weights(reward_config)
-    per_component = {name: function(completions, **columns) for name, function in functions.items()}
+    per_component = {c.name: clean_scores(c.name, c.function(completions=completions, **columns), len(completions))
+                     for c in components}
     scores = []
     for index in range(len(completions)):
         entry = {name: values[index] for name, values in per_component.items()}
-        entry["total"] = sum(weights[name] * entry[name] for name in functions)
+        entry["total"] = sum(c.weight * (entry[c.name] or 0.0) for c in components)
         scores.append(entry)
     return scores
 
@@ -219,11 +446,16 @@ def validate_reward_config(data: Any, source: str = "reward config") -> dict:
     """Overlay `data` on the defaults and check every key, reporting all problems in one message."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a JSON object like config/reward_config.json")
-    merged = copy.deepcopy(DEFAULT_REWARD_CONFIG)
+    merged = {**copy.deepcopy(DEFAULT_REWARD_CONFIG), **copy.deepcopy(EXTENSION_DEFAULTS)}
     problems = []
     for key, value in data.items():
         if key not in merged:
-            problems.append(f"unknown key {key!r} (valid keys: {', '.join(DEFAULT_REWARD_CONFIG)})")
+            problems.append(f"unknown key {key!r} (valid keys: {', '.join(merged)})")
+        elif key == "custom_weights":
+            if not isinstance(value, dict) or not all(is_number(w) and w >= 0 for w in value.values()):
+                problems.append("custom_weights must map function names to numbers >= 0")
+            else:
+                merged[key] = dict(value)
         elif isinstance(merged[key], dict):
             if not isinstance(value, dict):
                 problems.append(f"{key} must be an object with keys {', '.join(merged[key])}")
@@ -251,9 +483,11 @@ def reward_config_problems(config: dict) -> list[str]:
         weight = config[f"{name}_weight"]
         if not is_number(weight) or weight < 0:
             problems.append(f"{name}_weight={weight!r} must be a number >= 0")
-    if all(is_number(config[f"{name}_weight"]) for name in COMPONENTS) and not any(
-            config[f"{name}_weight"] for name in COMPONENTS):
-        problems.append("all component weights are 0: give at least one a positive weight")
+    for key in ("reward_model_weight",):
+        if not is_number(config[key]) or config[key] < 0:
+            problems.append(f"{key}={config[key]!r} must be a number >= 0")
+    if not isinstance(config["description"], str):
+        problems.append("description must be text")
     for section, key in (("accuracy", "correct_keywords"), ("quality", "quality_keywords"),
                          ("quality", "negative_keywords")):
         value = config[section][key]

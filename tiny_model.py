@@ -5,6 +5,7 @@ text, same seed, same files) and is cached; the cached directory is an ordinary 
 `AutoModelForCausalLM.from_pretrained` loads like any hub model.
 
     path = ensure_tiny_model()    # builds on first use, then returns the cached directory
+    ensure_tiny_reward_model()    # a sequence-classification model on the same tokenizer, for reward-model tests
 """
 
 from __future__ import annotations
@@ -26,12 +27,21 @@ CHAT_TEMPLATE = (
 )
 
 
+def cache_root() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "grpo-tool"
+
+
 def tiny_model_dir() -> Path:
     """Where the tiny model is cached: $GRPO_TINY_MODEL_DIR, else a versioned folder in the user's cache."""
     if os.environ.get("GRPO_TINY_MODEL_DIR"):
         return Path(os.environ["GRPO_TINY_MODEL_DIR"])
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "grpo-tool" / f"tiny-llama-v{TINY_MODEL_VERSION}"
+    return cache_root() / f"tiny-llama-v{TINY_MODEL_VERSION}"
+
+
+def tiny_reward_model_dir() -> Path:
+    """The tiny reward model sits beside the tiny model, sharing its tokenizer."""
+    return tiny_model_dir().with_name(tiny_model_dir().name + "-reward")
 
 
 def training_text() -> list[str]:
@@ -59,38 +69,64 @@ def build_tokenizer():
                                    pad_token="<|pad|>", chat_template=CHAT_TEMPLATE)
 
 
-def build_model(tokenizer):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_config(tokenizer):
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def seeded(build, seed: int):
+    import torch
+
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+        torch.manual_seed(seed)
+        return build()
 
 
 def build_tiny_model(directory: Path) -> None:
+    from transformers import LlamaForCausalLM
+
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer)
+    model = seeded(lambda: LlamaForCausalLM(llama_config(tokenizer)), seed=0)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def build_tiny_reward_model(directory: Path) -> None:
+    """A random sequence-classification head on the tiny architecture: scores, not judgements, for offline tests."""
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
+    config = llama_config(tokenizer)
+    config.num_labels = 1
+    model = seeded(lambda: LlamaForSequenceClassification(config), seed=1)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
 
 
 def ensure_tiny_model() -> Path:
-    """The cached tiny model's directory, built first if missing. Safe when several processes race to build it."""
-    target = tiny_model_dir()
+    """The cached tiny model's directory, built first if missing."""
+    return ensure_built(tiny_model_dir(), build_tiny_model)
+
+
+def ensure_tiny_reward_model() -> Path:
+    """The cached tiny reward model's directory, built first if missing."""
+    return ensure_built(tiny_reward_model_dir(), build_tiny_reward_model)
+
+
+def ensure_built(target: Path, build) -> Path:
+    """`target`, built by `build(directory)` first if missing. Safe when several processes race to build it."""
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        build_tiny_model(staging)
+        build(staging)
         try:
             os.rename(staging, target)
         except OSError:

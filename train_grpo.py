@@ -42,11 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reward-function", choices=["single", "multi"],
                         help="one weighted reward (single, default) or one TRL reward per component (multi)")
     parser.add_argument("--reward-config", metavar="PATH", help="a reward config JSON file or a preset name")
+    parser.add_argument("--reward-model", metavar="ID_OR_PATH",
+                        help="a sequence-classification reward model as one more component (weight: "
+                             "reward_model_weight in the reward config)")
+    parser.add_argument("--reward-fn", dest="reward_functions", action="append", metavar="FILE.py:FUNCTION",
+                        help="a custom reward function(completions, **kwargs); repeatable (weights: custom_weights)")
     wandb = parser.add_mutually_exclusive_group()
     wandb.add_argument("--wandb-project", metavar="NAME", help="log to this Weights & Biases project")
     wandb.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="no training: evaluate --resume-from-checkpoint, the output dir's model, or --model")
+    task = parser.add_mutually_exclusive_group()
+    task.add_argument("--eval-only", action="store_true",
+                      help="no training: evaluate --resume-from-checkpoint, the output dir's model, or --model")
+    task.add_argument("--check-rewards", action="store_true",
+                      help="no training: score chosen against rejected and sampled completions with every reward "
+                           "component, print a table, write reward_check.json")
     parser.add_argument("--resume-from-checkpoint", metavar="PATH",
                         help="a checkpoint-N directory to continue from, or 'latest' in the output dir")
     logging_group = parser.add_mutually_exclusive_group()
@@ -66,6 +75,7 @@ FLAG_FIELDS = {
     "model": "model_name", "dataset": "dataset_name", "custom_data": "custom_data", "max_samples": "max_samples",
     "epochs": "num_train_epochs", "learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size",
     "output_dir": "output_dir", "reward_function": "reward_function_type", "reward_config": "reward_config_path",
+    "reward_model": "reward_model", "reward_functions": "reward_functions",
     "wandb_project": "wandb_project", "resume_from_checkpoint": "resume_from_checkpoint",
     "generation_logging": "enable_generation_logging", "generation_log_dir": "generation_log_dir",
     "max_generation_samples": "max_generation_samples",
@@ -99,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         setup_console_logging()
+        if args.check_rewards:
+            from reward_check import format_report, run_reward_check
+
+            print(format_report(run_reward_check(config)))
+            return 0
         from grpo_trainer import TrainingInterrupted, run_evaluation, run_training
 
         try:

@@ -62,6 +62,12 @@ MISTAKES = {
     "streaming without max_steps": (["--dataset", "hh_rlhf", "--config", '{"streaming": true}'],
                                     "streaming=true needs max_steps"),
     "prompt format typo": (["--quick-test", "--config", '{"prompt_format": "chatml"}'], "prompt_format='chatml'"),
+    "reward file missing": (["--quick-test", "--reward-fn", "no/such/rewards.py:f"], "no such file"),
+    "reward function missing": (["--quick-test", "--reward-fn", f"{FIXTURES / 'custom_rewards.py'}:nope"],
+                                "has no function 'nope'"),
+    "reward function without kwargs": (["--quick-test", "--reward-fn",
+                                        f"{FIXTURES / 'custom_rewards.py'}:positional_only"], "**kwargs"),
+    "eval-only with check-rewards": (["--quick-test", "--eval-only", "--check-rewards"], "not allowed with"),
 }
 
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from errors import UserError
-from rewards import (DEFAULT_REWARD_CONFIG, build_reward_functions, load_reward_config, make_accuracy_reward,
-                     make_length_reward, make_quality_reward, reward_preset_names, score_completions,
-                     validate_reward_config, word_overlap)
+from rewards import (DEFAULT_REWARD_CONFIG, assemble_components, build_reward_functions, load_reward_config,
+                     make_accuracy_reward, make_length_reward, make_quality_reward, reward_preset_names,
+                     rule_components, score_completions, validate_reward_config, word_overlap)
 
 CONFIG = DEFAULT_REWARD_CONFIG
 
@@ -43,9 +43,17 @@ def test_accuracy_reference_may_be_a_message_list():
     assert accuracy(["Paris."], chosen=[chosen], rejected=[None]) == [pytest.approx(0.5)]
 
 
-def test_word_overlap_is_f1():
+def test_word_overlap_is_dice_over_distinct_words():
     assert word_overlap("a b c d", "a b") == pytest.approx(2 * 2 / 6)
+    assert word_overlap("Paris, PARIS paris!", "paris") == 1.0  # case, punctuation and repeats do not count
+    assert word_overlap("서울은 수도", "서울은 도시") == pytest.approx(0.5)
     assert word_overlap("", "") == 0.0
+
+
+def test_all_weights_zero_is_refused():
+    config = validate_reward_config({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0})
+    with pytest.raises(UserError, match="every reward component has weight 0"):
+        assemble_components(config)
 
 
 def test_length_peaks_at_optimal_words():
@@ -78,16 +86,26 @@ def test_chat_completions_are_scored_by_their_text():
 def test_single_is_the_weighted_sum_of_multi():
     completions = ["Yes, Paris is correct. 완벽", "모르겠어요", chat("right answer here")]
     columns = {"chosen": ["Paris", "Seoul", None], "rejected": ["Lyon", None, None], "trainer_state": None}
-    (total,), single_weights = build_reward_functions(CONFIG, "single")
-    functions, weights = build_reward_functions(CONFIG, "multi")
+    components = rule_components(CONFIG)
+    (total,), single_weights = build_reward_functions(components, "single")
+    functions, weights = build_reward_functions(components, "multi")
     assert single_weights == [1.0]
     assert [f.__name__ for f in functions] == ["accuracy_reward", "length_reward", "quality_reward"]
     assert weights == [0.4, 0.2, 0.4]
     expected = [sum(w * f(completions, **columns)[i] for f, w in zip(functions, weights)) for i in range(3)]
     assert total(completions, **columns) == pytest.approx(expected)
     assert total.__name__ == "total_reward"
-    scores = score_completions(CONFIG, completions, **columns)
+    scores = score_completions(components, completions, **columns)
     assert [s["total"] for s in scores] == pytest.approx(expected)
+
+
+def test_single_logs_each_component_mean():
+    logged = {}
+    (total,), _ = build_reward_functions(rule_components(CONFIG), "single")
+    total(["완벽 yes", "plain"], log_metric=lambda name, value: logged.setdefault(name, value))
+    assert logged["rewards/quality/mean"] == pytest.approx(0.5)
+    assert logged["rewards/accuracy/mean"] == pytest.approx(0.5)
+    assert logged["rewards/length/missing"] == 0
 
 
 def test_every_shipped_reward_config_loads(tmp_path):
@@ -95,8 +113,9 @@ def test_every_shipped_reward_config_loads(tmp_path):
     for name in reward_preset_names():
         load_reward_config(name)
     original = load_reward_config("config/reward_config.json")
-    assert original == DEFAULT_REWARD_CONFIG
-    assert load_reward_config("balanced") == original
+    assert {key: original[key] for key in DEFAULT_REWARD_CONFIG} == DEFAULT_REWARD_CONFIG
+    balanced = load_reward_config("balanced")
+    assert {key: balanced[key] for key in DEFAULT_REWARD_CONFIG} == DEFAULT_REWARD_CONFIG
 
 
 def test_partial_reward_config_keeps_other_defaults(tmp_path):
@@ -112,7 +131,8 @@ def test_partial_reward_config_keeps_other_defaults(tmp_path):
     ({"acuracy_weight": 1}, "unknown key 'acuracy_weight'"),
     ({"length": {"optimal": 3}}, "unknown key length.'optimal'"),
     ({"length_weight": -1}, "length_weight=-1 must be a number >= 0"),
-    ({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0}, "all component weights are 0"),
+    ({"custom_weights": {"f": -1}}, "custom_weights must map function names to numbers >= 0"),
+    ({"reward_model_weight": "high"}, "reward_model_weight='high'"),
     ({"accuracy": {"correct_keywords": "yes"}}, "accuracy.correct_keywords must be a list"),
     ({"length": {"optimal_length": 1.5}}, "length.optimal_length=1.5"),
 ])

@@ -1,0 +1,200 @@
+"""The reward check (`--check-rewards`): before any training step, does each reward component tell a good answer from
+a bad one, and does it give GRPO something to learn from on what the model actually writes?
+
+Two measurements, per component and for the weighted total:
+
+- pairs: each row's `chosen` answer is scored against its `rejected` one. Pairwise accuracy is the share of rows where
+  chosen scores higher (ties count against), margin the mean of chosen minus rejected. The references are withheld
+  from the scoring, since a reference-aware component would otherwise just recognise the answer it was given.
+- groups: `group_size` completions are sampled from the current model for a few prompts, as training would sample
+  them. GRPO learns only from differences inside a group, so a group whose scores are all equal teaches nothing.
+
+    report = run_reward_check(config); print(format_report(report))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from pathlib import Path
+
+from config import GRPOConfig
+from json_files import write_json_atomic
+from rewards import Component, clean_scores
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "reward_check.json"
+PAIR_LIMIT = 1000  # rows scored chosen against rejected
+CHECK_PROMPTS = 8  # prompts sampled group_size times
+TIE = 1e-9  # scores closer than this are equal
+WEAK_ACCURACY = 0.6  # below this share of pairs, a component is said not to tell chosen from rejected
+FLAT_SHARE = 0.5  # from this share of zero-variance groups on, a component is said to give little signal
+
+
+def score(component: Component, completions: list, prompts: list, columns: dict) -> tuple[list, int, float]:
+    """(scores with None for missing, exceptions raised, seconds). A failing batch is retried one sample at a time,
+    so one bad sample costs one score, not the batch."""
+    start = time.perf_counter()
+    try:
+        values = clean_scores(component.name, component.function(completions=completions, prompts=prompts,
+                                                                  **columns), len(completions))
+        failures = 0
+    except Exception:  # noqa: BLE001 - counting failures is the point
+        values, failures = [], 0
+        for index, completion in enumerate(completions):
+            sample_columns = {key: [value[index]] for key, value in columns.items()}
+            try:
+                values += clean_scores(component.name, component.function(
+                    completions=[completion], prompts=[prompts[index]], **sample_columns), 1)
+            except Exception:  # noqa: BLE001
+                values.append(None)
+                failures += 1
+    return values, failures, time.perf_counter() - start
+
+
+def with_total(components: list[Component], per_component: dict[str, list]) -> dict[str, list]:
+    """The weighted total beside the components (a missing score counts 0, as in training)."""
+    count = len(next(iter(per_component.values()), []))
+    totals = [sum(c.weight * (per_component[c.name][i] or 0.0) for c in components) for i in range(count)]
+    return {**per_component, "total": totals}
+
+
+def as_completion(text: str, chat: bool):
+    return [{"role": "assistant", "content": text}] if chat else text
+
+
+def check_pairs(components: list[Component], rows) -> dict:
+    rows = rows.filter(lambda row: bool(row.get("chosen")) and bool(row.get("rejected")))
+    rows = rows.select(range(min(PAIR_LIMIT, len(rows))))
+    if len(rows) == 0:
+        return {"pairs": 0}
+    prompts = list(rows["prompt"])
+    chat = isinstance(prompts[0], list)
+    chosen = [as_completion(text, chat) for text in rows["chosen"]]
+    rejected = [as_completion(text, chat) for text in rows["rejected"]]
+    scores = {}
+    for side, completions in (("chosen", chosen), ("rejected", rejected)):
+        scores[side] = with_total(components, {c.name: score(c, completions, prompts, {})[0] for c in components})
+    result = {"pairs": len(rows), "components": {}}
+    for name in scores["chosen"]:
+        margins = [c - r for c, r in zip(scores["chosen"][name], scores["rejected"][name])
+                   if c is not None and r is not None]
+        result["components"][name] = {
+            "pairwise_accuracy": round(sum(m > TIE for m in margins) / len(margins), 4) if margins else None,
+            "ties": round(sum(abs(m) <= TIE for m in margins) / len(margins), 4) if margins else None,
+            "mean_margin": round(statistics.fmean(margins), 4) if margins else None,
+        }
+    return result
+
+
+def check_groups(components: list[Component], samples: list[dict], group_size: int, columns: dict) -> dict:
+    if not samples:
+        return {"groups": 0}
+    prompts = [sample["prompt"] for sample in samples]
+    completions = [sample["reward_input"] for sample in samples]
+    results, per_component = {}, {}
+    for component in components:
+        values, failures, seconds = score(component, completions, prompts, columns)
+        per_component[component.name] = values
+        results[component.name] = {"exceptions": failures, "ms_per_1000": round(1000 * 1000 * seconds / len(samples),
+                                                                                 2)}
+    for name, values in with_total(components, per_component).items():
+        present = [value for value in values if value is not None]
+        groups = [values[start:start + group_size] for start in range(0, len(values), group_size)]
+        flat = [group for group in groups
+                if len([v for v in group if v is not None]) < 2
+                or max(v for v in group if v is not None) - min(v for v in group if v is not None) <= TIE]
+        results.setdefault(name, {"exceptions": 0, "ms_per_1000": None})
+        results[name].update({
+            "mean": round(statistics.fmean(present), 4) if present else None,
+            "std": round(statistics.pstdev(present), 4) if len(present) > 1 else 0.0,
+            "zero_variance_groups": round(len(flat) / len(groups), 4),
+            "missing": values.count(None) - results[name]["exceptions"],  # None or NaN returned, not raised
+        })
+    return {"groups": len(samples) // group_size, "group_size": group_size, "completions": len(samples),
+            "truncated": round(sum(s["truncated"] for s in samples) / len(samples), 4), "components": results}
+
+
+def warnings_for(report: dict) -> list[str]:
+    """Plain sentences for what would waste a run."""
+    found = []
+    pairs = report["pairs"]
+    for name, stats in pairs.get("components", {}).items():
+        accuracy = stats["pairwise_accuracy"]
+        if accuracy is not None and accuracy < WEAK_ACCURACY:
+            found.append(f"{name} cannot tell chosen from rejected answers: it scores the chosen one higher in only "
+                         f"{accuracy:.0%} of {pairs['pairs']} pairs (ties {stats['ties']:.0%})")
+    groups = report["groups"]
+    for name, stats in groups.get("components", {}).items():
+        if stats["zero_variance_groups"] >= FLAT_SHARE:
+            found.append(f"{name} gives every completion of a group the same score in "
+                         f"{stats['zero_variance_groups']:.0%} of groups: GRPO learns nothing from those")
+        if stats["exceptions"]:
+            found.append(f"{name} raised an exception on {stats['exceptions']} of {groups['completions']} "
+                         "completions; training would stop at the first one")
+        if stats["missing"]:
+            found.append(f"{name} returned None or NaN for {stats['missing']} of {groups['completions']} "
+                         "completions (left out of its mean)")
+    if groups.get("truncated", 0) >= 0.5:
+        found.append(f"{groups['truncated']:.0%} of sampled completions hit max_completion_length: length-based "
+                     "rewards will mostly see cut-off answers")
+    return found
+
+
+def run_reward_check(config: GRPOConfig) -> dict:
+    """Score pairs and sampled groups, write {output_dir}/reward_check.json, and return the report."""
+    from grpo_trainer import GRPOTrainer
+
+    trainer = GRPOTrainer(config)
+    data = trainer.prepare_data(write_outputs=False)
+    components = trainer.reward_components()
+    pairs = check_pairs(components, data["train"])
+    source = data["eval"] if len(data["eval"]) else data["train"]
+    rows = source.select(range(min(CHECK_PROMPTS, len(source))))
+    samples = trainer.sample(trainer.model, trainer.tokenizer, rows, per_prompt=config.group_size)
+    columns = {name: [value for value in rows[name] for _ in range(config.group_size)]
+               for name in rows.column_names if name != "prompt"}
+    report = {
+        "model": trainer.model_path,
+        "data": config.custom_data or config.dataset_name,
+        "reward_function_type": config.reward_function_type,
+        "weights": {c.name: c.weight for c in components},
+        "pairs": pairs,
+        "groups": check_groups(components, samples, config.group_size, columns),
+    }
+    report["warnings"] = warnings_for(report)
+    path = Path(config.output_dir) / REPORT_NAME
+    write_json_atomic(path, report)
+    report["report_path"] = str(path)
+    return report
+
+
+def cell(value, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.0%}" if percent else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def format_report(report: dict) -> str:
+    """The report as a table a person reads at a glance, then the warnings."""
+    pairs, groups = report["pairs"], report["groups"]
+    names = list(report["weights"]) + ["total"]
+    header = (f"{'component':<22}{'weight':>7}{'pair acc':>10}{'margin':>9}{'mean':>9}{'std':>8}{'flat grp':>10}"
+              f"{'missing':>9}{'errors':>8}{'ms/1k':>9}")
+    lines = [f"reward check: {report['model']} on {report['data']} ({report['reward_function_type']})",
+             f"  pairs: {pairs['pairs']} chosen/rejected rows (scored without their references); groups: "
+             f"{groups.get('groups', 0)} prompts x {groups.get('group_size', 0)} sampled completions", "", header]
+    for name in names:
+        pair = pairs.get("components", {}).get(name, {})
+        group = groups.get("components", {}).get(name, {})
+        lines.append(f"{name:<22}{cell(report['weights'].get(name)):>7}{cell(pair.get('pairwise_accuracy'), True):>10}"
+                     f"{cell(pair.get('mean_margin')):>9}{cell(group.get('mean')):>9}{cell(group.get('std')):>8}"
+                     f"{cell(group.get('zero_variance_groups'), True):>10}{cell(group.get('missing')):>9}"
+                     f"{cell(group.get('exceptions')):>8}{cell(group.get('ms_per_1000')):>9}")
+    lines.append("")
+    lines += [f"warning: {text}" for text in report["warnings"]] or ["no warnings"]
+    lines.append(f"report: {report['report_path']}")
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""Custom reward files, reward models, the guard TRL calls through, the presets, and the reward check."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import FIXTURES, run_cli
+from errors import UserError
+from reward_check import check_groups, check_pairs, warnings_for
+from rewards import (DEFAULT_REWARD_CONFIG, Component, RewardFunctionError, assemble_components,
+                     build_reward_functions, custom_components, guarded, load_custom_reward, load_reward_config,
+                     make_reward_model_reward, reward_preset_names, validate_reward_config)
+
+CUSTOM = FIXTURES / "custom_rewards.py"
+CONFIG = validate_reward_config({})
+
+
+# custom reward functions
+
+def test_custom_function_joins_the_components_with_its_weight():
+    config = validate_reward_config({"custom_weights": {"exclamation_reward": 0.3}})
+    components = assemble_components(config, [f"{CUSTOM}:exclamation_reward"])
+    assert [c.name for c in components] == ["accuracy", "length", "quality", "exclamation_reward"]
+    assert components[-1].weight == 0.3
+    functions, weights = build_reward_functions(components, "multi")
+    assert functions[-1].__name__ == "exclamation_reward" and weights[-1] == 0.3
+    assert functions[-1](["Wow!", "ok"]) == [1.0, 0.0]
+
+
+def test_custom_weight_defaults_to_one():
+    assert custom_components([f"{CUSTOM}:exclamation_reward"], CONFIG)[0].weight == 1.0
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("tests/fixtures/nope.py:f", "no such file"),
+    (f"{CUSTOM}:missing_reward", "has no function 'missing_reward' (functions there: exclamation_reward, "
+                                 "picky_reward, positional_only)"),
+    (f"{CUSTOM}:not_a_function", "has no function 'not_a_function'"),
+    (f"{CUSTOM}:positional_only", "cannot take the keyword arguments TRL passes"),
+    (str(CUSTOM), "give it as path/to/file.py:function_name"),
+])
+def test_custom_function_mistakes(spec, fragment):
+    with pytest.raises(UserError) as error:
+        load_custom_reward(spec)
+    assert fragment in str(error.value)
+
+
+def test_custom_weights_must_name_a_given_function():
+    config = validate_reward_config({"custom_weights": {"typo_reward": 1.0}})
+    with pytest.raises(UserError, match="custom_weights names typo_reward"):
+        custom_components([f"{CUSTOM}:exclamation_reward"], config)
+
+
+def test_a_custom_function_may_not_shadow_a_component(tmp_path):
+    path = tmp_path / "r.py"
+    path.write_text("def quality(completions, **kwargs):\n    return [0.0] * len(completions)\n")
+    with pytest.raises(UserError, match="already named 'quality'"):
+        custom_components([f"{path}:quality"], CONFIG)
+
+
+# the guard between TRL and every component
+
+def test_a_raising_component_names_itself_the_sample_and_the_line():
+    function = guarded(Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 1.0))
+    with pytest.raises(RewardFunctionError) as error:
+        function(["fine", "it goes boom", "fine"], prompts=["p0", "Tell me a story", "p2"], chosen=["a", "b", "c"])
+    message = str(error.value)
+    assert "reward component 'picky_reward' raised ValueError: cannot score a boom" in message
+    assert "custom_rewards.py:" in message and "on sample 1 (prompt 'Tell me a story'" in message
+
+
+def test_nan_becomes_none_and_is_counted():
+    logged = {}
+    function = guarded(Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 1.0))
+    scores = function(["sure", "unsure", "sure", "unsure"], log_metric=logged.__setitem__)
+    assert scores == [1.0, None, 1.0, None]
+    assert logged == {"rewards/picky_reward/missing": 0.5}
+
+
+def test_wrong_number_of_scores_is_an_error():
+    function = guarded(Component("short", lambda completions, **kwargs: [1.0], 1.0))
+    with pytest.raises(RewardFunctionError, match="returned 1 scores for 2 completions"):
+        function(["a", "b"])
+
+
+def test_single_mode_counts_a_missing_score_as_zero():
+    components = [Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 2.0)]
+    (total,), _ = build_reward_functions(components, "single")
+    assert total(["sure", "unsure"]) == [2.0, 0.0]
+
+
+# a reward model
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tiny_model_cache):
+    from tiny_model import ensure_tiny_reward_model
+
+    path = ensure_tiny_reward_model()
+    return AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_reward_model_scores_prompt_plus_completion(tiny_reward_model):
+    model, tokenizer = tiny_reward_model
+    reward = make_reward_model_reward(model, tokenizer)
+    assert reward.__name__ == "reward_model_reward"
+    scores = reward(["Paris.", "I do not know at all."], prompts=["Capital of France? ", "Capital of France? "])
+    expected = []
+    for text in ("Capital of France? Paris.", "Capital of France? I do not know at all."):
+        encoded = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            expected.append(model(**encoded).logits[0, 0].item())
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert scores[0] != pytest.approx(scores[1])
+
+
+def test_reward_model_reads_conversations_through_its_chat_template(tiny_reward_model):
+    model, tokenizer = tiny_reward_model
+    reward = make_reward_model_reward(model, tokenizer)
+    prompt = [{"role": "user", "content": "Capital of France?"}]
+    completion = [{"role": "assistant", "content": "Paris."}]
+    text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    with torch.no_grad():
+        expected = model(**tokenizer([text], return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+    assert reward([completion], prompts=[prompt]) == pytest.approx([expected], abs=1e-5)
+
+
+def test_reward_model_joins_both_modes_with_its_weight(tiny_reward_model):
+    model, tokenizer = tiny_reward_model
+    config = validate_reward_config({"reward_model_weight": 0.5})
+    component = Component("reward_model", make_reward_model_reward(model, tokenizer), config["reward_model_weight"])
+    components = assemble_components(config, reward_model=component)
+    functions, weights = build_reward_functions(components, "multi")
+    assert [f.__name__ for f in functions][-1] == "reward_model_reward" and weights[-1] == 0.5
+    (total,), _ = build_reward_functions(components, "single")
+    rules = build_reward_functions(components[:-1], "single")[0][0]
+    completions, prompts = ["yes, Paris"], ["Capital? "]
+    rm_score = component.function(completions, prompts=prompts)[0]
+    assert total(completions, prompts=prompts)[0] == pytest.approx(rules(completions, prompts=prompts)[0]
+                                                                   + 0.5 * rm_score)
+
+
+# presets
+
+def test_presets_have_distinct_documented_purposes():
+    names = reward_preset_names()
+    assert {"balanced", "reference_match", "concise"} <= set(names)
+    presets = [load_reward_config(name) for name in names]
+    assert all(len(p["description"]) > 30 for p in presets)
+    assert len({json.dumps({k: v for k, v in p.items() if k != "description"}, sort_keys=True)
+                for p in presets}) == len(presets)
+    assert load_reward_config("concise")["length"]["optimal_length"] < DEFAULT_REWARD_CONFIG["length"]["optimal_length"]
+
+
+# the reward check
+
+def test_pair_check_measures_accuracy_and_margin():
+    import datasets
+
+    rows = datasets.Dataset.from_list([
+        {"prompt": "q1", "chosen": "great answer!", "rejected": "bad answer"},
+        {"prompt": "q2", "chosen": "also good!", "rejected": "meh"},
+        {"prompt": "q3", "chosen": "no mark", "rejected": "wrong!"},
+        {"prompt": "q4", "chosen": "only chosen", "rejected": None},
+    ])
+    components = [Component("exclamation_reward", load_custom_reward(f"{CUSTOM}:exclamation_reward"), 1.0)]
+    result = check_pairs(components, rows)
+    assert result["pairs"] == 3
+    stats = result["components"]["exclamation_reward"]
+    assert stats["pairwise_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert stats["mean_margin"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_group_check_finds_flat_groups_errors_and_missing_scores():
+    samples = [{"prompt": "p", "completion": text, "reward_input": text, "truncated": False}
+               for text in ("a", "b", "c!", "d", "boom", "unsure", "ok", "fine")]
+    components = [Component("exclamation_reward", load_custom_reward(f"{CUSTOM}:exclamation_reward"), 1.0),
+                  Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 1.0)]
+    result = check_groups(components, samples, group_size=4, columns={})
+    assert result["groups"] == 2
+    exclamation, picky = result["components"]["exclamation_reward"], result["components"]["picky_reward"]
+    assert exclamation["zero_variance_groups"] == 0.5 and exclamation["exceptions"] == 0
+    assert (picky["exceptions"], picky["missing"]) == (1, 1)
+    assert picky["zero_variance_groups"] == 1.0  # first group all 1.0; second has one score left
+    assert math.isclose(exclamation["mean"], 0.125)
+    text = " ".join(warnings_for({"pairs": {"pairs": 0}, "groups": result}))
+    assert "picky_reward raised an exception on 1 of 8" in text and "GRPO learns nothing" in text
+
+
+def test_check_rewards_cli_spends_no_training_step(tmp_path):
+    output_dir = tmp_path / "out"
+    result = run_cli("--quick-test", "--check-rewards", "--reward-model", "tiny", "--reward-fn",
+                     f"{CUSTOM}:exclamation_reward", "--output-dir", str(output_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for fragment in ("pair acc", "accuracy", "exclamation_reward", "reward_model", "total", "warning:"):
+        assert fragment in result.stdout
+    report = json.loads((output_dir / "reward_check.json").read_text(encoding="utf-8"))
+    assert report["pairs"]["pairs"] == 200 and report["groups"]["groups"] == 8 and report["groups"]["group_size"] == 4
+    assert set(report["groups"]["components"]) == {"accuracy", "length", "quality", "exclamation_reward",
+                                                   "reward_model", "total"}
+    assert report["weights"]["reward_model"] == 1.0
+    assert not list(output_dir.glob("checkpoint-*")) and not (output_dir / "final_model").exists()
+
+
+def test_training_stops_with_the_failing_component_named(tmp_path):
+    crash = tmp_path / "crash.py"
+    crash.write_text("def crash_reward(completions, **kwargs):\n    raise RuntimeError('bug in my reward')\n")
+    result = run_cli("--quick-test", "--reward-fn", f"{crash}:crash_reward", "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: reward component 'crash_reward' raised RuntimeError: bug in my reward")
+    assert f"{crash}:2" in last and "on sample 0" in last
+
+
+def test_a_training_run_with_every_kind_of_component(tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"max_steps": 4, "eval_steps": 2, "save_steps": 4, "logging_steps": 2}))
+    reward_config = tmp_path / "rewards.json"
+    reward_config.write_text(json.dumps({"custom_weights": {"exclamation_reward": 0.5}, "reward_model_weight": 0.2}))
+    result = run_cli("--quick-test", "--config", str(config), "--reward-function", "multi", "--reward-config",
+                     str(reward_config), "--reward-model", "tiny", "--reward-fn", f"{CUSTOM}:exclamation_reward",
+                     "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "out" / "final_model" / "trainer_state.json").read_text())
+    logged = {key for entry in state["log_history"] for key in entry}
+    for name in ("accuracy_reward", "length_reward", "quality_reward", "exclamation_reward", "reward_model_reward"):
+        assert f"rewards/{name}/mean" in logged
+    entry = json.loads((tmp_path / "out" / "generation_logs" / "generation_log_step_4.json").read_text())[0]
+    assert set(entry["rewards"]) == {"accuracy", "length", "quality", "exclamation_reward", "reward_model", "total"}
+    assert Path(tmp_path / "out" / "reward_config.json").is_file()
