@@ -35,18 +35,22 @@ HUB_DATASETS = {
 DATASET_NAMES = (*HUB_DATASETS, SAMPLE_DATASET)
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 PROMPT_FORMATS = ("auto", "chat", "text")
+BACKENDS = ("auto", "unsloth", "transformers")
 
 
 @dataclass
 class GRPOConfig:
     # model
     model_name: str = "llama-3.1-8b"  # a preset (see MODEL_PRESETS), a Hugging Face model id, or a local directory
+    backend: str = "auto"  # auto (Unsloth on a CUDA GPU when installed, else transformers + peft), unsloth, transformers
+    trust_remote_code: bool = False  # run model code shipped with a hub checkpoint; only for checkpoints you trust
     max_seq_length: int = 2048  # tokens of prompt + completion; prompts longer than this minus the completion are dropped
     load_in_4bit: bool = True  # 4-bit weights (bitsandbytes) on a CUDA GPU; ignored on the CPU, which runs full precision
     use_lora: bool = True  # train a LoRA adapter (true) or every weight (false)
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 16  # LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)
     lora_dropout: float = 0.0  # dropout on the LoRA path, in [0, 1)
+    lora_target_modules: str = "all-linear"  # all-linear, or comma-separated module names such as "q_proj,v_proj"
     bf16: bool | None = None  # bfloat16 compute; null: on for CUDA GPUs that support it, off on the CPU (where it is slower)
     gradient_checkpointing: bool | None = None  # null: on for CUDA and models of 100M+ parameters, off otherwise
     # data
@@ -72,6 +76,9 @@ class GRPOConfig:
     beta: float = 0.0  # KL coefficient against the reference model; 0 loads no reference model (TRL's default)
     gamma: float = 1.0  # discount over turns; every episode is one completion, so only 1.0 is meaningful
     loss_type: str = "dapo"  # TRL loss: grpo, dapo, dr_grpo, bnpo, cispo or sapo
+    use_vllm: bool = False  # generate completions with vLLM (CUDA and the vllm package needed)
+    vllm_mode: str = "colocate"  # colocate (vLLM shares the training GPU) or server (a `trl vllm-serve` process)
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of GPU memory vLLM may take, in (0, 1)
     seed: int = 42  # seed for data order, sampling and weight initialisation
     # rewards
     reward_function_type: str = "single"  # single (one weighted reward) or multi (one TRL reward per component)
@@ -90,6 +97,7 @@ class GRPOConfig:
     wandb_project: str | None = None  # Weights & Biases project; null: W&B off
     # output
     output_dir: str = "./grpo_outputs"  # checkpoints, final model, logs, effective config
+    save_merged: bool = False  # also save LoRA merged into the base weights (16-bit), in final_model/merged
     resume_from_checkpoint: str | None = None  # a checkpoint directory to continue from, or "latest" in output_dir
 
     def __post_init__(self):
@@ -312,6 +320,12 @@ def validate_config(config: GRPOConfig) -> None:
             f"prompt_overflow={config.prompt_overflow!r}: use 'drop' or 'truncate'")
     require(not config.streaming or config.max_steps > 0,
             "streaming=true needs max_steps: a stream's length is unknown, so the run needs a step count")
+    require(config.backend in BACKENDS, f"backend={config.backend!r}: use one of {', '.join(BACKENDS)}")
+    require(config.vllm_mode in ("colocate", "server"), f"vllm_mode={config.vllm_mode!r}: use colocate or server")
+    require(0 < config.vllm_gpu_memory_utilization < 1,
+            f"vllm_gpu_memory_utilization={config.vllm_gpu_memory_utilization} must be between 0 and 1")
+    require(bool(config.lora_target_modules.strip()),
+            "lora_target_modules is empty: use all-linear or module names such as q_proj,v_proj")
     require(config.loss_type in LOSS_TYPES, f"loss_type={config.loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
     require(config.reward_function_type in ("single", "multi"),
             f"reward_function_type={config.reward_function_type!r}: use 'single' or 'multi'")

@@ -8,9 +8,11 @@ backend, loads the model, fits prompts to the token budget, maps our config onto
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import sys
 import signal
 import threading
 from pathlib import Path
@@ -37,6 +39,7 @@ CONFIG_FILE_NAME = "grpo_config.json"
 FINAL_MODEL_DIR = "final_model"
 CPU_MODEL_LIMIT_BILLION = 1  # larger models are refused on a machine without CUDA
 CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
+UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 class TrainingInterrupted(Exception):
@@ -60,16 +63,39 @@ def attach_log_file(output_dir: str) -> Path:
     return path
 
 
-def choose_backend(config: GRPOConfig, cuda_available: bool) -> tuple[str, str]:
-    """(backend, reason). Unsloth will slot in here for CUDA machines; transformers + peft serves every machine."""
+def package_installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def choose_backend(config: GRPOConfig, cuda_available: bool, unsloth_available: bool) -> tuple[str, str]:
+    """(backend, the reason in words). Unsloth where it can run, transformers + peft everywhere else."""
+    four_bit = " with 4-bit weights" if config.load_in_4bit else " in 16-bit"
+    if config.backend == "unsloth":
+        if not cuda_available:
+            raise UserError("backend=unsloth needs a CUDA GPU and none was found: use backend auto or transformers")
+        if not unsloth_available:
+            raise UserError("backend=unsloth, but the unsloth package is not installed: pip install -r "
+                            "requirements-gpu.txt, or use backend transformers")
+        return "unsloth", f"asked for (backend=unsloth){four_bit}"
+    if config.backend == "transformers":
+        return "transformers", ("asked for (backend=transformers)" + (four_bit if cuda_available else ", on the CPU"))
+    if cuda_available and unsloth_available:
+        return "unsloth", f"CUDA GPU and Unsloth installed: Unsloth{four_bit} + LoRA"
     if cuda_available:
-        return "transformers", "CUDA GPU found; transformers + peft" + (" with 4-bit weights" if config.load_in_4bit
-                                                                         else "")
-    return "transformers", "no CUDA GPU; transformers on the CPU in full precision"
+        return "transformers", (f"CUDA GPU but no Unsloth (pip install -r requirements-gpu.txt for it): transformers + "
+                                f"peft{four_bit}")
+    return "transformers", "no CUDA GPU: transformers on the CPU in full precision"
 
 
 def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
-    """Refuse, before any download, a model this machine cannot train."""
+    """Refuse, before any download, what this machine cannot run: a big or pre-quantised model without a GPU, vLLM
+    without a GPU or without the vllm package."""
+    choose_backend(config, cuda_available, package_installed("unsloth"))  # an impossible backend is refused here
+    if config.use_vllm and not cuda_available:
+        raise UserError("use_vllm needs a CUDA GPU and none was found: set use_vllm to false")
+    if config.use_vllm and not package_installed("vllm"):
+        raise UserError("use_vllm is set, but the vllm package is not installed: pip install vllm, or set use_vllm "
+                        "to false")
     if cuda_available:
         return
     name = resolve_model_name(config.model_name)
@@ -79,6 +105,14 @@ def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
         raise UserError(f"{described} needs a CUDA GPU and none was found: on this machine run "
                         "`python train_grpo.py --quick-test` or pass `--model tiny` (or a small model such as a "
                         "0.5B checkpoint)")
+
+
+def lora_targets(config: GRPOConfig, backend: str):
+    """LoRA target modules as peft / Unsloth take them."""
+    if config.lora_target_modules.strip() == "all-linear":
+        # Unsloth wants names; these are the linear layers of the Llama, Qwen and Gemma families.
+        return UNSLOTH_ALL_LINEAR if backend == "unsloth" else "all-linear"
+    return [name.strip() for name in config.lora_target_modules.split(",") if name.strip()]
 
 
 def model_parameters(model) -> int:
@@ -329,21 +363,13 @@ class GRPOTrainer:
         cuda = torch.cuda.is_available()
         if path is None:
             check_model_fits_machine(self.config, cuda)
-        self.backend, reason = choose_backend(self.config, cuda)
+        self.backend, reason = choose_backend(self.config, cuda, package_installed("unsloth"))
         logger.info("backend: %s (%s)", self.backend, reason)
         source = path or self._model_location()
-        adapter = Path(source, "adapter_config.json")
-        self.tokenizer = self._load_tokenizer(source)
-        if adapter.is_file():
-            from peft import PeftModel
-
-            base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-            model = PeftModel.from_pretrained(self._load_causal_lm(base, cuda), source, is_trainable=True)
+        if self.backend == "unsloth":
+            model, self.tokenizer = self._load_with_unsloth(source, fresh=path is None)
         else:
-            model = self._load_causal_lm(source, cuda)
-            # A saved model given by path is evaluated as it is; a fresh adapter goes only on the base model.
-            if path is None and self.config.use_lora:
-                model = self._add_lora(model)
+            model = self._load_with_transformers(source, cuda, fresh=path is None)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = self.tokenizer.pad_token_id
         self.model, self.model_path = model, source
@@ -351,6 +377,42 @@ class GRPOTrainer:
         logger.info("model: %s (%s parameters, %s trainable)", source, f"{model_parameters(model):,}",
                     f"{trainable:,}")
         return model, self.tokenizer
+
+    def _load_with_transformers(self, source: str, cuda: bool, fresh: bool):
+        adapter = Path(source, "adapter_config.json")
+        self.tokenizer = self._load_tokenizer(source)
+        if adapter.is_file():
+            from peft import PeftModel
+
+            base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+            return PeftModel.from_pretrained(self._load_causal_lm(base, cuda), source, is_trainable=True)
+        model = self._load_causal_lm(source, cuda)
+        # A saved model given by path is evaluated as it is; a fresh adapter goes only on a base model.
+        return self._add_lora(model) if fresh and self.config.use_lora else model
+
+    def _load_with_unsloth(self, source: str, fresh: bool):
+        if "transformers" in sys.modules and "unsloth" not in sys.modules:
+            logger.warning("transformers was imported before Unsloth, so some of Unsloth's patches may not apply")
+        from unsloth import FastLanguageModel
+
+        config = self.config
+        try:
+            model, tokenizer = FastLanguageModel.from_pretrained(
+                model_name=source, max_seq_length=config.max_seq_length, load_in_4bit=config.load_in_4bit,
+                full_finetuning=not config.use_lora, fast_inference=config.use_vllm, max_lora_rank=config.lora_r,
+                gpu_memory_utilization=config.vllm_gpu_memory_utilization, dtype=None,
+                trust_remote_code=config.trust_remote_code)
+        except OSError as error:
+            raise UserError(self._load_failure(source, error)) from None
+        if fresh and config.use_lora:
+            checkpointing = config.gradient_checkpointing is not False
+            model = FastLanguageModel.get_peft_model(
+                model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                target_modules=lora_targets(config, "unsloth"),
+                use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=config.seed)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
 
     def _model_location(self) -> str:
         if self.config.model_name == TINY_MODEL:
@@ -363,7 +425,7 @@ class GRPOTrainer:
         from transformers import AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.config.trust_remote_code)
         except OSError as error:
             raise UserError(self._load_failure(source, error)) from None
         if tokenizer.pad_token is None:
@@ -386,7 +448,8 @@ class GRPOTrainer:
         else:
             options["dtype"] = torch.float32
         try:
-            return AutoModelForCausalLM.from_pretrained(source, **options)
+            return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=self.config.trust_remote_code,
+                                                        **options)
         except OSError as error:
             raise UserError(self._load_failure(source, error)) from None
 
@@ -404,7 +467,8 @@ class GRPOTrainer:
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
-                          lora_dropout=self.config.lora_dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+                          lora_dropout=self.config.lora_dropout, target_modules=lora_targets(self.config, self.backend),
+                          task_type="CAUSAL_LM")
         return get_peft_model(model, lora)
 
     def _use_bf16(self, cuda: bool) -> bool:
@@ -451,6 +515,9 @@ class GRPOTrainer:
             save_total_limit=config.save_total_limit,
             report_to=configure_wandb(config),
             dataloader_pin_memory=cuda,
+            use_vllm=config.use_vllm,
+            vllm_mode=config.vllm_mode,
+            vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
         )
 
     def reward_components(self) -> list[Component]:
@@ -474,9 +541,10 @@ class GRPOTrainer:
             name = str(ensure_tiny_reward_model())
         cuda = torch.cuda.is_available()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=self.config.trust_remote_code)
             model = AutoModelForSequenceClassification.from_pretrained(
                 name, num_labels=1, dtype=(torch.bfloat16 if self._use_bf16(cuda) else torch.float32),
+                trust_remote_code=self.config.trust_remote_code,
                 **({"device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}} if cuda else {}))
         except OSError as error:
             raise UserError(self._load_failure(name, error).replace("model ", "reward model ", 1)) from None
@@ -639,6 +707,33 @@ class GRPOTrainer:
             self.tokenizer.save_pretrained(target)
             write_text_atomic(target / "README.md", self._model_card())
             logger.info("model saved to %s", target)
+            if self.config.save_merged:
+                self.save_merged(target, target / "merged")
+        return target
+
+    def save_merged(self, adapter_dir: Path, target: Path) -> Path | None:
+        """The LoRA adapter merged into 16-bit base weights: a plain checkpoint any transformers code loads."""
+        if not self.config.use_lora:
+            logger.info("save_merged: the model was trained in full, so %s already holds merged weights", adapter_dir)
+            return None
+        if self.backend == "unsloth":
+            self.model.save_pretrained_merged(str(target), self.tokenizer, save_method="merged_16bit")
+        else:
+            import torch
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM
+
+            # The base is loaded afresh in 16-bit (never merged into 4-bit weights, which would round the update).
+            base_name = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+            dtype = torch.bfloat16 if self._use_bf16(torch.cuda.is_available()) else torch.float32
+            base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype,
+                                                        trust_remote_code=self.config.trust_remote_code)
+            if getattr(base, "is_quantized", False):
+                base = base.dequantize()
+            merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+            merged.save_pretrained(target)
+            self.tokenizer.save_pretrained(target)
+        logger.info("merged 16-bit model saved to %s", target)
         return target
 
     def _model_card(self) -> str:

@@ -39,6 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="completions per device per step (per_device_train_batch_size)")
     parser.add_argument("--output-dir", metavar="PATH", help="where checkpoints, logs and the model go")
+    model = parser.add_argument_group("model and backend")
+    model.add_argument("--backend", choices=["auto", "unsloth", "transformers"],
+                       help="auto (default): Unsloth on a CUDA GPU when installed, else transformers + peft")
+    model.add_argument("--load-in-4bit", action=argparse.BooleanOptionalAction, default=None,
+                       help="4-bit weights on a CUDA GPU (default: on)")
+    model.add_argument("--lora", dest="use_lora", action=argparse.BooleanOptionalAction, default=None,
+                       help="train a LoRA adapter rather than every weight (default: on, off for tiny)")
+    model.add_argument("--lora-r", type=int, metavar="N", help="LoRA rank (default 16)")
+    model.add_argument("--lora-alpha", type=int, metavar="N", help="LoRA alpha (default 16)")
+    model.add_argument("--lora-dropout", type=float, metavar="P", help="LoRA dropout (default 0)")
+    model.add_argument("--lora-target-modules", metavar="NAMES",
+                       help="all-linear (default) or comma-separated module names, e.g. q_proj,v_proj")
+    model.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                       help="recompute activations to save memory (default: on for CUDA models of 100M+ parameters)")
+    model.add_argument("--trust-remote-code", action="store_true", default=None,
+                       help="run code shipped with a hub checkpoint (only for checkpoints you trust)")
+    model.add_argument("--use-vllm", action="store_true", default=None,
+                       help="generate completions with vLLM (CUDA and the vllm package needed)")
+    model.add_argument("--vllm-mode", choices=["colocate", "server"],
+                       help="colocate (default): vLLM shares the GPU; server: a separate `trl vllm-serve`")
+    model.add_argument("--vllm-gpu-memory-utilization", type=float, metavar="SHARE",
+                       help="colocate: the share of GPU memory vLLM may take (default 0.3)")
+    model.add_argument("--save-merged", action="store_true", default=None,
+                       help="also save the LoRA adapter merged into 16-bit weights (final_model/merged)")
     parser.add_argument("--reward-function", choices=["single", "multi"],
                         help="one weighted reward (single, default) or one TRL reward per component (multi)")
     parser.add_argument("--reward-config", metavar="PATH", help="a reward config JSON file or a preset name")
@@ -78,6 +102,11 @@ FLAG_FIELDS = {
     "reward_model": "reward_model", "reward_functions": "reward_functions",
     "wandb_project": "wandb_project", "resume_from_checkpoint": "resume_from_checkpoint",
     "generation_logging": "enable_generation_logging", "generation_log_dir": "generation_log_dir",
+    "backend": "backend", "load_in_4bit": "load_in_4bit", "use_lora": "use_lora", "lora_r": "lora_r",
+    "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules",
+    "gradient_checkpointing": "gradient_checkpointing", "trust_remote_code": "trust_remote_code",
+    "use_vllm": "use_vllm", "vllm_mode": "vllm_mode", "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
+    "save_merged": "save_merged",
     "max_generation_samples": "max_generation_samples",
 }
 

@@ -156,3 +156,61 @@ def test_streamed_hub_dataset_trains(hub_mirror, tmp_path, monkeypatch):
     assert "done: 4 steps" in result.stdout
     log = json.loads((tmp_path / "out" / "generation_logs" / "generation_log_step_4.json").read_text("utf-8"))
     assert log[0]["prompt"].startswith("user: ")  # hh-rlhf prompts are conversations
+
+
+def test_interrupted_run_resumes_to_the_same_end(tmp_path):
+    """Ctrl-C saves a checkpoint; --resume-from-checkpoint latest then reaches the same final step and writes the same
+    generation logs as a run that was never stopped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    run_config = tmp_path / "run.json"
+    run_config.write_text(json.dumps({"max_steps": 60, "eval_steps": 10, "save_steps": 10, "logging_steps": 5}))
+    common = ["--quick-test", "--config", str(run_config)]
+    straight = run_cli(*common, "--output-dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    stopped_dir = tmp_path / "stopped"
+    process = subprocess.Popen([sys.executable, str(ROOT / "train_grpo.py"), *common, "--output-dir", str(stopped_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (stopped_dir / "generation_logs" / "generation_log_step_10.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "--resume-from-checkpoint" in stderr.strip().splitlines()[-1]
+    stopped_at = max(int(p.name.split("-")[1]) for p in stopped_dir.glob("checkpoint-*"))
+    assert 10 <= stopped_at < 60
+
+    resumed = run_cli(*common, "--output-dir", str(stopped_dir), "--resume-from-checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "done: 60 steps" in resumed.stdout
+    assert logged_steps(stopped_dir / "generation_logs") == logged_steps(tmp_path / "straight" / "generation_logs") \
+        == [10, 20, 30, 40, 50, 60]
+    last = json.loads((stopped_dir / "generation_logs" / "generation_log_step_60.json").read_text("utf-8"))
+    assert last[0]["eval_step"] == 6
+
+
+def test_lora_run_saves_a_merged_model_that_matches_the_adapter(tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    run_config = tmp_path / "run.json"
+    run_config.write_text(json.dumps({"max_steps": 4, "eval_steps": 2, "save_steps": 4, "learning_rate": 0.05}))
+    result = run_cli("--quick-test", "--config", str(run_config), "--lora", "--lora-r", "4", "--save-merged",
+                     "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = tmp_path / "out" / "final_model"
+    adapter_model = AutoPeftModelForCausalLM.from_pretrained(final)
+    merged_model = AutoModelForCausalLM.from_pretrained(final / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(final / "merged")
+    encoded = tokenizer("What is the capital of France?", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(adapter_model(**encoded).logits, merged_model(**encoded).logits, atol=1e-4)
+    card = (final / "README.md").read_text(encoding="utf-8")
+    assert "LoRA adapter" in card and "optimizer steps: 4" in card

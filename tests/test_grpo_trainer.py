@@ -9,8 +9,8 @@ from transformers import AutoTokenizer
 
 from config import GRPOConfig
 from errors import UserError
-from grpo_trainer import (as_dataset_dict, check_model_fits_machine, choose_backend, configure_wandb, fit_prompts,
-                          prompt_token_count, uses_chat)
+from grpo_trainer import (GRPOTrainer, as_dataset_dict, check_model_fits_machine, choose_backend, configure_wandb,
+                          fit_prompts, lora_targets, prompt_token_count, uses_chat)
 
 
 @pytest.mark.parametrize("model_name", ["llama-3.1-8b", "llama-3.1-70b", "gemma-2-9b", "qwen2.5-7b",
@@ -27,9 +27,63 @@ def test_small_models_pass_the_cpu_check():
         check_model_fits_machine(GRPOConfig(model_name=name), cuda_available=False)
 
 
-def test_backend_reason_names_the_machine():
-    assert "no CUDA GPU" in choose_backend(GRPOConfig(), cuda_available=False)[1]
-    assert "4-bit" in choose_backend(GRPOConfig(load_in_4bit=True), cuda_available=True)[1]
+@pytest.mark.parametrize("backend, cuda, unsloth, expected", [
+    ("auto", True, True, "unsloth"),
+    ("auto", True, False, "transformers"),
+    ("auto", False, True, "transformers"),
+    ("auto", False, False, "transformers"),
+    ("transformers", True, True, "transformers"),
+    ("unsloth", True, True, "unsloth"),
+])
+def test_backend_choice(backend, cuda, unsloth, expected):
+    chosen, reason = choose_backend(GRPOConfig(backend=backend), cuda_available=cuda, unsloth_available=unsloth)
+    assert chosen == expected and reason
+
+
+def test_backend_reasons_say_why():
+    assert "no CUDA GPU" in choose_backend(GRPOConfig(), False, True)[1]
+    assert "requirements-gpu.txt" in choose_backend(GRPOConfig(), True, False)[1]
+    assert "4-bit" in choose_backend(GRPOConfig(load_in_4bit=True), True, True)[1]
+    assert "16-bit" in choose_backend(GRPOConfig(load_in_4bit=False), True, True)[1]
+
+
+@pytest.mark.parametrize("cuda, unsloth, fragment", [(False, True, "needs a CUDA GPU"),
+                                                     (True, False, "not installed")])
+def test_unsloth_asked_for_where_it_cannot_run(cuda, unsloth, fragment):
+    with pytest.raises(UserError, match=fragment):
+        choose_backend(GRPOConfig(backend="unsloth"), cuda_available=cuda, unsloth_available=unsloth)
+
+
+def test_vllm_needs_cuda_and_the_package(monkeypatch):
+    with pytest.raises(UserError, match="use_vllm needs a CUDA GPU"):
+        check_model_fits_machine(GRPOConfig(model_name="tiny", use_vllm=True), cuda_available=False)
+    monkeypatch.setattr("grpo_trainer.package_installed", lambda name: name != "vllm")
+    with pytest.raises(UserError, match="vllm package is not installed"):
+        check_model_fits_machine(GRPOConfig(model_name="tiny", use_vllm=True), cuda_available=True)
+
+
+def test_lora_targets():
+    assert lora_targets(GRPOConfig(), "transformers") == "all-linear"
+    assert "down_proj" in lora_targets(GRPOConfig(), "unsloth")
+    assert lora_targets(GRPOConfig(lora_target_modules="q_proj, v_proj"), "unsloth") == ["q_proj", "v_proj"]
+
+
+def test_remote_code_is_off_unless_asked(monkeypatch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    seen = []
+
+    def fake_from_pretrained(source, **options):
+        seen.append(options.get("trust_remote_code"))
+        raise OSError("stop here")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    for asked in (False, True):
+        trainer = GRPOTrainer(GRPOConfig(model_name="tiny", use_lora=False, trust_remote_code=asked,
+                                         output_dir=str(tmp_path)))
+        with pytest.raises(UserError):
+            trainer.load_model()
+    assert seen == [False, True]
 
 
 def test_wandb_never_prompts_without_credentials(monkeypatch, tmp_path):
