@@ -251,6 +251,11 @@ def world_size() -> int:
         return 1
 
 
+def is_main_process() -> bool:
+    """Whether this is the process that writes files and narrates (rank 0, or the only one)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def compatible_values(step: int, count: int = 3) -> str:
     return ", ".join(str(step * k) for k in range(1, count + 1))
 

@@ -8,18 +8,21 @@ backend, loads the model, fits prompts to the token budget, maps our config onto
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
 import os
-import sys
+import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from json_files import write_json_atomic, write_text_atomic
-from config import MODEL_SIZES_BILLION, TINY_MODEL, GRPOConfig, resolve_model_name, resolved_eval_group_size
+from config import (MODEL_SIZES_BILLION, TINY_MODEL, GRPOConfig, is_main_process, resolve_model_name,
+                    resolved_eval_group_size)
 from config import save_config_to_file, validate_config
 from errors import UserError
 from messages import message_text, messages_as_text
@@ -37,6 +40,7 @@ metrics_logger = logging.getLogger("grpo.metrics")
 LOG_FILE_NAME = "grpo_training.log"
 CONFIG_FILE_NAME = "grpo_config.json"
 FINAL_MODEL_DIR = "final_model"
+STAGING_DIR = ".staging"  # checkpoints being written; renamed into the output dir when complete
 CPU_MODEL_LIMIT_BILLION = 1  # larger models are refused on a machine without CUDA
 CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
 UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -45,8 +49,8 @@ UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_p
 class TrainingInterrupted(Exception):
     """Raised after Ctrl-C / SIGTERM once the checkpoint of the interrupted step is on disk."""
 
-    def __init__(self, step: int, checkpoint: str | None):
-        self.step, self.checkpoint = step, checkpoint
+    def __init__(self, step: int, checkpoint: str | None, signal_number: int):
+        self.step, self.checkpoint, self.signal_number = step, checkpoint, signal_number
         super().__init__(f"interrupted at step {step}")
 
 
@@ -242,14 +246,19 @@ def _netrc_text() -> str:
 
 
 def resolve_checkpoint(config: GRPOConfig) -> str | None:
-    if config.resume_from_checkpoint != "latest":
-        return config.resume_from_checkpoint
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
-    if last is None:
-        raise UserError(f"--resume-from-checkpoint latest: no checkpoint-N directory in {config.output_dir}")
-    return last
+    """The checkpoint to resume from: the one given (which must be complete), or with 'latest' the newest complete."""
+    if config.resume_from_checkpoint is None:
+        return None
+    if config.resume_from_checkpoint == "latest":
+        checkpoints = complete_checkpoints(config.output_dir)
+        if not checkpoints:
+            raise UserError(f"--resume-from-checkpoint latest: no complete checkpoint-N directory in "
+                            f"{config.output_dir}")
+        return str(checkpoints[-1])
+    if not checkpoint_is_complete(Path(config.resume_from_checkpoint)):
+        raise UserError(f"checkpoint {config.resume_from_checkpoint} is incomplete (no readable trainer_state.json): "
+                        "it was cut off while being written; resume from an earlier checkpoint-N or use 'latest'")
+    return config.resume_from_checkpoint
 
 
 def as_dataset_dict(dataset, config: GRPOConfig):
@@ -286,6 +295,7 @@ def make_interrupt_callback():
     class _InterruptCallback(TrainerCallback):
         def __init__(self):
             self.signal_name = None
+            self.signal_number = None
             self.previous = {}
 
         def install(self):
@@ -300,7 +310,7 @@ def make_interrupt_callback():
             self.previous = {}
 
         def handle(self, number, frame):
-            self.signal_name = signal.Signals(number).name
+            self.signal_name, self.signal_number = signal.Signals(number).name, number
             self.uninstall()  # a second Ctrl-C falls through to Python's default and stops at once
             logger.warning("%s received: saving a checkpoint at the end of this step (press Ctrl-C again to abort "
                            "without saving)", self.signal_name)
@@ -312,6 +322,83 @@ def make_interrupt_callback():
             return control
 
     return _InterruptCallback()
+
+
+def staged_checkpoint_trainer_class():
+    """TRL's GRPOTrainer, writing each checkpoint into {output_dir}/.staging/ and renaming it into place only once it
+    is complete, so a checkpoint-N directory is always whole: a kill at any moment leaves the last one usable.
+
+    Built on call, so importing this module does not import trl.
+    """
+    import trl
+    from transformers.trainer_utils import rotate_checkpoints
+
+    class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
+        staging = False
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            import torch
+
+            if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            # With several CPU processes, transformers 5.17 maps the optimizer state onto args.device, "cpu:N",
+            # which torch cannot restore to; on a CPU every process's state belongs on plain "cpu".
+            original_load = torch.load
+
+            def load_on_cpu(*args, **kwargs):
+                kwargs["map_location"] = "cpu"
+                return original_load(*args, **kwargs)
+
+            torch.load = load_on_cpu
+            try:
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            finally:
+                torch.load = original_load
+
+        def _get_output_dir(self, trial):
+            run_dir = super()._get_output_dir(trial)
+            return os.path.join(run_dir, STAGING_DIR) if self.staging else run_dir
+
+        def _save_checkpoint(self, model, trial):
+            run_dir = super()._get_output_dir(trial)
+            name = f"checkpoint-{self.state.global_step}"
+            staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+            if self.args.should_save:
+                shutil.rmtree(staged, ignore_errors=True)  # what a killed save left behind
+            self.accelerator.wait_for_everyone()
+            self.staging = True
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.staging = False
+            self.accelerator.wait_for_everyone()  # every process has written its part (RNG states are per process)
+            if self.args.should_save:
+                if os.path.isdir(final):
+                    shutil.rmtree(final)
+                os.replace(staged, final)
+                rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=True)
+            self.accelerator.wait_for_everyone()
+
+    return StagedCheckpointGRPOTrainer
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The checkpoint-N directories of a run that were written in full, oldest first."""
+    directory = Path(output_dir)
+    if not directory.is_dir():
+        return []
+    found = [path for path in directory.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()
+             and checkpoint_is_complete(path)]
+    return sorted(found, key=lambda path: int(path.name.split("-")[-1]))
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """Transformers writes trainer_state.json last: a checkpoint whose state parses was written in full."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def close_progress_bars(trainer) -> None:
@@ -515,6 +602,8 @@ class GRPOTrainer:
             save_total_limit=config.save_total_limit,
             report_to=configure_wandb(config),
             dataloader_pin_memory=cuda,
+            use_cpu=not cuda,  # also what lets several CPU processes train together over gloo
+            ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step's loss
             use_vllm=config.use_vllm,
             vllm_mode=config.vllm_mode,
             vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
@@ -612,8 +701,6 @@ class GRPOTrainer:
         return sample
 
     def _build_trainer(self, data, evaluate: bool):
-        import trl
-
         from generation_logger import GenerationLoggingCallback
 
         functions, weights = build_reward_functions(self.reward_components(), self.config.reward_function_type)
@@ -625,9 +712,10 @@ class GRPOTrainer:
                                                        self.config.effective_generation_log_dir))
         self.interrupt = make_interrupt_callback()
         callbacks.append(self.interrupt)
-        return trl.GRPOTrainer(model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
-                               eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
-                               callbacks=callbacks)
+        trainer_class = staged_checkpoint_trainer_class()
+        return trainer_class(model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
+                             eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
+                             callbacks=callbacks)
 
     def prepare_data(self, dataset=None, write_outputs: bool = True):
         """Everything a run needs before TRL starts: the model, the data in its form and token budget, and (with
@@ -667,9 +755,9 @@ class GRPOTrainer:
         finally:
             self.interrupt.uninstall()
         if self.interrupt.signal_name:
-            from transformers.trainer_utils import get_last_checkpoint
-
-            raise TrainingInterrupted(self.trainer.state.global_step, get_last_checkpoint(self.config.output_dir))
+            checkpoints = complete_checkpoints(self.config.output_dir)
+            raise TrainingInterrupted(self.trainer.state.global_step, str(checkpoints[-1]) if checkpoints else None,
+                                      self.interrupt.signal_number)
         return result
 
     def evaluate(self, dataset=None) -> dict:
@@ -700,7 +788,7 @@ class GRPOTrainer:
             self.trainer.save_model(str(target))
             if is_main_process():
                 # The step and metric history travel with the model (--eval-only reads the step back).
-                self.trainer.state.save_to_json(str(target / "trainer_state.json"))
+                write_json_atomic(target / "trainer_state.json", dataclasses.asdict(self.trainer.state))
         elif is_main_process():
             self.model.save_pretrained(target)
         if is_main_process():
@@ -765,10 +853,6 @@ class GRPOTrainer:
         lines += ["", "Load it with `AutoModelForCausalLM.from_pretrained(path)`"
                   + (" after `peft.AutoPeftModelForCausalLM` for the adapter." if config.use_lora else ".")]
         return "\n".join(lines) + "\n"
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def run_training(config: GRPOConfig) -> dict:

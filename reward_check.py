@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from config import GRPOConfig
+from config import GRPOConfig, is_main_process
 from json_files import write_json_atomic
 from rewards import Component, clean_scores
 
@@ -167,7 +167,8 @@ def run_reward_check(config: GRPOConfig) -> dict:
     }
     report["warnings"] = warnings_for(report)
     path = Path(config.output_dir) / REPORT_NAME
-    write_json_atomic(path, report)
+    if is_main_process():
+        write_json_atomic(path, report)
     report["report_path"] = str(path)
     return report
 

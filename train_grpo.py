@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from config import DATASET_NAMES, MODEL_PRESETS, build_config
+from config import DATASET_NAMES, MODEL_PRESETS, build_config, is_main_process
 from errors import UserError
 
 
@@ -130,7 +130,8 @@ def setup_console_logging() -> None:
     handler.addFilter(lambda record: record.name != "grpo.metrics")
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    # With several processes (accelerate launch), only the main one narrates; the others speak up only on trouble.
+    root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_rewards:
             from reward_check import format_report, run_reward_check
 
-            print(format_report(run_reward_check(config)))
+            report = run_reward_check(config)
+            if is_main_process():
+                print(format_report(report))
             return 0
         from grpo_trainer import TrainingInterrupted, run_evaluation, run_training
 
@@ -150,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         except TrainingInterrupted as stop:
             print(f"stopped at step {stop.step}; checkpoint: {stop.checkpoint}. Resume with the same command plus "
                   f"--resume-from-checkpoint {stop.checkpoint}", file=sys.stderr)
-            return 130
+            return 128 + stop.signal_number  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_summary(result, eval_only=args.eval_only))
+    if is_main_process():
+        print(format_summary(result, eval_only=args.eval_only))
     return 0
 
 

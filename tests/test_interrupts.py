@@ -1,0 +1,146 @@
+"""Nothing lost: signals and kills at several moments of real training runs, each resumed to the same end; every
+JSON file on disk parses afterwards; several processes train and only the main one writes; secrets stay out."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from generation_logger import logged_steps
+
+RUN = {"max_steps": 40, "eval_steps": 10, "save_steps": 5, "logging_steps": 5}
+
+
+def start(output_dir: Path, config: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
+                             "--output-dir", str(output_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(process: subprocess.Popen, condition, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "the run ended before the moment to stop it"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def unparsable_json(directory: Path) -> list[Path]:
+    """JSON files that do not parse, leaving out scratch space: .staging/ (checkpoints being written) and the
+    temporary files of atomic writes, which the tool never reads."""
+    bad = []
+    for path in directory.rglob("*.json"):
+        if ".staging" in path.parts:
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            bad.append(path)
+    return bad
+
+
+@pytest.fixture
+def run_config(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(RUN))
+    return path
+
+
+KILL_MOMENTS = {
+    "as the first checkpoint lands": lambda out: (out / "checkpoint-5").is_dir(),
+    "while a later checkpoint is staged": lambda out: (out / ".staging").is_dir() and (out / "checkpoint-5").is_dir(),
+    "after the second evaluation": lambda out: (out / "generation_logs" / "generation_log_step_20.json").exists(),
+}
+
+
+@pytest.mark.parametrize("moment", list(KILL_MOMENTS))
+def test_sigkill_leaves_the_last_checkpoint_usable(tmp_path, run_config, moment):
+    output_dir = tmp_path / "out"
+    process = start(output_dir, run_config)
+    wait_for(process, lambda: KILL_MOMENTS[moment](output_dir))
+    process.kill()
+    process.communicate()
+    assert unparsable_json(output_dir) == []
+    resumed = run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
+                      "--resume-from-checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "done: 40 steps" in resumed.stdout
+    assert logged_steps(output_dir / "generation_logs") == [10, 20, 30, 40]
+    assert unparsable_json(output_dir) == []
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path, run_config):
+    output_dir = tmp_path / "out"
+    process = start(output_dir, run_config)
+    wait_for(process, lambda: (output_dir / "checkpoint-5").is_dir())
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("stopped at step") and "--resume-from-checkpoint" in last_line
+    checkpoint = last_line.rsplit(" ", 1)[-1]
+    assert Path(checkpoint).is_dir() and (Path(checkpoint) / "trainer_state.json").is_file()
+    resumed = run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
+                      "--resume-from-checkpoint", checkpoint)
+    assert resumed.returncode == 0 and "done: 40 steps" in resumed.stdout
+
+
+def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_config):
+    output_dir = tmp_path / "out"
+    assert run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir)).returncode == 0
+    broken = output_dir / "checkpoint-99"
+    broken.mkdir()
+    (broken / "trainer_state.json").write_text('{"global_step": 9')  # cut off mid-write
+    result = run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
+                     "--resume-from-checkpoint", str(broken))
+    assert result.returncode == 2 and "is incomplete" in result.stderr.strip().splitlines()[-1]
+    from config import GRPOConfig
+    from grpo_trainer import resolve_checkpoint
+
+    latest = resolve_checkpoint(GRPOConfig(output_dir=str(output_dir), resume_from_checkpoint="latest"))
+    assert Path(latest).name == "checkpoint-40"
+
+
+def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"max_steps": 20, "eval_steps": 10, "save_steps": 10, "logging_steps": 5}))
+    output_dir = tmp_path / "out"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              "29531", str(ROOT / "train_grpo.py"), "--quick-test", "--output-dir", str(output_dir)]
+    first = subprocess.run([*launch, "--config", str(config)], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("done: 20 steps") == 1
+    assert {p.name for p in (output_dir / "checkpoint-20").glob("rng_state_*.pth")} == {"rng_state_0.pth",
+                                                                                          "rng_state_1.pth"}
+    assert logged_steps(output_dir / "generation_logs") == [10, 20]
+    log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
+    assert log.count("logging to") == 1 and log.count("step 20: ") >= 1
+    config.write_text(json.dumps({"max_steps": 30, "eval_steps": 10, "save_steps": 10, "logging_steps": 5}))
+    resumed = subprocess.run([*launch, "--config", str(config), "--resume-from-checkpoint", "latest"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("done: 30 steps") == 1
+    assert logged_steps(output_dir / "generation_logs") == [10, 20, 30]
+
+
+def test_secrets_never_reach_the_files(tmp_path):
+    secrets = {"WANDB_API_KEY": "wandb-secret-0123456789abcdef", "HF_TOKEN": "hf_secretTOKEN0123456789"}
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"max_steps": 4, "eval_steps": 2, "save_steps": 4}))
+    env = {**os.environ, **secrets, "WANDB_MODE": "offline"}
+    result = subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
+                             "--wandb-project", "secret-test", "--output-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            for value in secrets.values():
+                assert value.encode() not in content, f"{value} found in {path}"
