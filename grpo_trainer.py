@@ -429,8 +429,10 @@ def make_metrics_callback():
 class GRPOTrainer:
     """GRPO training of one model on one dataset with the configured rewards."""
 
-    def __init__(self, config: GRPOConfig | None = None):
+    def __init__(self, config: GRPOConfig | None = None, callbacks: list | None = None):
+        """`callbacks`: extra transformers TrainerCallbacks, added to the tool's own."""
         self.config = config or GRPOConfig()
+        self.callbacks = list(callbacks or [])
         validate_config(self.config)
         self.reward_config = load_reward_config(self.config.reward_config_path or self.config.reward_config_name)
         self.model = None
@@ -711,7 +713,7 @@ class GRPOTrainer:
             callbacks.append(GenerationLoggingCallback(self._probe_sampler(data["eval"]),
                                                        self.config.effective_generation_log_dir))
         self.interrupt = make_interrupt_callback()
-        callbacks.append(self.interrupt)
+        callbacks += [self.interrupt, *self.callbacks]
         trainer_class = staged_checkpoint_trainer_class()
         return trainer_class(model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
                              eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,

@@ -68,15 +68,60 @@ MISTAKES = {
     "reward function without kwargs": (["--quick-test", "--reward-fn",
                                         f"{FIXTURES / 'custom_rewards.py'}:positional_only"], "**kwargs"),
     "eval-only with check-rewards": (["--quick-test", "--eval-only", "--check-rewards"], "not allowed with"),
+    "zero epochs": (["--quick-test", "--epochs", "0"], "num_train_epochs=0.0 must be above 0"),
+    "learning rate above 1": (["--quick-test", "--learning-rate", "5"], "learning_rate=5.0 must be between 0 and 1"),
+    "zero batch size": (["--quick-test", "--batch-size", "0"], "per_device_train_batch_size=0 must be at least 1"),
+    "zero max samples": (["--quick-test", "--max-samples", "0"], "max_samples=0 must be at least 1"),
+    "negative generation samples": (["--quick-test", "--max-generation-samples", "-1"], "max_generation_samples=-1"),
+    "lora dropout of 1.5": (["--quick-test", "--lora-dropout", "1.5"], "lora_dropout=1.5"),
+    "vllm memory share above 1": (["--quick-test", "--vllm-gpu-memory-utilization", "1.5"],
+                                  "vllm_gpu_memory_utilization=1.5"),
+    "vllm on a cpu": (["--quick-test", "--use-vllm"], "use_vllm needs a CUDA GPU"),
+    "unsloth on a cpu": (["--quick-test", "--backend", "unsloth"], "backend=unsloth needs a CUDA GPU"),
+    "config that is a list": (["--quick-test", "--config", "[1, 2]"], "expected a JSON object of settings"),
+    "config value of the wrong type": (["--quick-test", "--config", '{"group_size": "four"}'],
+                                       "group_size='four' must be int"),
+    "reward config with a typo": (["--quick-test", "--reward-config", "@typo_rewards.json"],
+                                  "unknown key 'qualty_weight'"),
+    "reward config not json": (["--quick-test", "--reward-config", "@broken_rewards.json"], "not readable JSON"),
+    "custom data is a directory": (["--quick-test", "--custom-data", "@"], "no such file"),
+    "custom data is a csv": (["--quick-test", "--custom-data", "@data.csv"], "unsupported file type .csv"),
+    "empty custom data": (["--quick-test", "--custom-data", "@empty.jsonl"], "no rows"),
+    "chat prompt without a user turn": (["--quick-test", "--custom-data", "@system_only.jsonl"],
+                                        "has no user message"),
+    "latest with no checkpoints": (["--quick-test", "--resume-from-checkpoint", "latest"],
+                                   "no complete checkpoint-N directory"),
+    "incomplete checkpoint": (["--quick-test", "--resume-from-checkpoint", "@checkpoint-7"], "is incomplete"),
+    "no group in the eval batch": (["--quick-test", "--config", '{"per_device_eval_batch_size": 6, '
+                                                                '"eval_group_size": 4}'],
+                                   "per_device_eval_batch_size=6"),
 }
+
+# Files the mistakes above point at ("@name"), written into each test's own folder.
+MISTAKE_FILES = {
+    "questions.jsonl": '{"question": "q", "answer": "a"}\n{"question": "r", "answer": "b"}\n',
+    "typo_rewards.json": '{"qualty_weight": 0.5}',
+    "broken_rewards.json": '{"accuracy_weight": ',
+    "data.csv": "prompt,chosen\nhello,hi\n",
+    "empty.jsonl": "",
+    "system_only.jsonl": '{"prompt": [{"role": "system", "content": "Be brief."}]}\n'
+                         '{"prompt": [{"role": "user", "content": "Hi"}]}\n',
+    "checkpoint-7/trainer_state.json": '{"global_step": 7',
+}
+
+
+def test_the_suite_covers_at_least_thirty_mistakes():
+    assert len(MISTAKES) >= 30
 
 
 @pytest.mark.parametrize("name", list(MISTAKES))
 def test_mistakes_end_in_one_error_line(tmp_path, monkeypatch, name):
     monkeypatch.setenv("GRPO_DATASET_MIRROR", str(tmp_path / "empty-mirror"))
     args, fragment = MISTAKES[name]
-    args = [write_config(tmp_path, arg) if arg.startswith("{") else arg for arg in args]
-    (tmp_path / "questions.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": "r", "answer": "b"}\n')
+    args = [write_config(tmp_path, arg) if arg.startswith(("{", "[")) else arg for arg in args]
+    for name, content in MISTAKE_FILES.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content, encoding="utf-8")
     args = [str(tmp_path / arg[1:]) if arg.startswith("@") else arg for arg in args]
     output_dir = tmp_path / "out"
     result = run_cli(*args, "--output-dir", str(output_dir), cwd=tmp_path)

@@ -111,9 +111,9 @@ def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"max_steps": 20, "eval_steps": 10, "save_steps": 10, "logging_steps": 5}))
     output_dir = tmp_path / "out"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-              "29531", str(ROOT / "train_grpo.py"), "--quick-test", "--output-dir", str(output_dir)]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(ROOT / "config/accelerate/cpu_2proc.yaml"), "--main_process_port", "29531",
+              str(ROOT / "train_grpo.py"), "--quick-test", "--output-dir", str(output_dir)]
     first = subprocess.run([*launch, "--config", str(config)], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.count("done: 20 steps") == 1
@@ -144,3 +144,16 @@ def test_secrets_never_reach_the_files(tmp_path):
             content = path.read_bytes()
             for value in secrets.values():
                 assert value.encode() not in content, f"{value} found in {path}"
+
+
+def test_every_shipped_accelerate_config_loads():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {"ddp.yaml": "MULTI_GPU", "cpu_2proc.yaml": "MULTI_GPU", "deepspeed_zero2.yaml": "DEEPSPEED",
+                "deepspeed_zero3.yaml": "DEEPSPEED", "fsdp.yaml": "FSDP"}
+    shipped = {path.name: path for path in (ROOT / "config" / "accelerate").glob("*.yaml")}
+    assert set(shipped) == set(expected)
+    for name, path in shipped.items():
+        assert load_config_from_file(str(path)).distributed_type.value == expected[name]
+    zero3 = load_config_from_file(str(shipped["deepspeed_zero3.yaml"]))
+    assert zero3.deepspeed_config["zero_stage"] == 3
