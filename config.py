@@ -95,6 +95,7 @@ class GRPOConfig:
     generation_log_dir: str | None = None  # where generation logs go; null: {output_dir}/generation_logs
     max_generation_samples: int = 5  # prompts per generation log
     wandb_project: str | None = None  # Weights & Biases project; null: W&B off
+    tensorboard: bool = False  # also write TensorBoard event files under {output_dir}/runs/
     # output
     output_dir: str = "./grpo_outputs"  # checkpoints, final model, logs, effective config
     save_merged: bool = False  # also save LoRA merged into the base weights (16-bit), in final_model/merged

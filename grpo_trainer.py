@@ -602,7 +602,7 @@ class GRPOTrainer:
             save_strategy="steps",
             save_steps=config.save_steps,
             save_total_limit=config.save_total_limit,
-            report_to=configure_wandb(config),
+            report_to=configure_wandb(config) + (["tensorboard"] if config.tensorboard else []),
             dataloader_pin_memory=cuda,
             use_cpu=not cuda,  # also what lets several CPU processes train together over gloo
             ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step's loss
@@ -703,6 +703,7 @@ class GRPOTrainer:
         return sample
 
     def _build_trainer(self, data, evaluate: bool):
+        from alarms import make_alarm_callback
         from generation_logger import GenerationLoggingCallback
 
         functions, weights = build_reward_functions(self.reward_components(), self.config.reward_function_type)
@@ -712,6 +713,9 @@ class GRPOTrainer:
         if self.config.enable_generation_logging and self.config.max_generation_samples > 0:
             callbacks.append(GenerationLoggingCallback(self._probe_sampler(data["eval"]),
                                                        self.config.effective_generation_log_dir))
+        components = self.reward_components()
+        callbacks.append(make_alarm_callback({c.name: c.weight for c in components},
+                                             self.config.max_completion_length))
         self.interrupt = make_interrupt_callback()
         callbacks += [self.interrupt, *self.callbacks]
         trainer_class = staged_checkpoint_trainer_class()
@@ -858,14 +862,17 @@ class GRPOTrainer:
 
 
 def run_training(config: GRPOConfig) -> dict:
-    """The CLI's training run: train, save, and report where everything went."""
+    """The CLI's training run: train, save, write the report, and say where everything went."""
     import time
+
+    from report import build_report
 
     start = time.monotonic()
     trainer = GRPOTrainer(config)
     trainer.train()
     final = trainer.save_model()
     state = trainer.trainer.state
+    report = build_report(config.output_dir) if is_main_process() else None
     summary = {
         "steps": state.global_step,
         "seconds": round(time.monotonic() - start, 1),
@@ -874,6 +881,7 @@ def run_training(config: GRPOConfig) -> dict:
         "generation_logs": config.effective_generation_log_dir if config.enable_generation_logging else None,
         "log_file": str(Path(config.output_dir) / LOG_FILE_NAME),
         "config": str(Path(config.output_dir) / CONFIG_FILE_NAME),
+        "report": str(report),
     }
     evaluations = [entry["eval_reward"] for entry in state.log_history if "eval_reward" in entry]
     if evaluations:

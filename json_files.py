@@ -17,12 +17,22 @@ from typing import Any
 from errors import UserError
 
 
+def read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+CURRENT_UMASK = read_umask()
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~CURRENT_UMASK)  # mkstemp makes files private; give them the usual mode
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()

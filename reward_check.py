@@ -55,6 +55,13 @@ def score(component: Component, completions: list, prompts: list, columns: dict)
     return values, failures, time.perf_counter() - start
 
 
+def progress(items, description: str):
+    """A progress bar over `items` on the main process (one line that updates, not a line per item)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=description, disable=not is_main_process(), leave=False)
+
+
 def with_total(components: list[Component], per_component: dict[str, list]) -> dict[str, list]:
     """The weighted total beside the components (a missing score counts 0, as in training)."""
     count = len(next(iter(per_component.values()), []))
@@ -75,9 +82,12 @@ def check_pairs(components: list[Component], rows) -> dict:
     chat = isinstance(prompts[0], list)
     chosen = [as_completion(text, chat) for text in rows["chosen"]]
     rejected = [as_completion(text, chat) for text in rows["rejected"]]
-    scores = {}
-    for side, completions in (("chosen", chosen), ("rejected", rejected)):
-        scores[side] = with_total(components, {c.name: score(c, completions, prompts, {})[0] for c in components})
+    scores = {"chosen": {}, "rejected": {}}
+    steps = [(side, completions, component) for side, completions in (("chosen", chosen), ("rejected", rejected))
+             for component in components]
+    for side, completions, component in progress(steps, "scoring chosen and rejected answers"):
+        scores[side][component.name] = score(component, completions, prompts, {})[0]
+    scores = {side: with_total(components, values) for side, values in scores.items()}
     result = {"pairs": len(rows), "components": {}}
     for name in scores["chosen"]:
         margins = [c - r for c, r in zip(scores["chosen"][name], scores["rejected"][name])
@@ -96,7 +106,7 @@ def check_groups(components: list[Component], samples: list[dict], group_size: i
     prompts = [sample["prompt"] for sample in samples]
     completions = [sample["reward_input"] for sample in samples]
     results, per_component = {}, {}
-    for component in components:
+    for component in progress(components, "scoring sampled completions"):
         values, failures, seconds = score(component, completions, prompts, columns)
         per_component[component.name] = values
         results[component.name] = {"exceptions": failures, "ms_per_1000": round(1000 * 1000 * seconds / len(samples),

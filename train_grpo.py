@@ -74,9 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     wandb = parser.add_mutually_exclusive_group()
     wandb.add_argument("--wandb-project", metavar="NAME", help="log to this Weights & Biases project")
     wandb.add_argument("--no-wandb", action="store_true", help="do not log to Weights & Biases")
+    parser.add_argument("--tensorboard", action="store_true", default=None,
+                        help="also write TensorBoard event files under {output_dir}/runs/")
     task = parser.add_mutually_exclusive_group()
     task.add_argument("--eval-only", action="store_true",
                       help="no training: evaluate --resume-from-checkpoint, the output dir's model, or --model")
+    task.add_argument("--report", action="store_true",
+                      help="no training: rebuild report.html from the run in --output-dir")
     task.add_argument("--check-rewards", action="store_true",
                       help="no training: score chosen against rejected and sampled completions with every reward "
                            "component, print a table, write reward_check.json")
@@ -106,7 +110,7 @@ FLAG_FIELDS = {
     "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules",
     "gradient_checkpointing": "gradient_checkpointing", "trust_remote_code": "trust_remote_code",
     "use_vllm": "use_vllm", "vllm_mode": "vllm_mode", "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
-    "save_merged": "save_merged",
+    "save_merged": "save_merged", "tensorboard": "tensorboard",
     "max_generation_samples": "max_generation_samples",
 }
 
@@ -137,6 +141,12 @@ def setup_console_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.report:
+            from config import GRPOConfig
+            from report import build_report
+
+            print(f"report: {build_report(args.output_dir or GRPOConfig.output_dir)}")
+            return 0
         config = config_from_args(args)
         setup_console_logging()
         if args.check_rewards:
@@ -151,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = run_evaluation(config) if args.eval_only else run_training(config)
         except TrainingInterrupted as stop:
+            if stop.checkpoint and is_main_process():
+                from report import build_report
+
+                print(f"report so far: {build_report(config.output_dir)}", file=sys.stderr)
             print(f"stopped at step {stop.step}; checkpoint: {stop.checkpoint}. Resume with the same command plus "
                   f"--resume-from-checkpoint {stop.checkpoint}", file=sys.stderr)
             return 128 + stop.signal_number  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
@@ -174,7 +188,8 @@ def format_summary(result: dict, eval_only: bool) -> str:
              f"  checkpoints:     {', '.join(result['checkpoints']) or 'none'}",
              f"  generation logs: {result['generation_logs'] or 'off'}",
              f"  training log:    {result['log_file']}",
-             f"  config:          {result['config']}"]
+             f"  config:          {result['config']}",
+             f"  report:          {result['report']}"]
     if "eval_reward" in result:
         rewards = result["eval_reward"]
         lines.append(f"  eval reward:     {rewards['first']:.4f} -> {rewards['last']:.4f} over "

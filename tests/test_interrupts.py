@@ -157,3 +157,22 @@ def test_every_shipped_accelerate_config_loads():
         assert load_config_from_file(str(path)).distributed_type.value == expected[name]
     zero3 = load_config_from_file(str(shipped["deepspeed_zero3.yaml"]))
     assert zero3.deepspeed_config["zero_stage"] == 3
+
+
+def test_wandb_offline_and_tensorboard_write_runs_and_no_wandb_writes_none(tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"max_steps": 2, "eval_steps": 2, "save_steps": 2}))
+    env = {key: value for key, value in os.environ.items() if key not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc: no W&B credentials
+    logged = subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
+                             "--wandb-project", "demo", "--tensorboard", "--output-dir", str(tmp_path / "logged")],
+                            capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600)
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    assert "logged offline" in logged.stderr
+    assert list((tmp_path / "logged" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert list((tmp_path / "logged" / "runs").glob("*/events.out.tfevents.*"))
+    quiet = subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
+                            "--no-wandb", "--output-dir", str(tmp_path / "quiet")],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert not list(tmp_path.rglob("quiet/wandb")) and not (tmp_path / "wandb").exists()

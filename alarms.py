@@ -1,0 +1,138 @@
+"""Alarms: what in a run's metric history means the run is wasting its time, said in plain words.
+
+Each check reads the log history transformers keeps (`state.log_history`: one dict per log, training and evaluation)
+and returns a sentence or None. `AlarmCallback` raises each kind once in the log while training; the report lists
+them again.
+
+    for kind, text in find_alarms(log_history, weights={"accuracy": 0.4}, max_completion_length=256).items(): ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+logger = logging.getLogger(__name__)
+
+CAPPED_SHARE = 0.8  # completions at the length cap, in the recent logs, from which on it is an alarm
+RECENT = 3  # logs that make "recent"
+FLAT_LOGS = 5  # consecutive logs with no reward spread that make an alarm
+FLAT_SHARE = 0.9  # share of groups with zero reward spread that counts as none
+DOMINANT_SHARE = 0.9  # share of the total reward's size from one component that counts as dominating
+
+
+def train_logs(history: list[dict]) -> list[dict]:
+    return [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
+
+
+def eval_logs(history: list[dict]) -> list[dict]:
+    return [entry for entry in history if entry.get("eval_reward") is not None]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def capped_completions(history: list[dict], max_completion_length: int | None) -> str | None:
+    shares = [e["completions/clipped_ratio"] for e in train_logs(history)[-RECENT:]
+              if e.get("completions/clipped_ratio") is not None]
+    if len(shares) < RECENT or mean(shares) < CAPPED_SHARE:
+        return None
+    cap = f"max_completion_length={max_completion_length}" if max_completion_length else "max_completion_length"
+    return (f"{mean(shares):.0%} of recent completions hit {cap}: answers are being cut off; raise the cap or reward "
+            "answers that finish")
+
+
+def train_up_eval_down(history: list[dict]) -> str | None:
+    evaluations = eval_logs(history)[-RECENT:]
+    if len(evaluations) < RECENT:
+        return None
+    rewards = [e["eval_reward"] for e in evaluations]
+    if not all(later < earlier for earlier, later in zip(rewards, rewards[1:])):
+        return None
+    first_step = evaluations[0]["step"]
+    before = [e["reward"] for e in train_logs(history) if e["step"] <= first_step and e.get("reward") is not None]
+    recent = [e["reward"] for e in train_logs(history)[-RECENT:] if e.get("reward") is not None]
+    if not before or not recent or mean(recent) <= before[-1]:
+        return None
+    return (f"training reward rose ({before[-1]:.3f} -> {mean(recent):.3f}) while evaluation reward fell for "
+            f"{RECENT} evaluations in a row ({rewards[0]:.3f} -> {rewards[-1]:.3f}): the model may be gaming the "
+            "reward or over-fitting the training prompts")
+
+
+def component_means(entry: dict, weights: dict[str, float]) -> dict[str, float]:
+    """Weighted component means of one log; components are logged as rewards/<name>/mean or rewards/<name>_reward/mean."""
+    found = {}
+    for name, weight in weights.items():
+        for key in (f"rewards/{name}/mean", f"rewards/{name}_reward/mean"):
+            if entry.get(key) is not None:
+                found[name] = weight * entry[key]
+                break
+    return found
+
+
+def dominant_component(history: list[dict], weights: dict[str, float]) -> str | None:
+    recent = [component_means(e, weights) for e in train_logs(history)[-RECENT:]]
+    recent = [parts for parts in recent if len(parts) >= 2]
+    if len(recent) < RECENT:
+        return None
+    sizes = {name: mean([abs(parts.get(name, 0.0)) for parts in recent]) for name in recent[-1]}
+    total = sum(sizes.values())
+    if total <= 0:
+        return None
+    name, size = max(sizes.items(), key=lambda item: item[1])
+    if size / total < DOMINANT_SHARE:
+        return None
+    return (f"{name} makes up {size / total:.0%} of the weighted reward: the other components barely steer "
+            "training; rebalance the weights (or rescale that component)")
+
+
+def no_learning_signal(history: list[dict]) -> str | None:
+    logs = train_logs(history)[-FLAT_LOGS:]
+    if len(logs) < FLAT_LOGS:
+        return None
+    flat = [e.get("frac_reward_zero_std", 0) >= FLAT_SHARE or (e.get("reward_std") is not None
+                                                               and e["reward_std"] < 1e-6) for e in logs]
+    if not all(flat):
+        return None
+    return (f"for the last {FLAT_LOGS} logs almost every group of completions got the same reward: GRPO learns only "
+            "from differences within a group, so nothing is being learned; make the reward finer-grained, raise "
+            "group_size or the temperature (try --check-rewards)")
+
+
+def nan_loss(history: list[dict]) -> str | None:
+    for entry in history:
+        loss = entry.get("loss")
+        if isinstance(loss, float) and math.isnan(loss):
+            return (f"the loss became NaN at step {entry.get('step')}: lower the learning rate, check the rewards for "
+                    "NaN, or turn bf16 off")
+    return None
+
+
+def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
+                max_completion_length: int | None = None) -> dict[str, str]:
+    """Alarm kind -> what it says, for every alarm the history raises."""
+    checks = {"length_cap": capped_completions(history, max_completion_length),
+              "train_up_eval_down": train_up_eval_down(history),
+              "dominant_component": dominant_component(history, weights or {}),
+              "no_learning_signal": no_learning_signal(history), "nan_loss": nan_loss(history)}
+    return {kind: text for kind, text in checks.items() if text}
+
+
+def make_alarm_callback(weights: dict[str, float], max_completion_length: int):
+    """A TrainerCallback that logs each kind of alarm once, when it first shows. Built on call (imports transformers)."""
+    from transformers import TrainerCallback
+
+    class AlarmCallback(TrainerCallback):
+        def __init__(self):
+            self.raised: set[str] = set()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            for kind, text in find_alarms(state.log_history, weights, max_completion_length).items():
+                if kind not in self.raised:
+                    self.raised.add(kind)
+                    logger.warning("alarm (step %d): %s", state.global_step, text)
+
+    return AlarmCallback()
