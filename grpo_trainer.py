@@ -20,11 +20,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from json_files import write_json_atomic, write_text_atomic
 from config import (MODEL_SIZES_BILLION, TINY_MODEL, GRPOConfig, is_main_process, resolve_model_name,
-                    resolved_eval_group_size)
-from config import save_config_to_file, validate_config
+                    resolved_eval_group_size, save_config_to_file, validate_config)
 from errors import UserError
+from json_files import write_json_atomic, write_text_atomic
 from messages import message_text, messages_as_text
 from rewards import (REWARD_MODEL, Component, assemble_components, build_reward_functions, load_reward_config,
                      make_reward_model_reward, score_completions)
@@ -706,14 +705,14 @@ class GRPOTrainer:
         from alarms import make_alarm_callback
         from generation_logger import GenerationLoggingCallback
 
-        functions, weights = build_reward_functions(self.reward_components(), self.config.reward_function_type)
+        components = self.reward_components()
+        functions, weights = build_reward_functions(components, self.config.reward_function_type)
         args = self._trl_arguments(evaluate)
         args.reward_weights = weights
         callbacks = [make_metrics_callback()]
         if self.config.enable_generation_logging and self.config.max_generation_samples > 0:
             callbacks.append(GenerationLoggingCallback(self._probe_sampler(data["eval"]),
                                                        self.config.effective_generation_log_dir))
-        components = self.reward_components()
         callbacks.append(make_alarm_callback({c.name: c.weight for c in components},
                                              self.config.max_completion_length))
         self.interrupt = make_interrupt_callback()
@@ -743,6 +742,8 @@ class GRPOTrainer:
             log_path = attach_log_file(self.config.output_dir)
             logger.info("logging to %s", log_path)
             save_config_to_file(self.config, Path(self.config.output_dir) / CONFIG_FILE_NAME)
+            # What a killed run left half-written; nothing reads it.
+            shutil.rmtree(Path(self.config.output_dir) / STAGING_DIR, ignore_errors=True)
             write_json_atomic(Path(self.config.output_dir) / "reward_config.json", self.reward_config)
         return data
 

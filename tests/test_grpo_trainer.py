@@ -87,6 +87,7 @@ def test_remote_code_is_off_unless_asked(monkeypatch, tmp_path):
 
 
 def test_wandb_never_prompts_without_credentials(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what configure_wandb sets must not outlive the test
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
