@@ -64,7 +64,7 @@ def run_plain_trl(steps: int, output_dir: str, matched: bool = False) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from data_loader import SAMPLE_FILES
-    from rewards import DEFAULT_REWARD_CONFIG, make_total_reward
+    from rewards import DEFAULT_REWARD_CONFIG, make_total_reward, rule_components
     from tiny_model import ensure_tiny_model
 
     path = ensure_tiny_model()
@@ -78,7 +78,7 @@ def run_plain_trl(steps: int, output_dir: str, matched: bool = False) -> dict:
                       use_cpu=not torch.cuda.is_available(),
                       **({"bf16": False, "gradient_checkpointing": False} if matched else {}))
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=train,
-                          reward_funcs=make_total_reward(DEFAULT_REWARD_CONFIG),
+                          reward_funcs=make_total_reward(rule_components(DEFAULT_REWARD_CONFIG)),
                           processing_class=AutoTokenizer.from_pretrained(path))
     result = trainer.train()
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
