@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from child_run import print_result, run_child  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "memory.json"
 
@@ -52,16 +53,11 @@ def child(steps: int) -> None:
             "max_steps": steps, "eval_steps": 50, "save_steps": 100, "logging_steps": 10, "output_dir": output_dir})
         GRPOTrainer(config, callbacks=[Sampler()]).train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps({"steps": steps, "peak_mb": round(peak, 1), "resident_mb_by_step": samples}))
+    print_result({"steps": steps, "peak_mb": round(peak, 1), "resident_mb_by_step": samples})
 
 
 def measure(steps: int) -> dict:
-    process = subprocess.run([sys.executable, __file__, "--child", str(steps)], capture_output=True, text=True,
-                             cwd=ROOT)
-    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-    if process.returncode or not lines:
-        sys.exit(f"{steps}-step run failed:\n{process.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_child(__file__, ["--child", str(steps)], f"{steps}-step")
 
 
 def main() -> None:

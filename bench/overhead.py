@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from child_run import print_result, run_child  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "overhead.json"
 SIDES = ("ours", "trl", "trl-matched")
@@ -92,16 +93,11 @@ def child(which: str, steps: int) -> None:
             measured = run_ours(steps, output_dir)
         else:
             measured = run_plain_trl(steps, output_dir, matched=which == "trl-matched")
-    print("RESULT " + json.dumps(measured))
+    print_result(measured)
 
 
 def measure(which: str, steps: int) -> dict:
-    process = subprocess.run([sys.executable, __file__, "--child", which, "--steps", str(steps)],
-                             capture_output=True, text=True, cwd=ROOT)
-    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-    if process.returncode or not lines:
-        sys.exit(f"{which} run failed:\n{process.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_child(__file__, ["--child", which, "--steps", str(steps)], which)
 
 
 def main() -> None:

@@ -1,0 +1,29 @@
+"""Running one measurement in a fresh process, so runs do not share caches, threads or memory peaks.
+
+The child prints `RESULT {json}` as its last such line; the parent reads it back.
+
+    measured = run_child(__file__, ["--child", "ours"], "ours")    # in the parent
+    print_result({"seconds": 1.2})                                   # in the child
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK = "RESULT "
+
+
+def print_result(measured: dict) -> None:
+    print(MARK + json.dumps(measured), flush=True)
+
+
+def run_child(script: str, arguments: list[str], label: str) -> dict:
+    process = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in process.stdout.splitlines() if line.startswith(MARK)]
+    if process.returncode or not lines:
+        sys.exit(f"{label} run failed:\n{process.stderr[-3000:]}")
+    return json.loads(lines[-1][len(MARK):])
