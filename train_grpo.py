@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from config import DATASET_NAMES, MODEL_PRESETS, build_config, is_main_process
+from config import DATASET_NAMES, FIELD_NAMES, MODEL_PRESETS, build_config, is_main_process
 from errors import UserError
 
 
@@ -23,9 +23,9 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="train_grpo.py", description="GRPO fine-tuning of causal language models with TRL.")
-    parser.add_argument("--model", metavar="NAME", help=f"a preset ({', '.join(MODEL_PRESETS)}), a Hugging Face "
+    parser.add_argument("--model", dest="model_name", metavar="NAME", help=f"a preset ({', '.join(MODEL_PRESETS)}), a Hugging Face "
                                                         "model id, or a local model directory (default: llama-3.1-8b)")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset preset (default: ultrafeedback)")
+    parser.add_argument("--dataset", dest="dataset_name", choices=DATASET_NAMES, help="dataset preset (default: ultrafeedback)")
     parser.add_argument("--custom-data", metavar="PATH", help="a JSONL file of {prompt, chosen, rejected} rows")
     parser.add_argument("--config", metavar="PATH", help="a config JSON file (see config/example_config.json)")
     mode = parser.add_mutually_exclusive_group()
@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--production", action="store_true",
                       help="a real run: all data, checkpoints, evaluations, generation logs, W&B when installed")
     parser.add_argument("--max-samples", type=int, metavar="N", help="training prompts to use at most")
-    parser.add_argument("--epochs", type=float, metavar="N", help="passes over the training prompts")
+    parser.add_argument("--epochs", dest="num_train_epochs", type=float, metavar="N", help="passes over the training prompts")
     parser.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate")
-    parser.add_argument("--batch-size", type=int, metavar="N",
+    parser.add_argument("--batch-size", dest="per_device_train_batch_size", type=int, metavar="N",
                         help="completions per device per step (per_device_train_batch_size)")
     parser.add_argument("--output-dir", metavar="PATH", help="where checkpoints, logs and the model go")
     model = parser.add_argument_group("model and backend")
@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="colocate: the share of GPU memory vLLM may take (default 0.3)")
     model.add_argument("--save-merged", action="store_true", default=None,
                        help="also save the LoRA adapter merged into 16-bit weights (final_model/merged)")
-    parser.add_argument("--reward-function", choices=["single", "multi"],
+    parser.add_argument("--reward-function", dest="reward_function_type", choices=["single", "multi"],
                         help="one weighted reward (single, default) or one TRL reward per component (multi)")
-    parser.add_argument("--reward-config", metavar="PATH", help="a reward config JSON file or a preset name")
+    parser.add_argument("--reward-config", dest="reward_config_path", metavar="PATH", help="a reward config JSON file or a preset name")
     parser.add_argument("--reward-model", metavar="ID_OR_PATH",
                         help="a sequence-classification reward model as one more component (weight: "
                              "reward_model_weight in the reward config)")
@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume-from-checkpoint", metavar="PATH",
                         help="a checkpoint-N directory to continue from, or 'latest' in the output dir")
     logging_group = parser.add_mutually_exclusive_group()
-    logging_group.add_argument("--enable-generation-logging", dest="generation_logging", action="store_true",
+    logging_group.add_argument("--enable-generation-logging", dest="enable_generation_logging", action="store_true",
                                default=None, help="write generation logs at each evaluation (default: on)")
-    logging_group.add_argument("--disable-generation-logging", dest="generation_logging", action="store_false",
+    logging_group.add_argument("--disable-generation-logging", dest="enable_generation_logging", action="store_false",
                                help="write no generation logs")
     parser.add_argument("--generation-log-dir", metavar="PATH",
                         help="where generation logs go (default: {output_dir}/generation_logs)")
@@ -98,29 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Flag destination -> config field, for flags that set one field to their value.
-FLAG_FIELDS = {
-    "model": "model_name", "dataset": "dataset_name", "custom_data": "custom_data", "max_samples": "max_samples",
-    "epochs": "num_train_epochs", "learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size",
-    "output_dir": "output_dir", "reward_function": "reward_function_type", "reward_config": "reward_config_path",
-    "reward_model": "reward_model", "reward_functions": "reward_functions",
-    "wandb_project": "wandb_project", "resume_from_checkpoint": "resume_from_checkpoint",
-    "generation_logging": "enable_generation_logging", "generation_log_dir": "generation_log_dir",
-    "backend": "backend", "load_in_4bit": "load_in_4bit", "use_lora": "use_lora", "lora_r": "lora_r",
-    "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules",
-    "gradient_checkpointing": "gradient_checkpointing", "trust_remote_code": "trust_remote_code",
-    "use_vllm": "use_vllm", "vllm_mode": "vllm_mode", "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
-    "save_merged": "save_merged", "tensorboard": "tensorboard",
-    "max_generation_samples": "max_generation_samples",
-}
-
-
 def config_from_args(args: argparse.Namespace):
-    """Only flags the user gave override the layers below them."""
-    overrides = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    """Only flags the user gave override the layers below them; a flag's dest is the config field it sets."""
+    overrides = {name: value for name, value in vars(args).items() if name in FIELD_NAMES and value is not None}
     if args.no_wandb:
         overrides["wandb_project"] = None
-    if args.reward_config and not args.reward_config.endswith(".json"):
+    if args.reward_config_path and not args.reward_config_path.endswith(".json"):
         # A bare name is a reward preset from config/rewards/.
         overrides["reward_config_name"] = overrides.pop("reward_config_path")
     mode = "quick_test" if args.quick_test else "production" if args.production else None
