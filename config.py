@@ -21,7 +21,7 @@ from typing import Any
 
 from json_files import read_json_file, write_json_atomic
 from errors import UserError
-from rewards import assemble_components, load_reward_config
+from rewards import REWARD_MODEL, Component, assemble_components, load_reward_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 TINY_MODEL = "tiny"
@@ -301,7 +301,7 @@ def validate_config(config: GRPOConfig) -> None:
                 f"unknown dataset {config.dataset_name!r}: use one of {', '.join(DATASET_NAMES)}, or --custom-data PATH")
     else:
         require(Path(config.custom_data).is_file(),
-                f"custom data {config.custom_data}: no such file (give the path of a .jsonl file)")
+                f"custom data {config.custom_data}: no such file (give a .jsonl, .json or .parquet file)")
     for field in ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
                   "gradient_accumulation_steps", "max_completion_length", "logging_steps", "eval_steps",
                   "save_steps", "lora_r", "lora_alpha", "max_eval_samples"):
@@ -341,7 +341,10 @@ def validate_config(config: GRPOConfig) -> None:
     try:
         # Loading the reward config and the custom reward files here reports their mistakes before anything heavy.
         reward_config = load_reward_config(config.reward_config_path or config.reward_config_name)
-        assemble_components(reward_config, config.reward_functions)
+        # The reward model itself loads later; here it only counts with its weight.
+        reward_model = (Component(REWARD_MODEL, lambda completions, **kwargs: [], reward_config["reward_model_weight"])
+                        if config.reward_model else None)
+        assemble_components(reward_config, config.reward_functions, reward_model)
     except UserError as error:
         problems.append(str(error))
     if config.reward_model not in (None, TINY_MODEL):

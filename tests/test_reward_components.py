@@ -231,3 +231,14 @@ def test_a_training_run_with_every_kind_of_component(tmp_path):
     entry = json.loads((tmp_path / "out" / "generation_logs" / "generation_log_step_4.json").read_text())[0]
     assert set(entry["rewards"]) == {"accuracy", "length", "quality", "exclamation_reward", "reward_model", "total"}
     assert Path(tmp_path / "out" / "reward_config.json").is_file()
+
+
+def test_a_reward_model_alone_may_carry_all_the_weight(tmp_path):
+    from config import build_config
+
+    rules_off = tmp_path / "rules_off.json"
+    rules_off.write_text(json.dumps({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0}))
+    config = build_config(mode="quick_test", overrides={"reward_model": "tiny", "reward_config_path": str(rules_off)})
+    assert config.reward_model == "tiny"
+    with pytest.raises(UserError, match="every reward component has weight 0"):
+        build_config(mode="quick_test", overrides={"reward_config_path": str(rules_off)})
