@@ -117,11 +117,6 @@ def convert_custom(batch: dict) -> dict:
     return output
 
 
-def convert_ultrafeedback_binarized(batch: dict) -> dict:
-    """The prompt as given; the references are the last assistant turns of the chosen and rejected conversations."""
-    return convert_custom(batch)
-
-
 def parse_hh_dialogue(text: str) -> list[dict]:
     """'\\n\\nHuman: a\\n\\nAssistant: b' -> [{"role": "user", ...}, {"role": "assistant", ...}]."""
     parts = HH_TURN.split(text)
@@ -193,7 +188,8 @@ def convert_openbmb(batch: dict) -> dict:
 
 CONVERTERS = {
     "custom": convert_custom,
-    "ultrafeedback_binarized": convert_ultrafeedback_binarized,
+    # The same rule: answer_text takes the last assistant turn of the chosen and rejected conversations.
+    "ultrafeedback_binarized": convert_custom,
     "hh_rlhf": convert_hh_rlhf,
     "openbmb": convert_openbmb,
 }
