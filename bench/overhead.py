@@ -45,7 +45,8 @@ def run_ours(steps: int, output_dir: str) -> dict:
                         group_size=WORK["group"], max_completion_length=WORK["completion_tokens"],
                         max_seq_length=256, learning_rate=WORK["learning_rate"], max_samples=WORK["prompts"],
                         logging_steps=steps, eval_steps=10 * steps, save_steps=10 * steps,
-                        enable_generation_logging=False, output_dir=output_dir)
+                        enable_generation_logging=False, output_dir=output_dir,
+                        prompt_format="text")  # the plain script hands TRL the sample prompts as text
     trainer = GRPOTrainer(config)
     data = load_grpo_dataset(config)
     trainer.load_model()
