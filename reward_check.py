@@ -22,7 +22,7 @@ from pathlib import Path
 
 from config import GRPOConfig, is_main_process
 from json_files import write_json_atomic
-from rewards import Component, clean_scores
+from rewards import Component, clean_scores, sample_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,9 @@ def score(component: Component, completions: list, prompts: list, columns: dict)
     except Exception:  # noqa: BLE001 - counting failures is the point
         values, failures = [], 0
         for index, completion in enumerate(completions):
-            sample_columns = {key: [value[index]] for key, value in columns.items()}
+            arguments = sample_arguments({"prompts": prompts, **columns}, index, len(completions))
             try:
-                values += clean_scores(component.name, component.function(
-                    completions=[completion], prompts=[prompts[index]], **sample_columns), 1)
+                values += clean_scores(component.name, component.function(completions=[completion], **arguments), 1)
             except Exception:  # noqa: BLE001
                 values.append(None)
                 failures += 1
