@@ -24,7 +24,7 @@ from config import (MODEL_SIZES_BILLION, TINY_MODEL, GRPOConfig, is_main_process
                     resolved_eval_group_size, save_config_to_file, validate_config)
 from errors import UserError
 from json_files import write_json_atomic, write_text_atomic
-from messages import message_text, messages_as_text
+from prompt_budget import fit_prompts, uses_chat
 from rewards import (REWARD_MODEL, Component, assemble_components, build_reward_functions, load_reward_config,
                      make_reward_model_reward, score_completions)
 
@@ -120,102 +120,6 @@ def lora_targets(config: GRPOConfig, backend: str):
 
 def model_parameters(model) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
-
-
-def prompt_token_count(tokenizer, prompt) -> int:
-    if isinstance(prompt, list):
-        return len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"])
-    return len(tokenizer(prompt)["input_ids"])
-
-
-def uses_chat(prompt_format: str, tokenizer, model_name: str) -> bool:
-    """Whether prompts go to the model as chat messages (through its chat template) or as plain text."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if prompt_format == "chat" and not has_template:
-        raise UserError(f"prompt_format=chat, but the tokenizer of {model_name} has no chat template: use "
-                        "prompt_format text or auto")
-    return prompt_format == "chat" or (prompt_format == "auto" and has_template)
-
-
-def in_form(prompt, chat: bool):
-    """A prompt in the form the model takes: text becomes one user message for a chat model, and messages become
-    'Role: content' text for a model without a chat template."""
-    if chat and isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if not chat and isinstance(prompt, list):
-        return messages_as_text(prompt)
-    return prompt
-
-
-def truncate_text(prompt: str, tokenizer, budget: int) -> str | None:
-    """The end of a text prompt that fits `budget` tokens (instructions such as "TL;DR:" sit at the end)."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    keep = budget - prompt_token_count(tokenizer, "")
-    while keep > 0:
-        shortened = tokenizer.decode(ids[-keep:])
-        if prompt_token_count(tokenizer, shortened) <= budget:
-            return shortened
-        keep -= 1 + (keep // 20)  # decoding and re-encoding can merge or split a few tokens at the cut
-    return None
-
-
-def truncate_messages(messages: list[dict], tokenizer, budget: int) -> list[dict] | None:
-    """Drop the oldest turns (system messages stay) until the conversation fits; then cut the start of the last."""
-    messages = [dict(message) for message in messages]
-    while prompt_token_count(tokenizer, messages) > budget:
-        turns = [index for index, message in enumerate(messages) if message["role"] != "system"]
-        if len(turns) > 1:
-            del messages[turns[0]]
-            if messages[turns[0]]["role"] == "assistant" and len(turns) > 2:
-                del messages[turns[0]]  # keep the conversation starting with a user turn
-            continue
-        last = messages[turns[0]]
-        excess = prompt_token_count(tokenizer, messages) - budget
-        ids = tokenizer(message_text(last), add_special_tokens=False)["input_ids"]
-        if excess >= len(ids):
-            return None
-        last["content"] = tokenizer.decode(ids[excess + 1:])
-    return messages
-
-
-def fit_prompt(prompt, tokenizer, budget: int, truncate: bool):
-    """(prompt or None, what happened): kept, truncated or dropped."""
-    if prompt_token_count(tokenizer, prompt) <= budget:
-        return prompt, "kept"
-    if not truncate:
-        return None, "dropped"
-    shortened = (truncate_messages if isinstance(prompt, list) else truncate_text)(prompt, tokenizer, budget)
-    return shortened, "truncated" if shortened is not None else "dropped"
-
-
-def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False, truncate: bool = False):
-    """Put prompts in the model's form and within `budget` tokens (TRL never truncates prompts), saying how many
-    were truncated or dropped."""
-    import datasets
-
-    def fit(row):
-        prompt, outcome = fit_prompt(in_form(row["prompt"], chat), tokenizer, budget, truncate)
-        return {"prompt": prompt, "fit": outcome}
-
-    fitted = dataset.map(fit)
-    if isinstance(dataset, datasets.IterableDataset):
-        logger.info("%s: prompts over %d tokens are %s as they stream", split, budget,
-                    "truncated" if truncate else "dropped")
-        return fitted.filter(lambda row: row["prompt"] is not None).remove_columns("fit")
-    if len(dataset) == 0:
-        return dataset
-    outcomes = fitted["fit"]
-    truncated, dropped = outcomes.count("truncated"), outcomes.count("dropped")
-    if truncated or dropped:
-        logger.warning("%s: of %d prompts over %d tokens (max_seq_length - max_completion_length), %d truncated and "
-                       "%d dropped", split, truncated + dropped, budget, truncated, dropped)
-    if dropped == len(dataset):
-        raise UserError(f"every {split} prompt is longer than {budget} tokens: raise max_seq_length, lower "
-                        "max_completion_length, or set prompt_overflow to truncate")
-    if dropped:
-        fitted = fitted.select([index for index, outcome in enumerate(outcomes) if outcome != "dropped"])
-    return fitted.remove_columns("fit")
 
 
 def configure_wandb(config: GRPOConfig) -> list[str]:

@@ -1,16 +1,14 @@
-"""The trainer's glue that runs before TRL: machine checks, W&B set-up, dataset shapes and the prompt budget."""
+"""The trainer's glue that runs before TRL: machine checks, backend choice, W&B set-up and dataset shapes."""
 
-import copy
 import os
 
 import datasets
 import pytest
-from transformers import AutoTokenizer
 
 from config import GRPOConfig
 from errors import UserError
 from grpo_trainer import (GRPOTrainer, as_dataset_dict, check_model_fits_machine, choose_backend, configure_wandb,
-                          fit_prompts, lora_targets, prompt_token_count, uses_chat)
+                          lora_targets)
 
 
 @pytest.mark.parametrize("model_name", ["llama-3.1-8b", "llama-3.1-70b", "gemma-2-9b", "qwen2.5-7b",
@@ -106,70 +104,3 @@ def test_dataset_shapes_are_accepted():
     assert len(with_test["eval"]) == 3 and len(with_test["train"]) == 20
     with pytest.raises(UserError):
         as_dataset_dict([1, 2, 3], config)
-
-
-def test_prompt_budget_drops_long_prompts_and_refuses_when_nothing_fits(tiny_model_cache):
-    from tiny_model import ensure_tiny_model
-
-    tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
-    rows = datasets.Dataset.from_list([{"prompt": "short"}, {"prompt": "long " * 200}])
-    kept = fit_prompts(rows, tokenizer, budget=50, split="train")
-    assert kept["prompt"] == ["short"]
-    chat = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "chat " * 200}]}])
-    with pytest.raises(UserError, match="longer than 50 tokens.*prompt_overflow to truncate"):
-        fit_prompts(chat, tokenizer, budget=50, split="eval")
-
-
-@pytest.fixture(scope="module")
-def tiny_tokenizer(tiny_model_cache):
-    from tiny_model import ensure_tiny_model
-
-    return AutoTokenizer.from_pretrained(ensure_tiny_model())
-
-
-def test_prompts_take_the_form_the_tokenizer_expects(tiny_tokenizer):
-    rows = datasets.Dataset.from_list([{"prompt": "What is 2 + 2?"}, {"prompt": "Name a colour."}])
-    as_chat = fit_prompts(rows, tiny_tokenizer, budget=100, split="train", chat=True)
-    assert as_chat[0]["prompt"] == [{"role": "user", "content": "What is 2 + 2?"}]
-    chat_rows = datasets.Dataset.from_list([{"prompt": [{"role": "system", "content": "Be brief."},
-                                                        {"role": "user", "content": "Hi"}]}])
-    as_text = fit_prompts(chat_rows, tiny_tokenizer, budget=100, split="train", chat=False)
-    assert as_text[0]["prompt"] == "System: Be brief.\n\nUser: Hi\n\nAssistant:"
-    assert uses_chat("auto", tiny_tokenizer, "tiny") and not uses_chat("text", tiny_tokenizer, "tiny")
-
-
-def test_chat_format_needs_a_chat_template(tiny_tokenizer):
-    tiny_tokenizer = copy.deepcopy(tiny_tokenizer)
-    tiny_tokenizer.chat_template = None
-    assert not uses_chat("auto", tiny_tokenizer, "base-model")
-    with pytest.raises(UserError, match="has no chat template"):
-        uses_chat("chat", tiny_tokenizer, "base-model")
-
-
-def test_truncation_keeps_the_end_of_text_prompts(tiny_tokenizer):
-    long_prompt = "filler words here " * 60 + "TL;DR:"
-    rows = datasets.Dataset.from_list([{"prompt": long_prompt}, {"prompt": "short"}])
-    fitted = fit_prompts(rows, tiny_tokenizer, budget=30, split="train", truncate=True)
-    assert len(fitted) == 2
-    assert fitted[0]["prompt"].endswith("TL;DR:") and prompt_token_count(tiny_tokenizer, fitted[0]["prompt"]) <= 30
-    assert fitted[1]["prompt"] == "short"
-
-
-def test_truncation_drops_old_turns_first(tiny_tokenizer):
-    conversation = [{"role": "system", "content": "Be brief."},
-                    {"role": "user", "content": "tell me a long story " * 20},
-                    {"role": "assistant", "content": "once upon a time " * 20},
-                    {"role": "user", "content": "Now summarise it."}]
-    rows = datasets.Dataset.from_list([{"prompt": conversation}])
-    fitted = fit_prompts(rows, tiny_tokenizer, budget=40, split="train", chat=True, truncate=True)
-    assert fitted[0]["prompt"] == [conversation[0], conversation[3]]
-    one_long_turn = [{"role": "user", "content": "word " * 200 + "Question?"}]
-    cut = fit_prompts(datasets.Dataset.from_list([{"prompt": one_long_turn}]), tiny_tokenizer, budget=40,
-                      split="train", chat=True, truncate=True)[0]["prompt"]
-    assert cut[0]["content"].endswith("Question?") and prompt_token_count(tiny_tokenizer, cut) <= 40
-
-
-def test_streamed_prompts_are_fitted_lazily(tiny_tokenizer):
-    rows = datasets.Dataset.from_list([{"prompt": "short"}, {"prompt": "long " * 200}]).to_iterable_dataset()
-    fitted = fit_prompts(rows, tiny_tokenizer, budget=20, split="train", chat=True)
-    assert [row["prompt"] for row in fitted] == [[{"role": "user", "content": "short"}]]
