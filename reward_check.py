@@ -22,7 +22,7 @@ from pathlib import Path
 
 from config import GRPOConfig, is_main_process
 from json_files import write_json_atomic
-from rewards import Component, clean_scores, sample_arguments
+from rewards import Component, clean_scores, sample_arguments, weighted_totals
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def progress(items, description: str):
 def with_total(components: list[Component], per_component: dict[str, list]) -> dict[str, list]:
     """The weighted total beside the components (a missing score counts 0, as in training)."""
     count = len(next(iter(per_component.values()), []))
-    totals = [sum(c.weight * (per_component[c.name][i] or 0.0) for c in components) for i in range(count)]
-    return {**per_component, "total": totals}
+    return {**per_component, "total": weighted_totals(components, per_component, count)}
 
 
 def as_completion(text: str, chat: bool):

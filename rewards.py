@@ -373,18 +373,21 @@ def make_total_reward(components: list[Component]) -> RewardFunction:
     parts = [(component, guarded(component)) for component in components]
 
     def total_reward(completions, **kwargs) -> list[float]:
-        totals = [0.0] * len(completions)
         log_metric = kwargs.get("log_metric")
+        scores = {}
         for component, function in parts:
-            scores = function(completions, **kwargs)
-            for index, value in enumerate(scores):
-                totals[index] += component.weight * (value or 0.0)
-            present = [value for value in scores if value is not None]
+            scores[component.name] = function(completions, **kwargs)
+            present = [value for value in scores[component.name] if value is not None]
             if log_metric is not None and present:
                 log_metric(f"rewards/{component.name}/mean", sum(present) / len(present))
-        return totals
+        return weighted_totals(components, scores, len(completions))
 
     return total_reward
+
+
+def weighted_totals(components: list[Component], scores: dict[str, list], count: int) -> list[float]:
+    """sum(weight * score) for each completion, from each component's scores; a missing score counts 0."""
+    return [sum(c.weight * (scores[c.name][index] or 0.0) for c in components) for index in range(count)]
 
 
 def assemble_components(reward_config: dict, custom_specs: Sequence[str] = (),
@@ -416,12 +419,9 @@ def score_completions(components: list[Component], completions: list, **columns)
     """Per-completion component scores and their weighted total, for logs and reports."""
     per_component = {c.name: clean_scores(c.name, c.function(completions=completions, **columns), len(completions))
                      for c in components}
-    scores = []
-    for index in range(len(completions)):
-        entry = {name: values[index] for name, values in per_component.items()}
-        entry["total"] = sum(c.weight * (entry[c.name] or 0.0) for c in components)
-        scores.append(entry)
-    return scores
+    totals = weighted_totals(components, per_component, len(completions))
+    return [{**{name: values[index] for name, values in per_component.items()}, "total": totals[index]}
+            for index in range(len(completions))]
 
 
 def reward_preset_names() -> list[str]:
