@@ -1,18 +1,16 @@
 """Alarms: what in a run's metric history means the run is wasting its time, said in plain words.
 
 Each check reads the log history transformers keeps (`state.log_history`: one dict per log, training and evaluation)
-and returns a sentence or None. `AlarmCallback` raises each kind once in the log while training; the report lists
-them again.
+and returns a sentence or None. grpo_tool.callbacks.AlarmCallback raises each kind once in the log while training;
+the report lists them again. Components are logged as rewards/<component>/mean in both reward modes.
 
-    for kind, text in find_alarms(log_history, weights={"accuracy": 0.4}, max_completion_length=256).items(): ...
+    log_history = [{"step": 10, "reward": 0.2, "completions/clipped_ratio": 0.95}] * 3
+    alarms = find_alarms(log_history, weights={"accuracy": 0.4}, max_completion_length=256)   # {"length_cap": ...}
 """
 
 from __future__ import annotations
 
-import logging
 import math
-
-logger = logging.getLogger(__name__)
 
 CAPPED_SHARE = 0.8  # completions at the length cap, in the recent logs, from which on it is an alarm
 RECENT = 3  # logs that make "recent"
@@ -61,14 +59,9 @@ def train_up_eval_down(history: list[dict]) -> str | None:
 
 
 def component_means(entry: dict, weights: dict[str, float]) -> dict[str, float]:
-    """Weighted component means of one log; components are logged as rewards/<name>/mean or rewards/<name>_reward/mean."""
-    found = {}
-    for name, weight in weights.items():
-        for key in (f"rewards/{name}/mean", f"rewards/{name}_reward/mean"):
-            if entry.get(key) is not None:
-                found[name] = weight * entry[key]
-                break
-    return found
+    """Weighted component means of one log."""
+    return {name: weight * entry[f"rewards/{name}/mean"] for name, weight in weights.items()
+            if entry.get(f"rewards/{name}/mean") is not None}
 
 
 def dominant_component(history: list[dict], weights: dict[str, float]) -> str | None:
@@ -117,22 +110,3 @@ def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
               "dominant_component": dominant_component(history, weights or {}),
               "no_learning_signal": no_learning_signal(history), "nan_loss": nan_loss(history)}
     return {kind: text for kind, text in checks.items() if text}
-
-
-def make_alarm_callback(weights: dict[str, float], max_completion_length: int):
-    """A TrainerCallback that logs each kind of alarm once, when it first shows. Built on call (imports transformers)."""
-    from transformers import TrainerCallback
-
-    class AlarmCallback(TrainerCallback):
-        def __init__(self):
-            self.raised: set[str] = set()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            for kind, text in find_alarms(state.log_history, weights, max_completion_length).items():
-                if kind not in self.raised:
-                    self.raised.add(kind)
-                    logger.warning("alarm (step %d): %s", state.global_step, text)
-
-    return AlarmCallback()

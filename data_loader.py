@@ -33,9 +33,14 @@ from os.path import commonprefix
 from pathlib import Path
 from typing import Any
 
-from config import DATASET_NAMES, HUB_DATASETS, SAMPLE_DATASET, GRPOConfig
+from typing import TYPE_CHECKING
+
 from errors import UserError
+from grpo_tool.data_files import FILE_BUILDERS, file_rows, read_file_table, row_label
 from messages import answer_text, is_message_list, message_text
+
+if TYPE_CHECKING:
+    from config import GRPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,6 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 SAMPLE_FILES = {"train": DATA_DIR / "sample_train.jsonl", "eval": DATA_DIR / "sample_eval.jsonl"}
 EVAL_FRACTION = 0.1  # share of a source without an evaluation split that is held out for it
 MAX_HELD_OUT = 500  # ... but never more rows than this
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # An air-gapped cluster keeps copies of hub dataset repositories here, as {mirror}/{owner}/{name}/.
 MIRROR_VARIABLE = "GRPO_DATASET_MIRROR"
 OUTPUT_COLUMNS = ("prompt", "chosen", "rejected", "problem")
@@ -60,12 +64,16 @@ class HubSource:
     schema: str
 
 
+# The dataset registry: each preset's hub id, splits and schema, in one place.
 HUB_SOURCES = {
-    "ultrafeedback": HubSource(HUB_DATASETS["ultrafeedback"], "train_prefs", "test_prefs", "ultrafeedback_binarized"),
-    "ultrafeedback_large": HubSource(HUB_DATASETS["ultrafeedback_large"], "train", None, "openbmb"),
-    "hh_rlhf": HubSource(HUB_DATASETS["hh_rlhf"], "train", "test", "hh_rlhf"),
-    "openai_summarize": HubSource(HUB_DATASETS["openai_summarize"], "train", "validation", "custom"),
+    "ultrafeedback": HubSource("HuggingFaceH4/ultrafeedback_binarized", "train_prefs", "test_prefs",
+                               "ultrafeedback_binarized"),
+    "ultrafeedback_large": HubSource("openbmb/UltraFeedback", "train", None, "openbmb"),
+    "hh_rlhf": HubSource("Anthropic/hh-rlhf", "train", "test", "hh_rlhf"),
+    "openai_summarize": HubSource("trl-lib/tldr-preference", "train", "validation", "custom"),
 }
+SAMPLE_DATASET = "sample"  # the bundled data/sample_*.jsonl
+DATASET_NAMES = (*HUB_SOURCES, SAMPLE_DATASET)
 FORMATS_ACCEPTED = ('{"prompt", "chosen", "rejected"} (chosen/rejected optional; prompt text or chat messages), '
                     "UltraFeedback-binarized rows (chosen/rejected message lists), hh-rlhf rows (chosen/rejected "
                     "dialogues), openbmb/UltraFeedback rows (instruction, completions)")
@@ -212,81 +220,6 @@ def prompt_key(prompt: Any):
     return tuple((message.get("role"), message_text(message)) for message in prompt)
 
 
-# reading
-
-def file_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) for each row of a JSON Lines or JSON file, read without datasets, for exact error lines.
-
-    Taken only when datasets could not read the file, or to name the line of a bad row."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read ({error.strerror})") from None
-    if path.suffix == ".json" and raw.lstrip()[:1] == b"[":
-        try:
-            rows = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path} line {error.lineno}: not valid JSON ({error.msg})") from None
-        return [(index + 1, row) for index, row in enumerate(rows)]
-    records = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise UserError(f"{path} line {number}: not UTF-8 text; save the file as UTF-8") from None
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path} line {number}: not valid JSON ({error.msg} at column {error.colno}); "
-                            "each line must be one JSON object") from None
-        records.append((number, row))
-    return records
-
-
-def row_label(path: Path, index: int) -> str:
-    """How to point a user at the index-th row of a file: its line in a JSON Lines file, else its position."""
-    if path.suffix in (".jsonl", ".json"):
-        rows = file_rows(path)
-        if index < len(rows):
-            return f"line {rows[index][0]}" if path.suffix == ".jsonl" else f"row {rows[index][0]}"
-    return f"row {index + 1}"
-
-
-def read_file_table(path: Path):
-    """A local file as a datasets.Dataset of its raw columns."""
-    import datasets
-
-    builder = FILE_BUILDERS.get(path.suffix)
-    if builder is None:
-        raise UserError(f"{path}: unsupported file type {path.suffix or '(none)'}; use .jsonl, .json or .parquet")
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as error:  # noqa: BLE001 - datasets wraps every parse problem; our own pass names the line
-        if builder == "parquet":
-            raise UserError(f"{path}: not a readable parquet file ({error})") from None
-    # Slow path: the line to blame, or the rows rebuilt (datasets rejects some valid files, such as ones with
-    # whitespace-only lines).
-    records = file_rows(path)
-    if not records:
-        raise UserError(f"{path}: no rows; each line must be one JSON object with a 'prompt'")
-    for number, row in records:
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {number}: expected a JSON object like "
-                            '{"prompt": ..., "chosen": ..., "rejected": ...}, got ' + type(row).__name__)
-    prompt_types = {type(row.get("prompt")) for _, row in records} - {type(None)}
-    if len(prompt_types) > 1:
-        raise UserError(f"{path}: some prompts are text and some are message lists; use one form per file")
-    try:
-        return datasets.Dataset.from_list([row for _, row in records])
-    except Exception as error:  # noqa: BLE001 - pyarrow's message is the useful part
-        raise UserError(f"{path}: rows disagree in structure ({str(error).splitlines()[0]}); give every row the "
-                        "same fields with the same types") from None
-
-
 def convert_local_file(path: Path):
     """A local file converted to the common shape; an unusable row is an error naming its line."""
     import datasets
@@ -369,6 +302,29 @@ def hold_out(dataset, seed: int):
     eval_rows = min(MAX_HELD_OUT, max(1, round(len(dataset) * EVAL_FRACTION)))
     split = dataset.train_test_split(test_size=eval_rows, seed=seed, shuffle=True)
     return split["train"], split["test"]
+
+
+def as_dataset_dict(dataset, config: GRPOConfig):
+    """What users pass to train(): a DatasetDict with train/eval, a single Dataset, or the (data_loader, dataset)
+    pair, as a DatasetDict of train and eval; None loads the configured data."""
+    import datasets
+
+    if dataset is None:
+        return load_grpo_dataset(config)
+    if isinstance(dataset, tuple) and len(dataset) == 2:
+        dataset = dataset[1]
+    if isinstance(dataset, datasets.DatasetDict):
+        train = dataset.get("train")
+        evaluation = dataset.get("eval", dataset.get("test", dataset.get("validation")))
+        if train is None:
+            raise UserError(f"the dataset has splits {', '.join(dataset)}; a 'train' split is needed")
+        if evaluation is None:
+            train, evaluation = hold_out(train, config.seed)
+        return datasets.DatasetDict({"train": train, "eval": evaluation})
+    if isinstance(dataset, datasets.Dataset):
+        train, evaluation = hold_out(dataset, config.seed)
+        return datasets.DatasetDict({"train": train, "eval": evaluation})
+    raise UserError(f"train() takes a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
 
 
 def resolve_hub_source(name: str) -> HubSource | None:
@@ -488,6 +444,8 @@ def create_grpo_dataloader(model_name: str | None = None, dataset_name: str = SA
     call signature; prompts are fitted to the model's tokenizer later, by the trainer that loads it.
     """
     from torch.utils.data import DataLoader
+
+    from config import GRPOConfig  # config reads this module's registry, so it is imported here, not at the top
 
     dataset = load_grpo_dataset(GRPOConfig(dataset_name=dataset_name, max_samples=max_samples, seed=seed))
     data_loader = DataLoader(dataset["train"], batch_size=batch_size, shuffle=False, collate_fn=list)

@@ -11,18 +11,17 @@ follow one prompt's answer as training goes on. It only observes and writes: the
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from grpo_tool.outputs import generation_log_name, logged_steps
 from json_files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 PREVIEW_CHARACTERS = 80
-LOG_NAME = re.compile(r"generation_log_step_(\d+)\.json$")
 
 
 def preview(text: str, limit: int = PREVIEW_CHARACTERS) -> str:
@@ -42,14 +41,6 @@ def prompt_text(prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"{message.get('role', '?')}: {message.get('content', '')}" for message in prompt)
-
-
-def logged_steps(log_dir: str | Path) -> list[int]:
-    """The global steps that already have a generation log in `log_dir`, in order."""
-    directory = Path(log_dir)
-    if not directory.is_dir():
-        return []
-    return sorted(int(match.group(1)) for path in directory.iterdir() if (match := LOG_NAME.match(path.name)))
 
 
 def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[dict]:
@@ -88,6 +79,6 @@ class GenerationLoggingCallback(TrainerCallback):
         step = state.global_step
         # Counting the logs of earlier steps keeps eval_step right after a resume.
         eval_step = 1 + sum(1 for logged in logged_steps(self.log_dir) if logged < step)
-        path = self.log_dir / f"generation_log_step_{step}.json"
+        path = self.log_dir / generation_log_name(step)
         write_json_atomic(path, log_entries(samples, eval_step, step))
         logger.info("generation log (evaluation %d, step %d): %s", eval_step, step, path)

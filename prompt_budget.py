@@ -3,7 +3,7 @@
 TRL never truncates prompts, so a prompt longer than max_seq_length - max_completion_length tokens is dropped here,
 or shortened when the config says truncate. This module knows tokenizers and prompts, nothing of training.
 
-    train = fit_prompts(train, tokenizer, budget=1792, split="train", chat=True, truncate=False)
+    data = fit_to_model(data, tokenizer, config)     # both splits, as the config says
 """
 
 from __future__ import annotations
@@ -110,3 +110,12 @@ def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False,
     if dropped:
         fitted = fitted.select([index for index, outcome in enumerate(outcomes) if outcome != "dropped"])
     return fitted.remove_columns("fit")
+
+
+def fit_to_model(data, tokenizer, config):
+    """Both splits of a DatasetDict in the model's prompt form and within max_seq_length - max_completion_length."""
+    budget = config.max_seq_length - config.max_completion_length
+    chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
+    for split in ("train", "eval"):
+        data[split] = fit_prompts(data[split], tokenizer, budget, split, chat, config.prompt_overflow == "truncate")
+    return data

@@ -1,7 +1,7 @@
 """The run report: one self-contained `report.html` in the output dir, rebuilt from what the run left there.
 
 It reads the metric history (final_model/trainer_state.json, or the newest checkpoint's), the generation logs and
-the effective configs, and draws every curve as inline SVG: the page needs no network and no script to view.
+the run record (components and their weights, the effective config), and draws every curve as inline SVG: the page needs no network and no script to view.
 
     path = build_report("grpo_outputs")    # python train_grpo.py --report --output-dir grpo_outputs
 """
@@ -9,31 +9,23 @@ the effective configs, and draws every curve as inline SVG: the page needs no ne
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 
 from alarms import eval_logs, find_alarms, train_logs
 from errors import UserError
-from generation_logger import logged_steps
+from grpo_tool.outputs import (CHECKPOINT_PREFIX, FINAL_MODEL_DIR, GENERATION_LOG_DIR, REPORT_FILE, TRAINER_STATE_FILE,
+                               generation_log_name, logged_steps, read_json, read_run_record)
 from json_files import write_text_atomic
 
-REPORT_NAME = "report.html"
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP, PAD_RIGHT = 460, 220, 52, 28, 26, 12
 
 
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return default
-
-
 def newest_state(output_dir: Path) -> dict | None:
     """The trainer state with the most steps: the final model's, or a checkpoint's when the run was stopped."""
-    candidates = [output_dir / "final_model" / "trainer_state.json",
-                  *output_dir.glob("checkpoint-*/trainer_state.json")]
+    candidates = [output_dir / FINAL_MODEL_DIR / TRAINER_STATE_FILE,
+                  *output_dir.glob(f"{CHECKPOINT_PREFIX}*/{TRAINER_STATE_FILE}")]
     states = [state for path in candidates if (state := read_json(path))]
     return max(states, key=lambda state: state.get("global_step", 0), default=None)
 
@@ -96,18 +88,12 @@ def metric_series(logs: list[dict], key: str) -> list[tuple[float, float]]:
     return [(entry["step"], entry[key]) for entry in logs if isinstance(entry.get(key), (int, float))]
 
 
-def component_keys(logs: list[dict]) -> list[str]:
-    keys = sorted({key for entry in logs for key in entry
-                   if key.startswith("rewards/") and key.endswith("/mean")})
-    return keys
-
-
 def answers_table(log_dir: Path) -> str:
     """For each logged prompt, its answers across evaluations side by side."""
     steps = logged_steps(log_dir)
     if not steps:
         return "<p>No generation logs (generation logging was off, or no evaluation ran).</p>"
-    logs = {step: read_json(log_dir / f"generation_log_step_{step}.json", []) for step in steps}
+    logs = {step: read_json(log_dir / generation_log_name(step), []) for step in steps}
     prompts: dict[str, dict[int, dict]] = {}
     for step, entries in logs.items():
         for entry in entries:
@@ -128,29 +114,13 @@ def answers_table(log_dir: Path) -> str:
     return f'<table class="answers"><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>'
 
 
-def build_report(output_dir: str | Path) -> Path:
-    """Write {output_dir}/report.html from the run's files and return its path."""
-    output_dir = Path(output_dir)
-    state = newest_state(output_dir)
-    if state is None:
-        raise UserError(f"{output_dir}: no trainer_state.json in final_model/ or a checkpoint-N/ to build a report "
-                        "from; is it the output dir of a run that got to its first checkpoint?")
-    config = read_json(output_dir / "grpo_config.json", {})
-    reward_config = read_json(output_dir / "reward_config.json", {})
-    history = state.get("log_history", [])
-    train, evaluations = train_logs(history), eval_logs(history)
-    weights = {name: reward_config.get(f"{name}_weight") for name in ("accuracy", "length", "quality")
-               if reward_config.get(f"{name}_weight") is not None}
-    weights.update(reward_config.get("custom_weights", {}))
-    if config.get("reward_model"):
-        weights["reward_model"] = reward_config.get("reward_model_weight", 1.0)
-    alarms = find_alarms(history, weights, config.get("max_completion_length"))
-
+def curves(train: list[dict], evaluations: list[dict], weights: dict, with_kl: bool) -> list[str]:
+    """Every chart the report draws, in reading order; a curve with no data is left out."""
     charts = [
         line_chart("Reward", {"train": metric_series(train, "reward"), "eval": metric_series(evaluations,
                                                                                             "eval_reward")}),
         line_chart("Reward components (train means)",
-                   {key.split("/")[1]: metric_series(train, key) for key in component_keys(train)}),
+                   {name: metric_series(train, f"rewards/{name}/mean") for name in weights}),
         line_chart("Completion length (tokens)", {"mean": metric_series(train, "completions/mean_length"),
                                                   "eval mean": metric_series(evaluations,
                                                                              "eval_completions/mean_length")}),
@@ -161,14 +131,32 @@ def build_report(output_dir: str | Path) -> Path:
         line_chart("Learning rate", {"learning rate": metric_series(train, "learning_rate")}),
         line_chart("Loss", {"loss": metric_series(train, "loss")}),
     ]
-    if config.get("beta", 0) > 0:
+    if with_kl:
         charts.insert(3, line_chart("KL to the reference model", {"kl": metric_series(train, "kl")}))
-    charts = [chart for chart in charts if chart]
+    return [chart for chart in charts if chart]
+
+
+def build_report(output_dir: str | Path) -> Path:
+    """Write {output_dir}/report.html from the run's files and return its path."""
+    output_dir = Path(output_dir)
+    state = newest_state(output_dir)
+    if state is None:
+        raise UserError(f"{output_dir}: no trainer_state.json in final_model/ or a checkpoint-N/ to build a report "
+                        "from; is it the output dir of a run that got to its first checkpoint?")
+    record = read_run_record(output_dir)
+    config = record.get("config", {})
+    history = state.get("log_history", [])
+    train, evaluations = train_logs(history), eval_logs(history)
+    weights = record.get("components", {})
+    alarms = find_alarms(history, weights, config.get("max_completion_length"))
+
+    charts = curves(train, evaluations, weights, config.get("beta", 0) > 0)
     eval_rows = "".join(f"<tr><td>{index}</td><td>{entry['step']}</td><td>{format_number(entry['eval_reward'])}</td>"
                         f"</tr>" for index, entry in enumerate(evaluations, start=1))
     alarm_items = "".join(f"<li>{html.escape(text)}</li>" for text in alarms.values())
     summary = [("model", config.get("model_name")), ("data", config.get("custom_data") or config.get("dataset_name")),
-               ("rewards", f"{config.get('reward_function_type')} ({config.get('reward_config_path') or config.get('reward_config_name')})"),
+               ("rewards", f"{record.get('reward_function_type')} ({record.get('reward_config')}: "
+                           + ", ".join(f"{name} {weight}" for name, weight in weights.items()) + ")"),
                ("steps", state.get("global_step")), ("group size", config.get("group_size")),
                ("learning rate", config.get("learning_rate")), ("beta", config.get("beta"))]
     page = f"""<!doctype html>
@@ -196,9 +184,9 @@ table.answers th, table.answers td {{ border: 1px solid #ddd; padding: 6px; vert
 <table class="summary"><tr><td>#</td><td>step</td><td>eval reward</td></tr>{eval_rows}</table>
 <h2>Answers across evaluations</h2>
 <p class="note">The same prompts, sampled with the same seed at every evaluation.</p>
-{answers_table(Path(config.get("generation_log_dir") or output_dir / "generation_logs"))}
+{answers_table(Path(config.get("generation_log_dir") or output_dir / GENERATION_LOG_DIR))}
 </body></html>
 """
-    path = output_dir / REPORT_NAME
+    path = output_dir / REPORT_FILE
     write_text_atomic(path, page)
     return path

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 from config import GRPOConfig, is_main_process
+from grpo_tool.outputs import REWARD_CHECK_FILE
+from grpo_tool.reward_guard import clean_scores, sample_arguments
 from json_files import write_json_atomic
-from rewards import Component, clean_scores, sample_arguments, weighted_totals
+from rewards import Component, weighted_totals
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAME = "reward_check.json"
 PAIR_LIMIT = 1000  # rows scored chosen against rejected
 CHECK_PROMPTS = 8  # prompts sampled group_size times
 TIE = 1e-9  # scores closer than this are equal
@@ -153,28 +154,30 @@ def warnings_for(report: dict) -> list[str]:
 
 
 def run_reward_check(config: GRPOConfig) -> dict:
-    """Score pairs and sampled groups, write {output_dir}/reward_check.json, and return the report."""
-    from grpo_trainer import GRPOTrainer
+    """Score pairs and sampled groups, write {output_dir}/reward_check.json (and nothing else), return the report."""
+    from grpo_trainer import GRPOTrainer  # imports nothing heavy itself; the model modules load in load_model
 
     trainer = GRPOTrainer(config)
-    data = trainer.prepare_data(write_outputs=False)
-    components = trainer.reward_components()
-    pairs = check_pairs(components, data["train"])
+    trainer.load_model()
+    data = trainer.prepare_data()
+    from grpo_tool.sampling import sample  # heavy: after load_model decided the backend (grpo_tool/__init__.py)
+
+    pairs = check_pairs(trainer.components, data["train"])
     source = data["eval"] if len(data["eval"]) else data["train"]
     rows = source.select(range(min(CHECK_PROMPTS, len(source))))
-    samples = trainer.sample(trainer.model, trainer.tokenizer, rows, per_prompt=config.group_size)
+    samples = sample(trainer.model, trainer.tokenizer, rows, config, per_prompt=config.group_size)
     columns = {name: [value for value in rows[name] for _ in range(config.group_size)]
                for name in rows.column_names if name != "prompt"}
     report = {
         "model": trainer.model_path,
         "data": config.custom_data or config.dataset_name,
         "reward_function_type": config.reward_function_type,
-        "weights": {c.name: c.weight for c in components},
+        "weights": {c.name: c.weight for c in trainer.components},
         "pairs": pairs,
-        "groups": check_groups(components, samples, config.group_size, columns),
+        "groups": check_groups(trainer.components, samples, config.group_size, columns),
     }
     report["warnings"] = warnings_for(report)
-    path = Path(config.output_dir) / REPORT_NAME
+    path = Path(config.output_dir) / REWARD_CHECK_FILE
     if is_main_process():
         write_json_atomic(path, report)
     report["report_path"] = str(path)

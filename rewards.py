@@ -4,8 +4,8 @@ Every reward function has TRL's signature, `f(completions, **kwargs) -> list[flo
 (plain-text prompts) or as `[{"role": "assistant", "content": ...}]` (chat prompts), and dataset columns such as
 `chosen` / `rejected` arrive as keyword lists with one entry per completion.
 
-    reward_config = load_reward_config("balanced")
-    functions, weights = build_reward_functions(reward_config, "multi")
+    reward_config, components = resolve_rewards(GRPOConfig(reward_config_name="balanced"))   # from config
+    functions, weights = build_reward_functions(components, "multi")
 
 The components, each bounded:
 
@@ -30,15 +30,14 @@ from __future__ import annotations
 import copy
 import importlib.util
 import inspect
-import math
 import re
 import string
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from errors import UserError
+from grpo_tool.reward_guard import clean_scores, guarded
 from json_files import read_json_file
 from messages import answer_text, message_text, messages_as_text
 
@@ -206,12 +205,11 @@ def rule_components(reward_config: dict) -> list[Component]:
 
 def load_custom_reward(spec: str) -> RewardFunction:
     """The function named by 'path/to/file.py:function_name', checked to take TRL's keyword arguments."""
+    problem = reward_function_problem(spec)
+    if problem:
+        raise UserError(problem)
     path_text, _, function_name = spec.rpartition(":")
-    if not path_text or not function_name:
-        raise UserError(f"--reward-fn {spec!r}: give it as path/to/file.py:function_name")
     path = Path(path_text)
-    if not path.is_file():
-        raise UserError(f"--reward-fn {spec!r}: no such file {path}")
     module_spec = importlib.util.spec_from_file_location(f"custom_reward_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -230,6 +228,16 @@ def load_custom_reward(spec: str) -> RewardFunction:
                         "arguments TRL passes (prompts, completion_ids, trainer_state and the dataset's columns): "
                         f"define it as def {function_name}(completions, **kwargs)")
     return function
+
+
+def reward_function_problem(spec: str) -> str | None:
+    """What is wrong with a --reward-fn spec that can be seen without importing the file, or None."""
+    path_text, _, function_name = spec.rpartition(":")
+    if not path_text or not function_name:
+        return f"--reward-fn {spec!r}: give it as path/to/file.py:function_name"
+    if not Path(path_text).is_file():
+        return f"--reward-fn {spec!r}: no such file {path_text}"
+    return None
 
 
 def custom_components(specs: Sequence[str], reward_config: dict) -> list[Component]:
@@ -285,88 +293,6 @@ def make_reward_model_reward(model, tokenizer, batch_size: int = 16) -> RewardFu
     return reward_model_reward
 
 
-# guarding what TRL calls
-
-class RewardFunctionError(UserError):
-    """A reward component raised while training: names the component, the sample and where in its code."""
-
-
-def describe_failure(name: str, function: RewardFunction, completions: list, kwargs: dict, error: Exception) -> str:
-    index = first_failing_sample(function, completions, kwargs)
-    where = ""
-    frames = traceback.extract_tb(error.__traceback__)
-    if frames:
-        where = f" at {frames[-1].filename}:{frames[-1].lineno}"
-    detail = f"reward component {name!r} raised {type(error).__name__}: {error}{where}"
-    if index is not None:
-        prompts = kwargs.get("prompts") or [None] * len(completions)
-        detail += (f", on sample {index} (prompt {preview_text(prompts[index])!r}, completion "
-                   f"{preview_text(completions[index])!r})")
-    return detail
-
-
-def preview_text(value: Any, limit: int = 60) -> str:
-    text = " ".join(message_text(value).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def sample_arguments(kwargs: dict, index: int, count: int) -> dict:
-    """The keyword arguments of one sample: per-completion lists cut to that sample, the rest as they are."""
-    return {key: [value[index]] if isinstance(value, list) and len(value) == count else value
-            for key, value in kwargs.items()}
-
-
-def first_failing_sample(function: RewardFunction, completions: list, kwargs: dict) -> int | None:
-    for index in range(len(completions)):
-        try:
-            function(completions=[completions[index]], **sample_arguments(kwargs, index, len(completions)))
-        except Exception:  # noqa: BLE001 - finding which sample fails is the point
-            return index
-    return None
-
-
-def clean_scores(name: str, values: Any, count: int) -> list[float | None]:
-    """The scores as floats, None for a missing or NaN score (TRL leaves those out of the mean)."""
-    if not isinstance(values, (list, tuple)) or len(values) != count:
-        length = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
-        raise RewardFunctionError(f"reward component {name!r} returned {length} scores for {count} completions; "
-                                  "return a list with one float (or None) per completion")
-    cleaned = []
-    for value in values:
-        if value is None:
-            cleaned.append(None)
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise RewardFunctionError(f"reward component {name!r} returned {value!r}; scores must be numbers or "
-                                      "None") from None
-        cleaned.append(None if math.isnan(number) else number)
-    return cleaned
-
-
-def guarded(component: Component) -> RewardFunction:
-    """The component's function as TRL should call it: a failure becomes an error naming component and sample, NaN
-    becomes None, and the share of missing scores is logged as rewards/<name>/missing."""
-    function = component.function
-
-    def call(completions, **kwargs):
-        try:
-            values = function(completions=completions, **kwargs)
-        except RewardFunctionError:
-            raise
-        except Exception as error:  # noqa: BLE001 - reported with the component and sample that failed
-            raise RewardFunctionError(describe_failure(component.name, function, completions, kwargs, error)) from None
-        scores = clean_scores(component.name, values, len(completions))
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None and completions:
-            log_metric(f"rewards/{component.name}/missing", scores.count(None) / len(scores))
-        return scores
-
-    call.__name__ = getattr(function, "__name__", component.name)
-    return call
-
-
 def make_total_reward(components: list[Component]) -> RewardFunction:
     """The `single` mode: one function returning the weighted sum of the components (a missing score counts 0),
     logging each component's mean as rewards/<component>/mean so single runs show them too."""
@@ -390,15 +316,29 @@ def weighted_totals(components: list[Component], scores: dict[str, list], count:
     return [sum(c.weight * (scores[c.name][index] or 0.0) for c in components) for index in range(count)]
 
 
-def assemble_components(reward_config: dict, custom_specs: Sequence[str] = (),
-                        reward_model: Component | None = None) -> list[Component]:
-    """Every component of a run, in logging order: the rules, the custom functions, then the reward model."""
-    components = rule_components(reward_config) + custom_components(custom_specs, reward_config)
-    if reward_model is not None:
-        components.append(reward_model)
-    if not any(component.weight > 0 for component in components):
-        raise UserError("every reward component has weight 0: give at least one a positive weight")
-    return components
+def resolve_rewards(config) -> tuple[dict, list[Component]]:
+    """(reward config, components) of a run config: the rules and the --reward-fn functions, each file imported
+    once. A --reward-model joins the components when it is loaded (grpo_tool.models.load_reward_model), after the
+    backend is decided; its weight already counts here."""
+    reward_config = load_reward_config(config.reward_config_path or config.reward_config_name)
+    components = rule_components(reward_config) + custom_components(config.reward_functions, reward_config)
+    weights = [c.weight for c in components] + ([reward_config["reward_model_weight"]] if config.reward_model else [])
+    if not any(weight > 0 for weight in weights):
+        raise UserError(ZERO_WEIGHTS)
+    return reward_config, components
+
+
+ZERO_WEIGHTS = "every reward component has weight 0: give at least one a positive weight"
+
+
+def rule_weights_problem(reward_config: dict, reward_functions: Sequence[str], reward_model: str | None) -> str | None:
+    """The all-zero-weights mistake, seen before any --reward-fn file is imported (they count 1.0 unless set)."""
+    weights = [reward_config[f"{name}_weight"] for name in COMPONENTS]
+    if reward_functions:
+        weights.append(max([1.0, *reward_config["custom_weights"].values()]))
+    if reward_model:
+        weights.append(reward_config["reward_model_weight"])
+    return None if any(weight > 0 for weight in weights) else ZERO_WEIGHTS
 
 
 def build_reward_functions(components: list[Component], reward_function_type: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -12,21 +14,42 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(ROOT))
+# Before any test module imports huggingface_hub (it reads these once, at import): no hub, no W&B server.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def tiny_model_cache(tmp_path_factory):
     """Build the tiny model once per test session, in a fresh place, so the tests also prove it builds offline."""
     os.environ["GRPO_TINY_MODEL_DIR"] = str(tmp_path_factory.mktemp("tiny-model") / "tiny")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["WANDB_MODE"] = "offline"
     yield Path(os.environ["GRPO_TINY_MODEL_DIR"])
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python train_grpo.py ARGS` in a child process, as a user runs it."""
+    """`python train_grpo.py ARGS` in a child process, as a user runs it: for what needs a process of its own
+    (signals, imports, several processes)."""
     return subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=os.environ.copy())
+
+
+def run_main(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`train_grpo.main(ARGS)` in this process, its output captured: the same code path as the command line without
+    a new interpreter importing torch each time."""
+    from train_grpo import main
+
+    out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's usage errors and --help
+                code = stop.code
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 # Copies of the four hub datasets, laid out as their repositories are (data/{split}-00000-of-00001.parquet) and

@@ -35,7 +35,7 @@ def test_training_reward_up_while_eval_reward_down():
 
 
 def test_one_component_dominating():
-    history = [train(s, **{"rewards/reward_model/mean": 4.0, "rewards/accuracy_reward/mean": 0.1}) for s in (1, 2, 3)]
+    history = [train(s, **{"rewards/reward_model/mean": 4.0, "rewards/accuracy/mean": 0.1}) for s in (1, 2, 3)]
     text = find_alarms(history, {"reward_model": 1.0, "accuracy": 0.4})["dominant_component"]
     assert text.startswith("reward_model makes up 99%")
     balanced = {"reward_model": 0.01, "accuracy": 1.0}

@@ -1,11 +1,12 @@
-"""The command line as a user meets it: --help without heavy imports, and every mistake as one `error:` line."""
+"""The command line as a user meets it: --help without heavy imports, a flag for every config field, and every
+mistake as one `error:` line."""
 
 import subprocess
 import sys
 
 import pytest
 
-from conftest import FIXTURES, ROOT, run_cli
+from conftest import FIXTURES, ROOT, run_cli, run_main
 
 
 def test_help_answers_without_importing_torch_transformers_or_trl():
@@ -19,7 +20,7 @@ def test_help_answers_without_importing_torch_transformers_or_trl():
 
 
 def test_help_lists_every_flag_of_the_original():
-    result = run_cli("--help")
+    result = run_main("--help")
     flags = ["--model", "--dataset", "--custom-data", "--config", "--quick-test", "--production", "--max-samples",
              "--epochs", "--learning-rate", "--batch-size", "--output-dir", "--reward-function", "--reward-config",
              "--wandb-project", "--no-wandb", "--eval-only", "--resume-from-checkpoint",
@@ -53,7 +54,14 @@ MISTAKES = {
     "original 8B spelling on a CPU": (["--model", "unsloth/llama-3.1-8b-bnb-4bit", "--dataset", "sample"],
                                       "--model tiny"),
     "missing checkpoint": (["--quick-test", "--resume-from-checkpoint", "no/such/checkpoint-5"], "no such directory"),
-    "bad flag value": (["--quick-test", "--max-samples", "many"], "invalid int value"),
+    "bad flag value": (["--quick-test", "--max-samples", "many"], "'many' is not a whole number"),
+    "not a number": (["--quick-test", "--learning-rate", "nan"], "'nan' is not a finite number"),
+    "flag typo": (["--quick-test", "--learning-rat", "1e-4"], "did you mean '--learning-rate'"),
+    "unknown TRL option": (["--quick-test", "--trl-option", "scale_reward=batch"], "did you mean 'scale_rewards'"),
+    "TRL option we set ourselves": (["--quick-test", "--trl-option", "num_generations=4"], "group_size"),
+    "TRL option without a value": (["--quick-test", "--trl-option", "scale_rewards"], "give it as KEY=VALUE"),
+    "YAML config that is not YAML": (["--quick-test", "--config", "@broken.yaml"], "not readable YAML"),
+    "preset typo": (["--model", "llama3.1-8b"], "did you mean 'llama-3.1-8b'"),
     "unknown dataset": (["--dataset", "imagenet"], "invalid choice"),
     "hub model not cached offline": (["--quick-test", "--model", "nobody/not-a-model-xyz"], "cannot be loaded"),
     "hub dataset offline": (["--quick-test", "--dataset", "hh_rlhf"], "GRPO_DATASET_MIRROR"),
@@ -76,9 +84,9 @@ MISTAKES = {
     "lora dropout of 1.5": (["--quick-test", "--lora-dropout", "1.5"], "lora_dropout=1.5"),
     "vllm memory share above 1": (["--quick-test", "--vllm-gpu-memory-utilization", "1.5"],
                                   "vllm_gpu_memory_utilization=1.5"),
-    "vllm on a cpu": (["--quick-test", "--use-vllm"], "use_vllm needs a CUDA GPU"),
-    "unsloth on a cpu": (["--quick-test", "--backend", "unsloth"], "backend=unsloth needs a CUDA GPU"),
-    "config that is a list": (["--quick-test", "--config", "[1, 2]"], "expected a JSON object of settings"),
+    "vllm on a cpu": (["--quick-test", "--use-vllm"], "--use-vllm needs a CUDA GPU"),
+    "unsloth on a cpu": (["--quick-test", "--backend", "unsloth"], "--backend unsloth needs a CUDA GPU"),
+    "config that is a list": (["--quick-test", "--config", "[1, 2]"], "expected a mapping of settings"),
     "config value of the wrong type": (["--quick-test", "--config", '{"group_size": "four"}'],
                                        "group_size='four' must be int"),
     "reward config with a typo": (["--quick-test", "--reward-config", "@typo_rewards.json"],
@@ -107,11 +115,8 @@ MISTAKE_FILES = {
     "system_only.jsonl": '{"prompt": [{"role": "system", "content": "Be brief."}]}\n'
                          '{"prompt": [{"role": "user", "content": "Hi"}]}\n',
     "checkpoint-7/trainer_state.json": '{"global_step": 7',
+    "broken.yaml": "group_size: [4\n",
 }
-
-
-def test_the_suite_covers_at_least_thirty_mistakes():
-    assert len(MISTAKES) >= 30
 
 
 @pytest.mark.parametrize("name", list(MISTAKES))
@@ -124,7 +129,7 @@ def test_mistakes_end_in_one_error_line(tmp_path, monkeypatch, name):
         (tmp_path / name).write_text(content, encoding="utf-8")
     args = [str(tmp_path / arg[1:]) if arg.startswith("@") else arg for arg in args]
     output_dir = tmp_path / "out"
-    result = run_cli(*args, "--output-dir", str(output_dir), cwd=tmp_path)
+    result = run_main(*args, "--output-dir", str(output_dir), cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

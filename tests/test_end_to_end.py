@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, run_cli, run_main
 from generation_logger import logged_steps
 
 ORIGINAL_KEYS = {"eval_step", "sample_index", "prompt", "generated", "full_response"}
@@ -17,7 +17,7 @@ ORIGINAL_KEYS = {"eval_step", "sample_index", "prompt", "generated", "full_respo
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("quick") / "out"
-    result = run_cli("--quick-test", "--output-dir", str(output_dir))
+    result = run_main("--quick-test", "--output-dir", str(output_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     return output_dir, result
 
@@ -30,6 +30,11 @@ def test_quick_test_trains_evaluates_and_says_where_things_went(quick_run):
     assert (output_dir / "checkpoint-60" / "trainer_state.json").is_file()
     log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
     assert "step 60:" in log and "reward=" in log
+    # One metric name per component whichever reward mode ran (this one is single; the report's run is multi).
+    assert all(f"rewards/{name}/mean=" in log for name in ("accuracy", "length", "quality"))
+    record = json.loads((output_dir / "run_record.json").read_text(encoding="utf-8"))
+    assert record["components"] == {"accuracy": 0.4, "length": 0.2, "quality": 0.4}
+    assert record["prompts"] == {"train": 200, "eval": 8} and record["backend"] == "transformers"
 
 
 def test_quick_test_writes_a_generation_log_per_evaluation(quick_run):
@@ -71,13 +76,22 @@ def test_saved_config_reloads_to_the_same_settings(quick_run, tmp_path):
     assert json.loads(json.dumps(reloaded.__dict__)) == saved
 
 
+def files_of(directory):
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
 def test_eval_only_evaluates_the_saved_model(quick_run):
     output_dir, _ = quick_run
-    result = run_cli("--quick-test", "--eval-only", "--output-dir", str(output_dir))
+    before = files_of(output_dir)
+    result = run_main("--quick-test", "--eval-only", "--output-dir", str(output_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"evaluated {output_dir / 'final_model'} at step 60" in result.stdout
-    metrics = json.loads((output_dir / "eval_metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((output_dir / "evaluation" / "eval_metrics.json").read_text(encoding="utf-8"))
     assert "eval_reward" in metrics and metrics["global_step"] == 60
+    # It writes only its own files; the training run's config, record, logs and report are left as they were.
+    after = files_of(output_dir)
+    assert {name: after[name] for name in before} == before
+    assert sorted(set(after) - set(before)) == ["evaluation/eval_metrics.json", "evaluation/generation_log_step_60.json"]
 
 
 def test_python_api_of_the_original(tmp_path, monkeypatch):
@@ -134,7 +148,7 @@ def test_grpo_learns_a_rewarded_keyword(tmp_path):
     run_config = tmp_path / "run.json"
     run_config.write_text(json.dumps({"max_steps": 60, "logging_steps": 5, "eval_steps": 1000, "save_steps": 1000,
                                       "enable_generation_logging": False}))
-    result = run_cli("--quick-test", "--config", str(run_config), "--reward-config", str(reward_config),
+    result = run_main("--quick-test", "--config", str(run_config), "--reward-config", str(reward_config),
                      "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((tmp_path / "out" / "checkpoint-1000" / "trainer_state.json").read_text()
@@ -150,7 +164,7 @@ def test_streamed_hub_dataset_trains(hub_mirror, tmp_path, monkeypatch):
     monkeypatch.setenv("GRPO_DATASET_MIRROR", str(hub_mirror))
     run_config = tmp_path / "run.json"
     run_config.write_text(json.dumps({"streaming": True, "max_steps": 4, "eval_steps": 2, "save_steps": 4}))
-    result = run_cli("--quick-test", "--dataset", "hh_rlhf", "--config", str(run_config), "--output-dir",
+    result = run_main("--quick-test", "--dataset", "hh_rlhf", "--config", str(run_config), "--output-dir",
                      str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done: 4 steps" in result.stdout
@@ -202,7 +216,7 @@ def test_lora_run_saves_a_merged_model_that_matches_the_adapter(tmp_path):
 
     run_config = tmp_path / "run.json"
     run_config.write_text(json.dumps({"max_steps": 4, "eval_steps": 2, "save_steps": 4, "learning_rate": 0.05}))
-    result = run_cli("--quick-test", "--config", str(run_config), "--lora", "--lora-r", "4", "--save-merged",
+    result = run_main("--quick-test", "--config", str(run_config), "--lora", "--lora-r", "4", "--save-merged",
                      "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
     final = tmp_path / "out" / "final_model"

@@ -7,8 +7,9 @@ import pytest
 
 from config import GRPOConfig
 from errors import UserError
-from grpo_trainer import (GRPOTrainer, as_dataset_dict, check_model_fits_machine, choose_backend, configure_wandb,
-                          lora_targets)
+from data_loader import as_dataset_dict
+from grpo_tool.backend import check_model_fits_machine, choose_backend, precision
+from grpo_trainer import GRPOTrainer
 
 
 @pytest.mark.parametrize("model_name", ["llama-3.1-8b", "llama-3.1-70b", "gemma-2-9b", "qwen2.5-7b",
@@ -53,14 +54,16 @@ def test_unsloth_asked_for_where_it_cannot_run(cuda, unsloth, fragment):
 
 
 def test_vllm_needs_cuda_and_the_package(monkeypatch):
-    with pytest.raises(UserError, match="use_vllm needs a CUDA GPU"):
+    with pytest.raises(UserError, match="--use-vllm needs a CUDA GPU"):
         check_model_fits_machine(GRPOConfig(model_name="tiny", use_vllm=True), cuda_available=False)
-    monkeypatch.setattr("grpo_trainer.package_installed", lambda name: name != "vllm")
+    monkeypatch.setattr("grpo_tool.backend.package_installed", lambda name: name != "vllm")
     with pytest.raises(UserError, match="vllm package is not installed"):
         check_model_fits_machine(GRPOConfig(model_name="tiny", use_vllm=True), cuda_available=True)
 
 
 def test_lora_targets():
+    from grpo_tool.models import lora_targets
+
     assert lora_targets(GRPOConfig(), "transformers") == "all-linear"
     assert "down_proj" in lora_targets(GRPOConfig(), "unsloth")
     assert lora_targets(GRPOConfig(lora_target_modules="q_proj, v_proj"), "unsloth") == ["q_proj", "v_proj"]
@@ -89,6 +92,8 @@ def test_wandb_never_prompts_without_credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    from grpo_tool.trl_setup import configure_wandb
+
     assert configure_wandb(GRPOConfig(wandb_project=None)) == []
     assert configure_wandb(GRPOConfig(wandb_project="demo", output_dir=str(tmp_path))) == ["wandb"]
     assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_PROJECT"] == "demo"
@@ -104,3 +109,87 @@ def test_dataset_shapes_are_accepted():
     assert len(with_test["eval"]) == 3 and len(with_test["train"]) == 20
     with pytest.raises(UserError):
         as_dataset_dict([1, 2, 3], config)
+
+
+def test_trl_options_pass_through_to_trl_and_are_checked_by_it():
+    from grpo_tool.backend import Machine
+    from grpo_tool.trl_setup import trl_arguments
+
+    machine = Machine("transformers", "test", cuda=False, weights_dtype="float32", bf16=False)
+    config = GRPOConfig(model_name="tiny", gradient_checkpointing=False,
+                        trl_options={"scale_rewards": "batch", "epsilon_high": 0.28, "num_iterations": 2})
+    args = trl_arguments(config, machine, model=None, evaluate=False)
+    assert (args.scale_rewards, args.epsilon_high, args.num_iterations) == ("batch", 0.28, 2)
+    assert (args.num_generations, args.learning_rate) == (config.group_size, config.learning_rate)
+    with pytest.raises(UserError, match="TRL refused them"):
+        trl_arguments(GRPOConfig(model_name="tiny", gradient_checkpointing=False,
+                                 trl_options={"generation_batch_size": 5}), machine, model=None, evaluate=False)
+
+
+def test_trl_option_names_are_checked_before_anything_loads():
+    from config import build_config
+
+    with pytest.raises(UserError) as error:
+        build_config(overrides={"model_name": "tiny", "trl_options": {"mask_truncated_completion": True,
+                                                                      "beta": 0.1}})
+    assert "did you mean 'mask_truncated_completions'" in str(error.value)
+    assert "beta is set by this tool's own setting beta" in str(error.value)
+
+
+def test_precision_is_one_rule():
+    assert precision(GRPOConfig(), cuda=False, bf16_supported=False) == ("float32", False)
+    assert precision(GRPOConfig(bf16=True), cuda=False, bf16_supported=False) == ("float32", True)
+    assert precision(GRPOConfig(), cuda=True, bf16_supported=True) == ("bfloat16", True)
+    assert precision(GRPOConfig(), cuda=True, bf16_supported=False) == ("float16", False)
+
+
+COUNTING_REWARD = '''
+import os
+with open(os.environ["REWARD_IMPORTS"], "a") as counter:
+    counter.write("imported\\n")
+
+def brevity_reward(completions, **kwargs):
+    return [1.0 / (1 + len(str(c))) for c in completions]
+'''
+
+
+def test_a_custom_reward_file_is_imported_once_per_run(tmp_path, monkeypatch):
+    """Its top-level code runs once: config check, reward resolution, training and generation logs share it."""
+    from conftest import run_main
+
+    (tmp_path / "counting.py").write_text(COUNTING_REWARD)
+    monkeypatch.setenv("REWARD_IMPORTS", str(tmp_path / "imports.txt"))
+    result = run_main("--quick-test", "--max-steps", "2", "--eval-steps", "2", "--save-steps", "2",
+                      "--reward-fn", f"{tmp_path / 'counting.py'}:brevity_reward", "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "imports.txt").read_text().splitlines() == ["imported"]
+
+
+FAKE_UNSLOTH = '''
+import sys
+IMPORTED_AFTER = [name for name in ("transformers", "trl", "peft") if name in sys.modules]
+
+class FastLanguageModel:
+    @staticmethod
+    def from_pretrained(**options):
+        raise OSError("fake unsloth: no weights here")
+'''
+
+
+def test_unsloth_is_imported_before_transformers_trl_and_peft(tmp_path):
+    """The whole command line on a (pretended) CUDA machine with a stand-in unsloth package: by the time unsloth is
+    imported, none of the libraries it patches may be."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(FAKE_UNSLOTH)
+    script = ("import sys, torch\ntorch.cuda.is_available = lambda: True\ntorch.cuda.is_bf16_supported = lambda: True\n"
+              f"sys.path[:0] = [{str(tmp_path)!r}, {str(ROOT)!r}]\nimport train_grpo\n"
+              f"code = train_grpo.main(['--quick-test', '--output-dir', {str(tmp_path / 'o')!r}])\n"
+              "print('AFTER', sys.modules['unsloth'].IMPORTED_AFTER, 'CODE', code)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert "AFTER [] CODE 2" in result.stdout, result.stdout + result.stderr[-3000:]
+    assert "fake unsloth: no weights here" in result.stderr

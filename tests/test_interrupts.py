@@ -100,10 +100,9 @@ def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_c
     result = run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
                      "--resume-from-checkpoint", str(broken))
     assert result.returncode == 2 and "is incomplete" in result.stderr.strip().splitlines()[-1]
-    from config import GRPOConfig
-    from grpo_trainer import resolve_checkpoint
+    from grpo_tool.outputs import resolve_checkpoint
 
-    latest = resolve_checkpoint(GRPOConfig(output_dir=str(output_dir), resume_from_checkpoint="latest"))
+    latest = resolve_checkpoint("latest", str(output_dir))
     assert Path(latest).name == "checkpoint-40"
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_main
 from errors import UserError
 from report import build_report
 
@@ -21,7 +21,7 @@ def finished_run(tmp_path_factory):
     config = output_dir.parent / "run.json"
     config.write_text(json.dumps({"max_steps": 20, "eval_steps": 5, "save_steps": 10, "logging_steps": 2,
                                   "beta": 0.04}))
-    result = run_cli("--quick-test", "--config", str(config), "--reward-function", "multi", "--output-dir",
+    result = run_main("--quick-test", "--config", str(config), "--reward-function", "multi", "--output-dir",
                      str(output_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"report:          {output_dir / 'report.html'}" in result.stdout
@@ -33,7 +33,7 @@ def test_report_has_every_curve_and_the_answers_side_by_side(finished_run):
     for title in ("Reward", "Reward components", "Completion length", "KL to the reference model",
                   "Groups with no reward spread", "Learning rate"):
         assert f">{title}" in page
-    for component in ("accuracy_reward", "length_reward", "quality_reward"):
+    for component in ("accuracy 0.4", "length 0.2", "quality 0.4"):
         assert component in page
     assert page.count("<svg") >= 7 and page.count("<polyline") >= 7
     assert all(f"<th>step {step}</th>" in page for step in (5, 10, 15, 20))
@@ -45,14 +45,14 @@ def test_report_has_every_curve_and_the_answers_side_by_side(finished_run):
 
 def test_report_rebuilds_from_the_output_dir(finished_run):
     (finished_run / "report.html").unlink()
-    result = run_cli("--report", "--output-dir", str(finished_run))
+    result = run_main("--report", "--output-dir", str(finished_run))
     assert result.returncode == 0 and (finished_run / "report.html").is_file()
 
 
 def test_report_of_a_directory_without_a_run(tmp_path):
     with pytest.raises(UserError, match="no trainer_state.json"):
         build_report(tmp_path)
-    result = run_cli("--report", "--output-dir", str(tmp_path))
+    result = run_main("--report", "--output-dir", str(tmp_path))
     assert result.returncode == 2 and result.stderr.startswith("error: ")
 
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, run_main
 from errors import UserError
 from reward_check import check_groups, check_pairs, warnings_for
-from rewards import (DEFAULT_REWARD_CONFIG, Component, RewardFunctionError, assemble_components,
-                     build_reward_functions, custom_components, guarded, load_custom_reward, load_reward_config,
+from grpo_tool.reward_guard import RewardFunctionError, guarded
+from rewards import (DEFAULT_REWARD_CONFIG, Component, build_reward_functions, custom_components, load_custom_reward,
+                     load_reward_config, rule_components,
                      make_reward_model_reward, reward_preset_names, validate_reward_config)
 
 CUSTOM = FIXTURES / "custom_rewards.py"
@@ -23,7 +24,7 @@ CONFIG = validate_reward_config({})
 
 def test_custom_function_joins_the_components_with_its_weight():
     config = validate_reward_config({"custom_weights": {"exclamation_reward": 0.3}})
-    components = assemble_components(config, [f"{CUSTOM}:exclamation_reward"])
+    components = rule_components(config) + custom_components([f"{CUSTOM}:exclamation_reward"], config)
     assert [c.name for c in components] == ["accuracy", "length", "quality", "exclamation_reward"]
     assert components[-1].weight == 0.3
     functions, weights = build_reward_functions(components, "multi")
@@ -132,9 +133,9 @@ def test_reward_model_joins_both_modes_with_its_weight(tiny_reward_model):
     model, tokenizer = tiny_reward_model
     config = validate_reward_config({"reward_model_weight": 0.5})
     component = Component("reward_model", make_reward_model_reward(model, tokenizer), config["reward_model_weight"])
-    components = assemble_components(config, reward_model=component)
+    components = rule_components(config) + [component]
     functions, weights = build_reward_functions(components, "multi")
-    assert [f.__name__ for f in functions][-1] == "reward_model_reward" and weights[-1] == 0.5
+    assert [f.__name__ for f in functions][-1] == "reward_model" and weights[-1] == 0.5
     (total,), _ = build_reward_functions(components, "single")
     rules = build_reward_functions(components[:-1], "single")[0][0]
     completions, prompts = ["yes, Paris"], ["Capital? "]
@@ -192,7 +193,7 @@ def test_group_check_finds_flat_groups_errors_and_missing_scores():
 
 def test_check_rewards_cli_spends_no_training_step(tmp_path):
     output_dir = tmp_path / "out"
-    result = run_cli("--quick-test", "--check-rewards", "--reward-model", "tiny", "--reward-fn",
+    result = run_main("--quick-test", "--check-rewards", "--reward-model", "tiny", "--reward-fn",
                      f"{CUSTOM}:exclamation_reward", "--output-dir", str(output_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     for fragment in ("pair acc", "accuracy", "exclamation_reward", "reward_model", "total", "warning:"):
@@ -202,13 +203,14 @@ def test_check_rewards_cli_spends_no_training_step(tmp_path):
     assert set(report["groups"]["components"]) == {"accuracy", "length", "quality", "exclamation_reward",
                                                    "reward_model", "total"}
     assert report["weights"]["reward_model"] == 1.0
-    assert not list(output_dir.glob("checkpoint-*")) and not (output_dir / "final_model").exists()
+    # A check writes its own file and nothing of a run's.
+    assert sorted(path.name for path in output_dir.iterdir()) == ["reward_check.json"]
 
 
 def test_training_stops_with_the_failing_component_named(tmp_path):
     crash = tmp_path / "crash.py"
     crash.write_text("def crash_reward(completions, **kwargs):\n    raise RuntimeError('bug in my reward')\n")
-    result = run_cli("--quick-test", "--reward-fn", f"{crash}:crash_reward", "--output-dir", str(tmp_path / "o"))
+    result = run_main("--quick-test", "--reward-fn", f"{crash}:crash_reward", "--output-dir", str(tmp_path / "o"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: reward component 'crash_reward' raised RuntimeError: bug in my reward")
@@ -220,13 +222,13 @@ def test_a_training_run_with_every_kind_of_component(tmp_path):
     config.write_text(json.dumps({"max_steps": 4, "eval_steps": 2, "save_steps": 4, "logging_steps": 2}))
     reward_config = tmp_path / "rewards.json"
     reward_config.write_text(json.dumps({"custom_weights": {"exclamation_reward": 0.5}, "reward_model_weight": 0.2}))
-    result = run_cli("--quick-test", "--config", str(config), "--reward-function", "multi", "--reward-config",
+    result = run_main("--quick-test", "--config", str(config), "--reward-function", "multi", "--reward-config",
                      str(reward_config), "--reward-model", "tiny", "--reward-fn", f"{CUSTOM}:exclamation_reward",
                      "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((tmp_path / "out" / "final_model" / "trainer_state.json").read_text())
     logged = {key for entry in state["log_history"] for key in entry}
-    for name in ("accuracy_reward", "length_reward", "quality_reward", "exclamation_reward", "reward_model_reward"):
+    for name in ("accuracy", "length", "quality", "exclamation_reward", "reward_model"):
         assert f"rewards/{name}/mean" in logged
     entry = json.loads((tmp_path / "out" / "generation_logs" / "generation_log_step_4.json").read_text())[0]
     assert set(entry["rewards"]) == {"accuracy", "length", "quality", "exclamation_reward", "reward_model", "total"}

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from errors import UserError
-from rewards import (DEFAULT_REWARD_CONFIG, assemble_components, build_reward_functions, load_reward_config,
+from config import GRPOConfig
+from rewards import (DEFAULT_REWARD_CONFIG, build_reward_functions, load_reward_config, resolve_rewards,
                      make_accuracy_reward, make_length_reward, make_quality_reward, reward_preset_names,
                      rule_components, score_completions, validate_reward_config, word_overlap)
 
@@ -50,10 +51,11 @@ def test_word_overlap_is_dice_over_distinct_words():
     assert word_overlap("", "") == 0.0
 
 
-def test_all_weights_zero_is_refused():
-    config = validate_reward_config({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0})
+def test_all_weights_zero_is_refused(tmp_path):
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0}))
     with pytest.raises(UserError, match="every reward component has weight 0"):
-        assemble_components(config)
+        resolve_rewards(GRPOConfig(reward_config_path=str(path)))
 
 
 def test_length_peaks_at_optimal_words():
@@ -90,7 +92,7 @@ def test_single_is_the_weighted_sum_of_multi():
     (total,), single_weights = build_reward_functions(components, "single")
     functions, weights = build_reward_functions(components, "multi")
     assert single_weights == [1.0]
-    assert [f.__name__ for f in functions] == ["accuracy_reward", "length_reward", "quality_reward"]
+    assert [f.__name__ for f in functions] == ["accuracy", "length", "quality"]  # TRL's metric names
     assert weights == [0.4, 0.2, 0.4]
     expected = [sum(w * f(completions, **columns)[i] for f, w in zip(functions, weights)) for i in range(3)]
     assert total(completions, **columns) == pytest.approx(expected)

@@ -1,0 +1,134 @@
+"""Command-line flags generated from GRPOConfig's fields: one flag per field, with the field's help, type, choices
+and default, plus the original's spellings (`--epochs`, `--batch-size`, `--model`, ...) as aliases.
+
+Every flag defaults to "not given" (argparse.SUPPRESS), so only flags the user typed reach the config as overrides.
+
+    parser = argparse.ArgumentParser(argument_default=argparse.SUPPRESS); add_config_flags(parser)
+    overrides = config_overrides(parser.parse_args(["--epochs", "2"]))    # {"num_train_epochs": 2.0}
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import typing
+
+from config import FIELD_TYPES, FIELDS
+from grpo_tool.trl_options import parse_option
+
+# Where each --help section starts, in field order (the config's # comments).
+SECTIONS = {"model_name": "model and backend", "dataset_name": "data", "learning_rate": "GRPO",
+            "reward_function_type": "rewards", "logging_steps": "logging and monitoring", "output_dir": "output"}
+EXCLUSIVE = {"wandb_project": "wandb"}  # fields whose flags share a mutually exclusive group with other flags
+UNSET_WORDS = ("none", "null")
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def or_unset(convert):
+    """`convert`, but 'none' / 'null' give None (unset) for fields that may be unset."""
+    def parse(text: str):
+        return None if text.lower() in UNSET_WORDS else convert(text)
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+def trl_option(text: str) -> tuple[str, object]:
+    try:
+        return parse_option(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def value_parser(name: str):
+    """(argparse type, metavar) of a field."""
+    kind = FIELD_TYPES[name]
+    options = set(typing.get_args(kind)) or {kind}
+    optional = type(None) in options
+    if int in options:
+        return (or_unset(whole_number) if optional else whole_number), "N"
+    if float in options:
+        return (or_unset(finite_float) if optional else finite_float), "X"
+    if FIELDS[name].metadata["choices"]:
+        return str, None  # argparse shows the choices
+    if name.endswith(("model", "model_name")):
+        return str, "NAME"
+    return str, ("PATH" if any(word in name for word in ("dir", "data", "path", "checkpoint")) else "TEXT")
+
+
+def option_strings(name: str) -> list[str]:
+    generated = "--" + name.replace("_", "-")
+    return list(dict.fromkeys([*FIELDS[name].metadata["flags"], generated]))
+
+
+def help_text(name: str) -> str:
+    field = FIELDS[name]
+    default = field.default if field.default is not field.default_factory else None
+    shown = "" if default in (None, [], {}) or isinstance(default, bool) else f" (default: {default})"
+    if isinstance(default, bool):
+        shown = f" (default: {'on' if default else 'off'})"
+    return field.metadata["help"].replace("%", "%%") + shown
+
+
+def add_bool_flag(group, name: str) -> None:
+    names = option_strings(name)
+    negatives = [flag for flag in names if flag.startswith(("--disable-", "--no-"))]
+    if not negatives:
+        group.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=help_text(name))
+        return
+    positives = [flag for flag in names if flag not in negatives]
+    exclusive = group.add_mutually_exclusive_group()
+    exclusive.add_argument(*positives, dest=name, action="store_const", const=True, default=argparse.SUPPRESS,
+                           help=help_text(name))
+    exclusive.add_argument(*negatives, dest=name, action="store_const", const=False, default=argparse.SUPPRESS,
+                           help="the opposite of " + positives[0])
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._ActionsContainer]:
+    """A flag for every config field; returns the mutually exclusive groups named in EXCLUSIVE."""
+    group, exclusive_groups = parser, {}
+    for name in FIELDS:
+        if name in SECTIONS:
+            group = parser.add_argument_group(SECTIONS[name])
+        target = group
+        if name in EXCLUSIVE:
+            target = exclusive_groups.setdefault(EXCLUSIVE[name], group.add_mutually_exclusive_group())
+        kind = FIELD_TYPES[name]
+        if kind is bool or set(typing.get_args(kind)) == {bool, type(None)}:
+            add_bool_flag(target, name)
+        elif kind is list:
+            target.add_argument(*option_strings(name), dest=name, action="append", metavar="FILE.py:FUNCTION",
+                                help=help_text(name))
+        elif kind is dict:
+            target.add_argument(*option_strings(name), dest=name, action="append", type=trl_option,
+                                metavar="KEY=VALUE", help=help_text(name))
+        else:
+            convert, metavar = value_parser(name)
+            target.add_argument(*option_strings(name), dest=name, type=convert, metavar=metavar,
+                                choices=FIELDS[name].metadata["choices"], help=help_text(name))
+    return exclusive_groups
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The config fields the user gave on the command line, as values of the fields' types."""
+    overrides = {name: value for name, value in vars(args).items() if name in FIELDS}
+    if "trl_options" in overrides:
+        overrides["trl_options"] = dict(overrides["trl_options"])
+    return overrides

@@ -1,0 +1,176 @@
+"""The output directory: every name in it, the run record, checkpoints, the log file and the model card.
+
+Every file and folder name a run writes is defined here and read from here (the report, the model card, the
+generation logger, `--eval-only` and `--report` included). The run record (`run_record.json`) is written once, before
+the first step, and holds what later readers must not re-derive: the reward components with their weights, the
+backend, the model and the data.
+
+    record = read_run_record("grpo_outputs"); record["components"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from errors import UserError
+from json_files import write_json_atomic
+
+LOG_FILE = "grpo_training.log"
+CONFIG_FILE = "grpo_config.json"
+REWARD_CONFIG_FILE = "reward_config.json"
+RUN_RECORD_FILE = "run_record.json"
+FINAL_MODEL_DIR = "final_model"
+MERGED_DIR = "merged"  # inside final_model/
+STAGING_DIR = ".staging"  # checkpoints being written; renamed into the output dir when complete
+GENERATION_LOG_DIR = "generation_logs"
+EVALUATION_DIR = "evaluation"  # --eval-only's own files
+EVAL_METRICS_FILE = "eval_metrics.json"
+REPORT_FILE = "report.html"
+REWARD_CHECK_FILE = "reward_check.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+GENERATION_LOG_PATTERN = re.compile(r"generation_log_step_(\d+)\.json$")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def generation_log_name(step: int) -> str:
+    return f"generation_log_step_{step}.json"
+
+
+def logged_steps(log_dir: str | Path) -> list[int]:
+    """The global steps that already have a generation log in `log_dir`, in order."""
+    directory = Path(log_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(int(match.group(1)) for path in directory.iterdir()
+                  if (match := GENERATION_LOG_PATTERN.match(path.name)))
+
+
+# checkpoints
+
+def checkpoint_step(path: Path) -> int | None:
+    suffix = path.name[len(CHECKPOINT_PREFIX):]
+    return int(suffix) if path.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """Transformers writes trainer_state.json last: a checkpoint whose state parses was written in full."""
+    try:
+        json.loads((path / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The checkpoint-N directories of a run that were written in full, oldest first."""
+    directory = Path(output_dir)
+    if not directory.is_dir():
+        return []
+    found = [path for path in directory.glob(CHECKPOINT_PREFIX + "*")
+             if checkpoint_step(path) is not None and checkpoint_is_complete(path)]
+    return sorted(found, key=checkpoint_step)
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from: the one given (which must be complete), or with 'latest' the newest complete."""
+    if resume_from_checkpoint is None:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = complete_checkpoints(output_dir)
+        if not checkpoints:
+            raise UserError(f"--resume-from-checkpoint latest: no complete checkpoint-N directory in {output_dir}")
+        return str(checkpoints[-1])
+    if not checkpoint_is_complete(Path(resume_from_checkpoint)):
+        raise UserError(f"checkpoint {resume_from_checkpoint} is incomplete (no readable trainer_state.json): it was "
+                        "cut off while being written; resume from an earlier checkpoint-N or use 'latest'")
+    return resume_from_checkpoint
+
+
+def saved_step(model_dir: str | Path | None) -> int | None:
+    """The step a saved model or checkpoint was written at, from its trainer_state.json."""
+    try:
+        return json.loads(Path(model_dir or "", TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# the log file
+
+def attach_log_file(path: str | Path) -> Path:
+    """Send this tool's log records (metrics included) to `path` as well; returns the handler's path."""
+    path = Path(path)
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    return path
+
+
+def detach_log_files() -> None:
+    """Close the file handlers attach_log_file added (a Python caller may start another run in the same process)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+# the run record
+
+def write_run_record(output_dir: str | Path, config_dict: dict, reward_config: dict, record: dict[str, Any]) -> Path:
+    """The effective config, the effective reward config and the run record, each written atomically."""
+    directory = Path(output_dir)
+    write_json_atomic(directory / CONFIG_FILE, config_dict)
+    write_json_atomic(directory / REWARD_CONFIG_FILE, reward_config)
+    path = directory / RUN_RECORD_FILE
+    write_json_atomic(path, record)
+    return path
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """A JSON file's content, or `default` when it is missing or unreadable (readers of a half-finished run)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def read_run_record(output_dir: str | Path) -> dict[str, Any]:
+    return read_json(Path(output_dir) / RUN_RECORD_FILE, {})
+
+
+def model_card(record: dict[str, Any], log_history: list[dict], steps: int) -> str:
+    """The model card of final_model/, from the run record and the metric history."""
+    config = record.get("config", {})
+    weights = ", ".join(f"{name} {weight}" for name, weight in record.get("components", {}).items())
+    last_eval = next((entry for entry in reversed(log_history) if "eval_reward" in entry), {})
+    last_train = next((entry for entry in reversed(log_history) if "reward" in entry), {})
+    lora = record.get("use_lora", config.get("use_lora"))
+    lines = [
+        f"# GRPO fine-tune of {record.get('model')}",
+        "",
+        "Trained with GRPO (Group Relative Policy Optimization, Shao et al. 2024, arXiv:2402.03300) through "
+        "TRL's GRPOTrainer.",
+        "",
+        f"- base model: `{record.get('model_path')}`",
+        f"- weights saved: {'LoRA adapter' if lora else 'full model'}",
+        f"- data: `{record.get('data')}`",
+        f"- rewards: {config.get('reward_function_type')} ({record.get('reward_config')}: {weights})",
+        f"- optimizer steps: {steps}; group size {config.get('group_size')}; learning rate "
+        f"{config.get('learning_rate')}; beta {config.get('beta')}",
+    ]
+    if last_train:
+        lines.append(f"- last training reward: {last_train['reward']:.4f}")
+    if last_eval:
+        lines.append(f"- last evaluation reward: {last_eval['eval_reward']:.4f}")
+    lines += ["", "Load it with `AutoModelForCausalLM.from_pretrained(path)`"
+              + (" after `peft.AutoPeftModelForCausalLM` for the adapter." if lora else ".")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""Guarding what TRL calls: a reward component that raises, returns the wrong shape or NaN stops with a message a
+person can act on, instead of a traceback from deep inside TRL.
+
+    from rewards import Component
+    function = guarded(Component("brevity", lambda completions, **kwargs: [1.0] * len(completions), 1.0))
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from errors import UserError
+from messages import message_text
+
+if TYPE_CHECKING:
+    from rewards import Component, RewardFunction
+
+
+class RewardFunctionError(UserError):
+    """A reward component raised while training: names the component, the sample and where in its code."""
+
+
+def describe_failure(name: str, function: RewardFunction, completions: list, kwargs: dict, error: Exception) -> str:
+    index = first_failing_sample(function, completions, kwargs)
+    where = ""
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}"
+    detail = f"reward component {name!r} raised {type(error).__name__}: {error}{where}"
+    if index is not None:
+        prompts = kwargs.get("prompts") or [None] * len(completions)
+        detail += (f", on sample {index} (prompt {preview_text(prompts[index])!r}, completion "
+                   f"{preview_text(completions[index])!r})")
+    return detail
+
+
+def preview_text(value: Any, limit: int = 60) -> str:
+    text = " ".join(message_text(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def sample_arguments(kwargs: dict, index: int, count: int) -> dict:
+    """The keyword arguments of one sample: per-completion lists cut to that sample, the rest as they are."""
+    return {key: [value[index]] if isinstance(value, list) and len(value) == count else value
+            for key, value in kwargs.items()}
+
+
+def first_failing_sample(function: RewardFunction, completions: list, kwargs: dict) -> int | None:
+    for index in range(len(completions)):
+        try:
+            function(completions=[completions[index]], **sample_arguments(kwargs, index, len(completions)))
+        except Exception:  # noqa: BLE001 - finding which sample fails is the point
+            return index
+    return None
+
+
+def clean_scores(name: str, values: Any, count: int) -> list[float | None]:
+    """The scores as floats, None for a missing or NaN score (TRL leaves those out of the mean)."""
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        length = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
+        raise RewardFunctionError(f"reward component {name!r} returned {length} scores for {count} completions; "
+                                  "return a list with one float (or None) per completion")
+    cleaned = []
+    for value in values:
+        if value is None:
+            cleaned.append(None)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise RewardFunctionError(f"reward component {name!r} returned {value!r}; scores must be numbers or "
+                                      "None") from None
+        cleaned.append(None if math.isnan(number) else number)
+    return cleaned
+
+
+def guarded(component: Component) -> RewardFunction:
+    """The component's function as TRL should call it: a failure becomes an error naming component and sample, NaN
+    becomes None, and the share of missing scores is logged as rewards/<name>/missing."""
+    function = component.function
+
+    def call(completions, **kwargs):
+        try:
+            values = function(completions=completions, **kwargs)
+        except RewardFunctionError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported with the component and sample that failed
+            raise RewardFunctionError(describe_failure(component.name, function, completions, kwargs, error)) from None
+        scores = clean_scores(component.name, values, len(completions))
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None and completions:
+            log_metric(f"rewards/{component.name}/missing", scores.count(None) / len(scores))
+        return scores
+
+    # TRL names the metric after the function: the component's name, so that both reward modes log
+    # rewards/<component>/mean and curves, alarms and reports line up whichever mode ran.
+    call.__name__ = component.name
+    return call

@@ -1,0 +1,67 @@
+"""Sampling completions outside TRL's loop, as TRL samples them: for the generation logs and for the reward check.
+Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
+
+    samples = sample(model, tokenizer, rows, config, per_prompt=4)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from config import GRPOConfig
+from rewards import Component, score_completions
+
+
+def encode_prompts(tokenizer, prompts: list):
+    if isinstance(prompts[0], list):
+        # Rendered to text first: apply_chat_template pads on the tokenizer's side, and generation needs the left.
+        texts = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) for prompt in prompts]
+        return tokenizer(texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    return tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+
+
+def sample(model, tokenizer, rows, config: GRPOConfig, per_prompt: int = 1) -> list[dict]:
+    """`per_prompt` completions for each row's prompt, sampled as TRL samples (temperature, top_p, length cap) from a
+    fixed seed. One dict per completion, grouped by prompt; `reward_input` is the completion in the shape TRL hands
+    reward functions (text, or a one-message list for chat prompts)."""
+    prompts = list(rows["prompt"])
+    if not prompts:
+        return []
+    chat = isinstance(prompts[0], list)
+    encoded = {key: value.to(model.device) for key, value in encode_prompts(tokenizer, prompts).items()}
+    was_training = model.training
+    model.eval()
+    # A private RNG stream: samples are reproducible and training's own sampling is left untouched.
+    with torch.no_grad(), torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        output = model.generate(**encoded, do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                                top_k=0, max_new_tokens=config.max_completion_length,
+                                num_return_sequences=per_prompt, pad_token_id=tokenizer.pad_token_id)
+    if was_training:
+        model.train()
+    samples = []
+    for index, ids in enumerate(output[:, encoded["input_ids"].shape[1]:].tolist()):
+        ended = tokenizer.eos_token_id in ids
+        tokens = ids.index(tokenizer.eos_token_id) + 1 if ended else len(ids)
+        text = tokenizer.decode(ids[:tokens], skip_special_tokens=True)
+        samples.append({"prompt": prompts[index // per_prompt], "completion": text, "completion_tokens": tokens,
+                        "truncated": not ended,
+                        "reward_input": [{"role": "assistant", "content": text}] if chat else text})
+    return samples
+
+
+def probe_sampler(config: GRPOConfig, evaluation, components: list[Component]):
+    """The generation logger's sampling: one scored completion for each of the first max_generation_samples
+    evaluation prompts, the same prompts and seed at every evaluation."""
+    rows = evaluation.select(range(min(config.max_generation_samples, len(evaluation))))
+    columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
+
+    def sample_and_score(model, tokenizer) -> list[dict]:
+        samples = sample(model, tokenizer, rows, config)
+        completions = [entry.pop("reward_input") for entry in samples]
+        scores = score_completions(components, completions, prompts=list(rows["prompt"]), **columns)
+        for entry, score in zip(samples, scores):
+            entry["rewards"] = {name: None if value is None else round(value, 4) for name, value in score.items()}
+        return samples
+
+    return sample_and_score

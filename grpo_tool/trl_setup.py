@@ -1,0 +1,126 @@
+"""Our config as TRL's arguments, and TRL's GRPOTrainer with checkpoints that are always whole. Heavy: imported only
+after backend.prepare (see grpo_tool/__init__.py).
+
+    args = trl_arguments(config, machine, model, evaluate=True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import trl
+from transformers.trainer_utils import rotate_checkpoints
+
+from config import GRPOConfig, resolved_eval_group_size
+from errors import UserError
+from grpo_tool.backend import Machine
+from grpo_tool.models import model_parameters
+from grpo_tool.outputs import STAGING_DIR
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
+
+
+def configure_wandb(config: GRPOConfig) -> list[str]:
+    """TRL's report_to for W&B. W&B never prompts for a login: without credentials it runs offline."""
+    if not config.wandb_project:
+        return []
+    try:
+        import wandb  # noqa: F401 - optional: only whether it is installed matters here
+    except ImportError:
+        logger.warning("W&B: the wandb package is not installed; logging to W&B is skipped (pip install wandb)")
+        return []
+    os.environ["WANDB_PROJECT"] = config.wandb_project
+    os.environ.setdefault("WANDB_DIR", config.output_dir)
+    try:
+        netrc = (Path.home() / ".netrc").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        netrc = ""
+    if not (os.environ.get("WANDB_API_KEY") or "api.wandb.ai" in netrc) and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+        logger.warning("W&B: no credentials (WANDB_API_KEY or `wandb login`), so the run is logged offline under "
+                       "%s; upload it later with `wandb sync`", config.output_dir)
+    return ["wandb"]
+
+
+def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool) -> trl.GRPOConfig:
+    """TRL's GRPOConfig for this run: our fields mapped onto TRL's, then the trl_options pass-through."""
+    checkpointing = config.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = machine.cuda and model_parameters(model) >= CHECKPOINTING_MIN_PARAMETERS
+    arguments = dict(
+        output_dir=config.output_dir, learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, num_generations=config.group_size,
+        num_generations_eval=resolved_eval_group_size(config), max_completion_length=config.max_completion_length,
+        temperature=config.temperature, top_p=config.top_p, beta=config.beta, loss_type=config.loss_type,
+        seed=config.seed, bf16=machine.bf16, gradient_checkpointing=checkpointing,
+        logging_steps=config.logging_steps, eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+        report_to=configure_wandb(config) + (["tensorboard"] if config.tensorboard else []),
+        dataloader_pin_memory=machine.cuda,
+        use_cpu=not machine.cuda,  # also what lets several CPU processes train together over gloo
+        ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step's loss
+        use_vllm=config.use_vllm, vllm_mode=config.vllm_mode,
+        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+    )
+    try:
+        return trl.GRPOConfig(**arguments, **config.trl_options)
+    except (ValueError, TypeError) as error:
+        if not config.trl_options:
+            raise
+        raise UserError(f"trl_options {config.trl_options}: TRL refused them ({error})") from None
+
+
+class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
+    """TRL's GRPOTrainer, writing each checkpoint into {output_dir}/.staging/ and renaming it into place only once it
+    is complete, so a checkpoint-N directory is always whole: a kill at any moment leaves the last one usable."""
+
+    staging = False
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        # With several CPU processes, transformers 5.17 maps the optimizer state onto args.device, "cpu:N", which
+        # torch cannot restore to; on a CPU every process's state belongs on plain "cpu".
+        original_load = torch.load
+
+        def load_on_cpu(*args, **kwargs):
+            kwargs["map_location"] = "cpu"
+            return original_load(*args, **kwargs)
+
+        torch.load = load_on_cpu
+        try:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        finally:
+            torch.load = original_load
+
+    def _get_output_dir(self, trial):
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if self.staging else run_dir
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = super()._get_output_dir(trial)
+        name = f"checkpoint-{self.state.global_step}"
+        staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            shutil.rmtree(staged, ignore_errors=True)  # what a killed save left behind
+        self.accelerator.wait_for_everyone()
+        self.staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.staging = False
+        self.accelerator.wait_for_everyone()  # every process has written its part (RNG states are per process)
+        if self.args.should_save:
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=True)
+        self.accelerator.wait_for_everyone()
