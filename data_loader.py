@@ -18,8 +18,8 @@ Rows that repeat an earlier prompt are dropped (many preference pairs share a pr
 completions, so one row per prompt is what it needs). A local file's unusable row is an error naming its line; a hub
 dataset's unusable rows are dropped and counted.
 
-    data_loader, dataset = create_grpo_dataloader(dataset_name="hh_rlhf", max_samples=100)
-    dataset["train"], dataset["eval"]
+    data_loader, dataset = create_grpo_dataloader(dataset_name="sample", max_samples=100)
+    train, evaluation = dataset["train"], dataset["eval"]
 """
 
 from __future__ import annotations

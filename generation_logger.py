@@ -5,7 +5,7 @@ array with one object per prompt. The same prompts are sampled with the same see
 follow one prompt's answer as training goes on. It only observes and writes: the sampling and scoring are handed in as
 `sample_fn(model, processing_class) -> list[dict]` by the trainer that owns them.
 
-    callback = GenerationLoggingCallback(sample_fn, "out/generation_logs")
+    callback = GenerationLoggingCallback(lambda model, processing_class: [], "out/generation_logs")
 """
 
 from __future__ import annotations

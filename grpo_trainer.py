@@ -1,16 +1,19 @@
 """The project's GRPOTrainer: a thin front that takes a run through its steps in order, each step one call into the
 module that owns it. TRL's GRPOTrainer of the same name runs the loop inside.
 
-    config → rewards resolved once (rewards) → model loaded (grpo_tool.backend, grpo_tool.models) → data prepared
-    (data_loader, prompt_budget) → TRL trainer built (grpo_tool.trl_setup, grpo_tool.callbacks) → run record written
-    (grpo_tool.outputs) → train → save
+The steps: config → rewards resolved once (rewards) → model loaded (grpo_tool.backend, grpo_tool.models) → data
+prepared (data_loader, prompt_budget) → TRL trainer built (grpo_tool.trl_setup, grpo_tool.callbacks) → run record
+written (grpo_tool.outputs) → train → save.
 
-    trainer = GRPOTrainer(config); trainer.load_model(); trainer.train(dataset); trainer.save_model()
+    config = GRPOConfig(model_name="tiny", dataset_name="sample", max_samples=16, max_eval_samples=4, max_steps=2,
+                        group_size=4, gradient_accumulation_steps=1, max_completion_length=16)
+    trainer = GRPOTrainer(config); trainer.load_model(); trainer.train(); trainer.save_model()
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import shutil
@@ -143,6 +146,10 @@ class GRPOTrainer:
         """TRL's training loop, with Ctrl-C / SIGTERM turned into a checkpoint and TrainingInterrupted."""
         from grpo_tool.callbacks import close_progress_bars
 
+        # Everything built so far (libraries, model, data) lives as long as the run: out of the cyclic garbage
+        # collector's sight, so its passes during training scan only what training allocates.
+        gc.collect()
+        gc.freeze()
         self.interrupt.install()
         try:
             result = self.trainer.train(resume_from_checkpoint=checkpoint)
@@ -151,6 +158,7 @@ class GRPOTrainer:
             raise
         finally:
             self.interrupt.uninstall()
+            gc.unfreeze()
         if self.interrupt.signal_name:
             checkpoints = outputs.complete_checkpoints(self.config.output_dir)
             raise TrainingInterrupted(self.trainer.state.global_step, str(checkpoints[-1]) if checkpoints else None,

@@ -3,7 +3,7 @@
 Writes are atomic: a reader (or a crash) sees either the old file or the complete new one, never half of it. Reads turn
 every way a file can be unreadable into one UserError that names the file.
 
-    write_json_atomic(path, {"a": 1}); read_json_file(path, "config file")
+    write_json_atomic("settings.json", {"a": 1}); read_json_file("settings.json", "config file")
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 TRL never truncates prompts, so a prompt longer than max_seq_length - max_completion_length tokens is dropped here,
 or shortened when the config says truncate. This module knows tokenizers and prompts, nothing of training.
 
-    data = fit_to_model(data, tokenizer, config)     # both splits, as the config says
+    from config import GRPOConfig; from data_loader import load_grpo_dataset; from tiny_model import ensure_tiny_model
+    from transformers import AutoTokenizer
+    config = GRPOConfig(model_name="tiny", dataset_name="sample")
+    data = fit_to_model(load_grpo_dataset(config), AutoTokenizer.from_pretrained(ensure_tiny_model()), config)
 """
 
 from __future__ import annotations

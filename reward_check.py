@@ -9,7 +9,8 @@ Two measurements, per component and for the weighted total:
 - groups: `group_size` completions are sampled from the current model for a few prompts, as training would sample
   them. GRPO learns only from differences inside a group, so a group whose scores are all equal teaches nothing.
 
-    report = run_reward_check(config); print(format_report(report))
+    from config import build_config
+    report = run_reward_check(build_config(mode="quick_test")); print(format_report(report))
 """
 
 from __future__ import annotations

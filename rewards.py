@@ -4,7 +4,8 @@ Every reward function has TRL's signature, `f(completions, **kwargs) -> list[flo
 (plain-text prompts) or as `[{"role": "assistant", "content": ...}]` (chat prompts), and dataset columns such as
 `chosen` / `rejected` arrive as keyword lists with one entry per completion.
 
-    reward_config, components = resolve_rewards(GRPOConfig(reward_config_name="balanced"))   # from config
+    from config import GRPOConfig
+    reward_config, components = resolve_rewards(GRPOConfig(reward_config_name="balanced"))
     functions, weights = build_reward_functions(components, "multi")
 
 The components, each bounded:

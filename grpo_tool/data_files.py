@@ -2,7 +2,8 @@
 
 datasets reads the file first; only when it cannot (or to name a bad row's line) is the file read line by line here.
 
-    table = read_file_table(Path("data/sample_train.jsonl"))
+    from data_loader import SAMPLE_FILES
+    table = read_file_table(SAMPLE_FILES["train"])
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Loading and saving models on the chosen backend: the policy (with its LoRA adapter), the reward model, and the
 merged export. Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
 
+    from grpo_tool.backend import prepare
+    config = GRPOConfig(model_name="tiny")
     model, tokenizer, source = load_policy(config, prepare(config))
 """
 

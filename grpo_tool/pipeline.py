@@ -1,6 +1,7 @@
 """The command line's runs, each a straight line through the trainer's steps: training, --eval-only.
 
-    summary = run_training(build_config(mode="quick_test"))
+    from config import build_config
+    summary = run_training(build_config(mode="quick_test"))    # into ./grpo_outputs
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Sampling completions outside TRL's loop, as TRL samples them: for the generation logs and for the reward check.
 Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
 
-    samples = sample(model, tokenizer, rows, config, per_prompt=4)
+    from data_loader import load_grpo_dataset; from grpo_tool.backend import prepare; from grpo_tool.models import load_policy
+    config = GRPOConfig(model_name="tiny", dataset_name="sample")
+    model, tokenizer, _ = load_policy(config, prepare(config))
+    samples = sample(model, tokenizer, load_grpo_dataset(config)["eval"].select(range(2)), config, per_prompt=4)
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """The pass-through for options of TRL's own GRPOConfig that our config does not model (`trl_options`).
 
+From the command line and from a config file (these examples are not Python):
+
+    --trl-option scale_rewards=batch --trl-option mask_truncated_completions=true
+    trl_options: {"epsilon_high": 0.28, "num_iterations": 2}
+
 A name is checked against the fields TRL's GRPOConfig really has, read from TRL's and transformers' source files
 rather than by importing them (importing trl costs seconds, and must wait until the backend is decided, because
 Unsloth has to come first). TRL checks the values itself when the arguments are built.
-
-    --trl-option scale_rewards=batch --trl-option mask_truncated_completions=true
-    trl_options: {"epsilon_high": 0.28, "num_iterations": 2}      # in a config file
 """
 
 from __future__ import annotations

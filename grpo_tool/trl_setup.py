@@ -1,7 +1,9 @@
 """Our config as TRL's arguments, and TRL's GRPOTrainer with checkpoints that are always whole. Heavy: imported only
 after backend.prepare (see grpo_tool/__init__.py).
 
-    args = trl_arguments(config, machine, model, evaluate=True)
+    from grpo_tool.backend import prepare
+    config = GRPOConfig(model_name="tiny", gradient_checkpointing=False, trl_options={"scale_rewards": "batch"})
+    args = trl_arguments(config, prepare(config), model=None, evaluate=True)
 """
 
 from __future__ import annotations
