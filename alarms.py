@@ -65,6 +65,9 @@ def component_means(entry: dict, weights: dict[str, float]) -> dict[str, float]:
 
 
 def dominant_component(history: list[dict], weights: dict[str, float]) -> str | None:
+    weights = {name: weight for name, weight in weights.items() if weight}
+    if len(weights) < 2:
+        return None  # one weighted component carries all the reward by design
     recent = [component_means(e, weights) for e in train_logs(history)[-RECENT:]]
     recent = [parts for parts in recent if len(parts) >= 2]
     if len(recent) < RECENT:

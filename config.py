@@ -24,7 +24,7 @@ from data_loader import DATASET_NAMES, SAMPLE_DATASET
 from errors import UserError
 from grpo_tool.outputs import GENERATION_LOG_DIR
 from grpo_tool.trl_options import trl_option_problems
-from json_files import read_json_file, write_json_atomic
+from json_files import read_json_file, read_text_file, write_json_atomic
 from rewards import load_reward_config, reward_function_problem, rule_weights_problem
 
 TINY_MODEL = "tiny"
@@ -117,7 +117,9 @@ class GRPOConfig:
     wandb_project: str | None = setting(None, "log to this Weights & Biases project; unset: W&B off")
     tensorboard: bool = setting(False, "also write TensorBoard event files under {output_dir}/runs/")
     # output
-    output_dir: str = setting("./grpo_outputs", "checkpoints, final model, logs, effective config")
+    output_dir: str = setting("./grpo_outputs", "checkpoints, final model, logs, effective config; one run per dir")
+    overwrite_output_dir: bool = setting(False, "replace the earlier run in the output dir (its checkpoints, logs, "
+                                                "record and model; other files stay)")
     save_merged: bool = setting(False, "also save LoRA merged into 16-bit base weights, in final_model/merged")
     resume_from_checkpoint: str | None = setting(None, "a checkpoint-N directory to continue from, or 'latest' in "
                                                        "the output dir")
@@ -210,14 +212,19 @@ def read_settings_file(path: str | os.PathLike) -> Any:
         return read_json_file(path, "config file")
     import yaml  # PyYAML is small and pure Python: reading a YAML config stays fast
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """YAML that refuses a repeated key (PyYAML would keep the last value silently)."""
+
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+            if repeated:
+                raise yaml.YAMLError(f"the key {repeated[0]!r} appears twice")
+            return super().construct_mapping(node, deep=deep)
+
+    text = read_text_file(path, "config file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"config file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"config file {path}: cannot read it as UTF-8 text ({error})") from None
-    try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise UserError(f"config file {path}: not readable YAML ({str(error).splitlines()[0]})") from None
 
@@ -367,9 +374,16 @@ AT_LEAST_ONE = ("max_seq_length", "per_device_train_batch_size", "per_device_eva
                 "lora_r", "lora_alpha", "max_eval_samples")
 
 
+INT_LIMIT = 2**31 - 1  # what C code down the line (torch, numpy's seed) takes
+
+
 def range_problems(config: GRPOConfig) -> list[str]:
     problems = [f"{name}={getattr(config, name)} must be at least 1" for name in AT_LEAST_ONE
                 if getattr(config, name) < 1]
+    problems += [f"{name}={getattr(config, name)} is too large (at most {INT_LIMIT})" for name in FIELDS
+                 if isinstance(getattr(config, name), int) and not isinstance(getattr(config, name), bool)
+                 and abs(getattr(config, name)) > INT_LIMIT]
+    problems += [f"seed={config.seed} must be >= 0"] if config.seed < 0 else []
     problems += [f"{name}={getattr(config, name)} must be at least 1, or null for no limit"
                  for name in ("max_samples", "save_total_limit") if getattr(config, name) is not None
                  and getattr(config, name) < 1]
@@ -398,9 +412,38 @@ def range_problems(config: GRPOConfig) -> list[str]:
     return problems + [message for passed, message in checks if not passed]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def local_model_problem(path: Path, what: str) -> str | None:
+    """What a local model directory lacks (config, weights, tokenizer), seen before anything loads."""
+    if not path.is_dir():
+        return f"{what} {path}: a file, not a model directory (a directory written by save_pretrained)"
+    if (path / "adapter_config.json").is_file():
+        return None  # a LoRA adapter: its base model is named inside and checked when it loads
+    found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+    needs = ("a directory written by save_pretrained holds config.json, the weights (*.safetensors) and the "
+             f"tokenizer files (tokenizer.json, tokenizer_config.json); {path} holds {found}")
+    if not (path / "config.json").is_file():
+        return f"{what} {path}: no config.json, so not a model directory: {needs}"
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        return f"{what} {path}: no weights: {needs}"
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return f"{what} {path}: no tokenizer: {needs} (save the tokenizer there too: tokenizer.save_pretrained)"
+    if what == "reward model":
+        architectures = (read_json_file(path / "config.json", "model config") or {}).get("architectures") or []
+        if architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
+            return (f"reward model {path} is a {architectures[0]}, not a sequence-classification model: its score "
+                    "head would be random. Give a reward model (e.g. one trained with TRL's RewardTrainer)")
+    return None
+
+
 def model_name_problem(model_name: str, what: str = "model") -> str | None:
-    if model_name in MODEL_PRESETS or model_name in MODEL_ALIASES or Path(model_name).exists():
+    if model_name in MODEL_PRESETS or model_name in MODEL_ALIASES:
         return None
+    if Path(model_name).exists():
+        return local_model_problem(Path(model_name), what)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model_name) and not model_name.startswith("."):
         return None
     if os.sep in model_name or model_name.startswith("."):
@@ -428,6 +471,20 @@ def path_problems(config: GRPOConfig) -> list[str]:
         problems.append(f"checkpoint {config.resume_from_checkpoint}: no such directory (give a checkpoint-N "
                         "directory from an earlier run's output dir, or 'latest')")
     return problems
+
+
+def steps_problem(config: GRPOConfig, prompts: int) -> str | None:
+    """Why `prompts` training prompts give this config no training step, or None."""
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size() // config.group_size
+    if prompts < per_step:
+        return (f"{prompts} training prompt(s), but one step needs {per_step} (--batch-size "
+                f"{config.per_device_train_batch_size} x --gradient-accumulation-steps "
+                f"{config.gradient_accumulation_steps} x {world_size()} process(es) / --group-size {config.group_size}): "
+                "give more prompts (--max-samples, the data) or lower the batch")
+    if config.max_steps <= 0 and int(config.num_train_epochs * (prompts // per_step)) == 0:
+        return (f"--epochs {config.num_train_epochs} of {prompts} training prompts is less than one step of {per_step} "
+                "prompts: raise --epochs or set --max-steps")
+    return None
 
 
 def compatible_values(step: int, count: int = 3) -> str:

@@ -224,6 +224,11 @@ def convert_local_file(path: Path):
     """A local file converted to the common shape; an unusable row is an error naming its line."""
     import datasets
 
+    if path.suffix == ".jsonl" and path.is_file():
+        with path.open("rb") as handle:
+            if handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
+                raise UserError(f"{path}: a JSON array, not JSON Lines: rename it to .json, or write one object a line")
+
     table = read_file_table(path)
     if len(table) == 0:
         raise UserError(f"{path}: no rows; each line must be one JSON object with a 'prompt'")
@@ -352,11 +357,26 @@ def load_source(name: str, seed: int) -> tuple[Any, Any]:
 
 # streaming
 
-def unique_usable_rows(rows):
+def readable(rows, name: str):
+    """The rows of a stream; a row the reader cannot parse (found while training runs) is an error naming it."""
+    iterator = iter(rows)
+    while True:
+        try:
+            row = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001 - pyarrow and datasets each raise their own kind
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+            raise UserError(f"{name}: a row could not be read while streaming ({detail}); each line must be one JSON "
+                            "object") from None
+        yield row
+
+
+def unique_usable_rows(rows, name: str = "the stream"):
     """Generator over converted rows, skipping unusable ones and repeated prompts. A fresh pass starts a fresh
     memory of prompts, so a second epoch over the stream sees every row again."""
     seen = set()
-    for row in rows:
+    for row in readable(rows, name):
         if row["prompt"] is None:
             continue
         key = prompt_key(row["prompt"])
@@ -379,7 +399,7 @@ def open_stream(name: str, split: str | None = None):
             raise UserError(f"streaming reads a hub dataset or a .jsonl/.json/.parquet file; {name!r} is neither")
         table = datasets.load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train",
                                       streaming=True)
-    first = next(iter(table), None)
+    first = next(readable(table, name), None)
     if first is None:
         raise UserError(f"{name}: no rows")
     schema = detect_schema(list(first), first)
@@ -388,12 +408,12 @@ def open_stream(name: str, split: str | None = None):
     return table, schema, source
 
 
-def stream_rows(table, schema: str):
+def stream_rows(table, schema: str, name: str):
     import datasets
 
     converted = table.map(CONVERTERS[schema], batched=True, batch_size=1000,
-                          remove_columns=list(table.column_names or next(iter(table))))
-    return datasets.IterableDataset.from_generator(unique_usable_rows, gen_kwargs={"rows": converted})
+                          remove_columns=list(table.column_names or next(readable(table, name))))
+    return datasets.IterableDataset.from_generator(unique_usable_rows, gen_kwargs={"rows": converted, "name": name})
 
 
 def load_streaming(name: str, config: GRPOConfig):
@@ -401,14 +421,14 @@ def load_streaming(name: str, config: GRPOConfig):
     import datasets
 
     table, schema, source = open_stream(name)
-    train = stream_rows(table, schema)
+    train = stream_rows(table, schema, name)
     if source is None or source.eval_split is None:
         # No evaluation split: the stream's first rows are held out for it.
         evaluation = list(train.take(config.max_eval_samples))
         train = train.skip(len(evaluation))
     else:
         eval_table, eval_schema, _ = open_stream(name, source.eval_split)
-        evaluation = list(stream_rows(eval_table, eval_schema).take(config.max_eval_samples))
+        evaluation = list(stream_rows(eval_table, eval_schema, name).take(config.max_eval_samples))
     if not evaluation:
         raise UserError(f"{name}: no usable evaluation rows")
     if config.max_samples is not None:

@@ -7,3 +7,7 @@ Raise `UserError("what is wrong and how to fix it")` anywhere; `train_grpo.main(
 
 class UserError(Exception):
     """A problem with the user's flags, files or machine, phrased so that the message alone says how to fix it."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the tool; the message says what was kept. `main()` prints it and exits 130."""

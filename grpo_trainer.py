@@ -6,7 +6,7 @@ prepared (data_loader, prompt_budget) → TRL trainer built (grpo_tool.trl_setup
 written (grpo_tool.outputs) → train → save.
 
     config = GRPOConfig(model_name="tiny", dataset_name="sample", max_samples=16, max_eval_samples=4, max_steps=2,
-                        group_size=4, gradient_accumulation_steps=1, max_completion_length=16)
+                        group_size=4, gradient_accumulation_steps=1, max_completion_length=16, output_dir="api_run")
     trainer = GRPOTrainer(config); trainer.load_model(); trainer.train(); trainer.save_model()
 """
 
@@ -20,10 +20,10 @@ import shutil
 import time
 from pathlib import Path
 
-from config import GRPOConfig, is_main_process, resolved_eval_group_size, validate_config
+from config import GRPOConfig, is_main_process, resolved_eval_group_size, steps_problem, validate_config
 from data_loader import as_dataset_dict
-from errors import UserError
-from grpo_tool import backend, outputs
+from errors import Interrupted, UserError
+from grpo_tool import backend, outputs, run_dir
 from json_files import write_json_atomic, write_text_atomic
 from prompt_budget import fit_to_model
 from rewards import REWARD_MODEL, build_reward_functions, resolve_rewards
@@ -84,6 +84,8 @@ class GRPOTrainer:
 
     def build_trainer(self, data, evaluate: bool, log_dir: str | None = None):
         """TRL's trainer with our rewards and callbacks; generation logs go to `log_dir` (default: the run's)."""
+        from transformers.trainer_callback import ProgressCallback
+
         from generation_logger import GenerationLoggingCallback
         from grpo_tool import callbacks, sampling, trl_setup
 
@@ -101,6 +103,8 @@ class GRPOTrainer:
             model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
             eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
             callbacks=[*hooks, self.interrupt, *self.callbacks])
+        if self.trainer.pop_callback(ProgressCallback) is not None:
+            self.trainer.add_callback(callbacks.ConsoleProgressCallback([c.name for c in self.components]))
         return self.trainer
 
     def run_record(self, data=None) -> dict:
@@ -122,11 +126,15 @@ class GRPOTrainer:
             record["prompts"] = {"train": len(data["train"]), "eval": len(data["eval"])}
         return record
 
-    def write_run_record(self, data) -> None:
-        """The log file, the effective configs and the run record, before the first step (main process only)."""
+    def write_run_record(self, data, replacing: list[str] = ()) -> None:
+        """The log file, the effective configs and the run record, before the first step (main process only); with
+        --overwrite-output-dir the earlier run's entries (`replacing`) go first."""
         self.record = self.run_record(data)
         if not is_main_process():
             return
+        if replacing:
+            run_dir.remove_previous_run(self.config.output_dir, replacing)
+            logger.info("replaced the earlier run in %s (%s)", self.config.output_dir, ", ".join(replacing))
         log_path = outputs.attach_log_file(Path(self.config.output_dir) / outputs.LOG_FILE)
         logger.info("logging to %s", log_path)
         outputs.write_run_record(self.config.output_dir, self.record["config"], self.reward_config, self.record)
@@ -136,10 +144,16 @@ class GRPOTrainer:
     def train(self, dataset=None):
         """Run GRPO. `dataset`: a DatasetDict (train/eval), a Dataset, the (data_loader, dataset) pair, or None to load
         the configured data. Raises TrainingInterrupted after saving a checkpoint when stopped by Ctrl-C / SIGTERM."""
+        replacing = run_dir.check_output_dir(self.config)  # one run per output dir, checked before anything
         checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
+        if checkpoint and (problem := outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
+                           or outputs.finished_problem(checkpoint, self.config.max_steps)):
+            raise UserError(problem)
         data = self.prepare_data(dataset)
+        if hasattr(data["train"], "__len__") and (problem := steps_problem(self.config, len(data["train"]))):
+            raise UserError(problem)
         self.build_trainer(data, evaluate=len(data["eval"]) > 0)
-        self.write_run_record(data)
+        self.write_run_record(data, replacing)
         return self.fit(checkpoint)
 
     def fit(self, checkpoint: str | None = None):
@@ -153,6 +167,12 @@ class GRPOTrainer:
         self.interrupt.install()
         try:
             result = self.trainer.train(resume_from_checkpoint=checkpoint)
+        except KeyboardInterrupt:
+            close_progress_bars(self.trainer)
+            checkpoints = outputs.complete_checkpoints(self.config.output_dir)
+            raise Interrupted(f"stopped at once at step {self.trainer.state.global_step} by a second Ctrl-C; no "
+                              "half-written checkpoint is left in place; the last complete one is "
+                              f"{checkpoints[-1] if checkpoints else 'none'}") from None
         except BaseException:
             close_progress_bars(self.trainer)  # so an error message starts on a line of its own
             raise

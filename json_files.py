@@ -48,12 +48,44 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
-def read_json_file(path: str | os.PathLike, what: str) -> Any:
-    """The parsed contents of a JSON file; `what` names the file in the error ("config file", "reward config")."""
+def read_text_file(path: str | os.PathLike, what: str) -> str:
+    """A settings file's text: UTF-8, with or without a byte-order mark; UTF-16 (what some Windows editors save) is
+    read too. Anything else is an error that says to save it as UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path}: no such file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{what} {path}: cannot be read ({error.strerror})") from None
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{what} {path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are all different: a repeated key would silently keep only its last value."""
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"the key {key!r} appears twice")
+        data[key] = value
+    return data
+
+
+def reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows; give a finite number")
+
+
+def read_json_file(path: str | os.PathLike, what: str) -> Any:
+    """The parsed contents of a JSON file; `what` names the file in the error ("config file", "reward config").
+    NaN, Infinity and repeated keys, which Python's json accepts, are errors here."""
+    text = read_text_file(path, what)
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, parse_constant=reject_constant)
+    except json.JSONDecodeError as error:
         raise UserError(f"{what} {path}: not readable JSON ({error})") from None
+    except ValueError as error:
+        raise UserError(f"{what} {path}: {error}") from None

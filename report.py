@@ -140,6 +140,8 @@ def build_report(output_dir: str | Path) -> Path:
     """Write {output_dir}/report.html from the run's files and return its path."""
     output_dir = Path(output_dir)
     state = newest_state(output_dir)
+    if not output_dir.is_dir():
+        raise UserError(f"--report: {output_dir} is no directory; give the --output-dir of a training run")
     if state is None:
         raise UserError(f"{output_dir}: no trainer_state.json in final_model/ or a checkpoint-N/ to build a report "
                         "from; is it the output dir of a run that got to its first checkpoint?")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from config import GRPOConfig, is_main_process
 from grpo_tool.outputs import REWARD_CHECK_FILE
-from grpo_tool.reward_guard import clean_scores, sample_arguments
+from grpo_tool.reward_guard import call_reward, clean_scores, sample_arguments
 from json_files import write_json_atomic
 from rewards import Component, weighted_totals
 
@@ -41,15 +41,16 @@ def score(component: Component, completions: list, prompts: list, columns: dict)
     so one bad sample costs one score, not the batch."""
     start = time.perf_counter()
     try:
-        values = clean_scores(component.name, component.function(completions=completions, prompts=prompts,
-                                                                  **columns), len(completions))
+        values = clean_scores(component.name, call_reward(component.function, completions=completions,
+                                                          prompts=prompts, **columns), len(completions))
         failures = 0
     except Exception:  # noqa: BLE001 - counting failures is the point
         values, failures = [], 0
         for index, completion in enumerate(completions):
             arguments = sample_arguments({"prompts": prompts, **columns}, index, len(completions))
             try:
-                values += clean_scores(component.name, component.function(completions=[completion], **arguments), 1)
+                values += clean_scores(component.name, call_reward(component.function, completions=[completion],
+                                                                   **arguments), 1)
             except Exception:  # noqa: BLE001
                 values.append(None)
                 failures += 1
@@ -192,22 +193,24 @@ def cell(value, percent: bool = False) -> str:
 
 
 def format_report(report: dict) -> str:
-    """The report as a table a person reads at a glance, then the warnings."""
+    """The report as a table a person reads at a glance, then the warnings. Columns are as wide as their widest
+    cell, two spaces apart, so slow rewards' large timings never run into their neighbours."""
     pairs, groups = report["pairs"], report["groups"]
-    names = list(report["weights"]) + ["total"]
-    header = (f"{'component':<22}{'weight':>7}{'pair acc':>10}{'margin':>9}{'mean':>9}{'std':>8}{'flat grp':>10}"
-              f"{'missing':>9}{'errors':>8}{'ms/1k':>9}")
-    lines = [f"reward check: {report['model']} on {report['data']} ({report['reward_function_type']})",
-             f"  pairs: {pairs['pairs']} chosen/rejected rows (scored without their references); groups: "
-             f"{groups.get('groups', 0)} prompts x {groups.get('group_size', 0)} sampled completions", "", header]
-    for name in names:
+    header = ["component", "weight", "pair acc", "margin", "mean", "std", "flat grp", "missing", "errors", "ms/1k"]
+    rows = [header]
+    for name in [*report["weights"], "total"]:
         pair = pairs.get("components", {}).get(name, {})
         group = groups.get("components", {}).get(name, {})
-        lines.append(f"{name:<22}{cell(report['weights'].get(name)):>7}{cell(pair.get('pairwise_accuracy'), True):>10}"
-                     f"{cell(pair.get('mean_margin')):>9}{cell(group.get('mean')):>9}{cell(group.get('std')):>8}"
-                     f"{cell(group.get('zero_variance_groups'), True):>10}{cell(group.get('missing')):>9}"
-                     f"{cell(group.get('exceptions')):>8}{cell(group.get('ms_per_1000')):>9}")
-    lines.append("")
+        rows.append([name, cell(report["weights"].get(name)), cell(pair.get("pairwise_accuracy"), True),
+                     cell(pair.get("mean_margin")), cell(group.get("mean")), cell(group.get("std")),
+                     cell(group.get("zero_variance_groups"), True), cell(group.get("missing")),
+                     cell(group.get("exceptions")), cell(group.get("ms_per_1000"))])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    table = ["  ".join(text.ljust(width) if column == 0 else text.rjust(width)
+                       for column, (text, width) in enumerate(zip(row, widths))) for row in rows]
+    lines = [f"reward check: {report['model']} on {report['data']} ({report['reward_function_type']})",
+             f"  pairs: {pairs['pairs']} chosen/rejected rows (scored without their references); groups: "
+             f"{groups.get('groups', 0)} prompts x {groups.get('group_size', 0)} sampled completions", "", *table, ""]
     lines += [f"warning: {text}" for text in report["warnings"]] or ["no warnings"]
     lines.append(f"report: {report['report_path']}")
     return "\n".join(lines)

@@ -28,9 +28,12 @@ The weighted total is sum(weight_i * component_i) over the three components.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import io
 import inspect
+import math
 import re
 import string
 from collections.abc import Callable, Sequence
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from errors import UserError
-from grpo_tool.reward_guard import clean_scores, guarded
+from grpo_tool.reward_guard import call_reward, clean_scores, guarded
 from json_files import read_json_file
 from messages import answer_text, message_text, messages_as_text
 
@@ -213,10 +216,20 @@ def load_custom_reward(spec: str) -> RewardFunction:
     path = Path(path_text)
     module_spec = importlib.util.spec_from_file_location(f"custom_reward_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
+    printed = io.StringIO()
     try:
-        module_spec.loader.exec_module(module)
+        # What the file prints while importing (argparse's usage, say) would break the one-line error.
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            module_spec.loader.exec_module(module)
+    except SystemExit as stop:
+        said = " ".join(printed.getvalue().split())[-200:]
+        raise UserError(f"--reward-fn {spec!r}: importing {path} ended the program (exit status {stop.code}); a "
+                        "reward file must not parse arguments or exit at import: put that under "
+                        f"if __name__ == '__main__'" + (f" (it printed: {said})" if said else "")) from None
     except Exception as error:  # noqa: BLE001 - any failure in the user's file is reported as theirs
-        raise UserError(f"--reward-fn {spec!r}: importing {path} failed: {type(error).__name__}: {error}") from None
+        where = f" at line {error.lineno}" if isinstance(error, SyntaxError) else ""
+        raise UserError(f"--reward-fn {spec!r}: importing {path} failed{where}: {type(error).__name__}: "
+                        f"{error}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         found = sorted(name for name, value in vars(module).items() if callable(value) and not name.startswith("_")
@@ -358,7 +371,8 @@ def build_reward_functions(components: list[Component], reward_function_type: st
 
 def score_completions(components: list[Component], completions: list, **columns) -> list[dict[str, float | None]]:
     """Per-completion component scores and their weighted total, for logs and reports."""
-    per_component = {c.name: clean_scores(c.name, c.function(completions=completions, **columns), len(completions))
+    per_component = {c.name: clean_scores(c.name, call_reward(c.function, completions=completions, **columns),
+                                          len(completions))
                      for c in components}
     totals = weighted_totals(components, per_component, len(completions))
     return [{**{name: values[index] for name, values in per_component.items()}, "total": totals[index]}
@@ -415,7 +429,7 @@ def validate_reward_config(data: Any, source: str = "reward config") -> dict:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def reward_config_problems(config: dict) -> list[str]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from config import FIELDS, build_config, is_main_process, near_miss
-from errors import UserError
-from grpo_tool.flags import add_config_flags, config_overrides
+from errors import Interrupted, UserError
+from grpo_tool.console import ConsoleHandler, for_a_person, quiet_library_progress_bars
+from grpo_tool.flags import add_config_flags, as_typed, config_overrides
+from grpo_tool.outputs import EarlyRecords, detach_log_files
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,6 +26,8 @@ class Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments: "):
             unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
             message += near_miss(unknown, [flag for action in self._actions for flag in action.option_strings])
+        elif (choice := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)):
+            message += near_miss(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
         self.exit(2, f"error: {message} (see --help)\n")
 
 
@@ -59,24 +64,30 @@ def config_from_args(args: argparse.Namespace, notes: list[str] | None = None):
         overrides["reward_config_name"] = overrides.pop("reward_config_path")
     mode = "quick_test" if getattr(args, "quick_test", False) else "production" if getattr(args, "production",
                                                                                            False) else None
-    return build_config(mode=mode, config_file=getattr(args, "config", None), overrides=overrides, notes=notes)
+    try:
+        return build_config(mode=mode, config_file=getattr(args, "config", None), overrides=overrides, notes=notes)
+    except UserError as error:
+        raise UserError(as_typed(str(error), overrides)) from None
 
 
-def setup_console_logging() -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    # Metrics reach the console through transformers' progress bar; the log file gets them from grpo.metrics.
-    handler.addFilter(lambda record: record.name != "grpo.metrics")
+def setup_console_logging() -> list[logging.Handler]:
+    """The console handler (a person's view), and a buffer that hands the log file what came before it."""
+    quiet_library_progress_bars()
+    console = ConsoleHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(for_a_person)
+    early = EarlyRecords(capacity=100_000)
     root = logging.getLogger()
-    root.addHandler(handler)
+    root.addHandler(console)
+    root.addHandler(early)
     # With several processes (accelerate launch), only the main one narrates; the others speak up only on trouble.
     root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
-    return handler
+    return [console, early]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = None
+    handlers = []
     try:
         if getattr(args, "report", False):
             from report import build_report
@@ -85,19 +96,27 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         notes: list[str] = []
         config = config_from_args(args, notes)
-        handler = setup_console_logging()
+        handlers = setup_console_logging()
         for note in notes:
             logging.getLogger("train_grpo").info("settings: %s", note)
         return run(config, args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return stop(f"error: {error}", 2)
+    except Interrupted as interruption:
+        return stop(f"interrupted: {interruption}", 130)
+    except KeyboardInterrupt:
+        return stop("interrupted: stopped by Ctrl-C before training began; nothing was left half-written", 130)
     finally:
-        if handler is not None:
+        for handler in handlers:
             logging.getLogger().removeHandler(handler)
-        from grpo_tool.outputs import detach_log_files
-
         detach_log_files()
+
+
+def stop(line: str, status: int) -> int:
+    """The last line printed, also recorded in grpo_training.log when the run has one."""
+    logging.getLogger("grpo.error").error(line)
+    print(line, file=sys.stderr)
+    return status
 
 
 def run(config, args: argparse.Namespace) -> int:
@@ -105,7 +124,10 @@ def run(config, args: argparse.Namespace) -> int:
     if getattr(args, "check_rewards", False):
         from reward_check import format_report, run_reward_check
 
-        report = run_reward_check(config)
+        from grpo_tool.pipeline import output_dir_lock
+
+        with output_dir_lock(config):
+            report = run_reward_check(config)
         if is_main_process():
             print(format_report(report))
         return 0
@@ -146,6 +168,7 @@ def format_summary(result: dict, eval_only: bool) -> str:
         rewards = result["eval_reward"]
         lines.append(f"  eval reward:     {rewards['first']:.4f} -> {rewards['last']:.4f} over "
                      f"{rewards['evaluations']} evaluations")
+    lines += [f"  alarm:           {text}" for text in result.get("alarms", [])]
     return "\n".join(lines)
 
 

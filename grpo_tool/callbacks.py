@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from alarms import find_alarms
+from grpo_tool.console import compact_line
 
 logger = logging.getLogger(__name__)
 metrics_logger = logging.getLogger("grpo.metrics")
@@ -51,8 +54,24 @@ class InterruptCallback(TrainerCallback):
         return control
 
 
+class ConsoleProgressCallback(ProgressCallback):
+    """transformers' progress bar, with one compact line per log in place of its dict of every metric (the log file
+    has those)."""
+
+    def __init__(self, components: list[str]):
+        super().__init__()
+        self.components = components
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        line = compact_line(logs, state.global_step, state.max_steps, self.components)
+        if line is not None:
+            tqdm.write(line, file=sys.stderr)  # beside the bar, on its own line
+
+
 class MetricsLogCallback(TrainerCallback):
-    """Copies each metrics dict into grpo_training.log (the console shows it through the progress bar)."""
+    """Copies each metrics dict into grpo_training.log (the console shows a compact line)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import typing
 
 from config import FIELD_TYPES, FIELDS
@@ -124,6 +125,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Act
             target.add_argument(*option_strings(name), dest=name, type=convert, metavar=metavar,
                                 choices=FIELDS[name].metadata["choices"], help=help_text(name))
     return exclusive_groups
+
+
+def as_typed(message: str, given: dict[str, typing.Any]) -> str:
+    """A config error in the words the user typed: `per_device_train_batch_size=0` becomes `--batch-size 0` for the
+    fields given as flags (a value from a config file keeps its key's name)."""
+    for name, value in given.items():
+        flag = option_strings(name)[0]
+        shown = value if not isinstance(value, str) else value
+        message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", f"{flag} {shown}", message)
+    return message
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, typing.Any]:

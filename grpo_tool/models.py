@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           BitsAndBytesConfig)
 
 from config import TINY_MODEL, GRPOConfig, resolve_model_name
@@ -113,7 +113,13 @@ def add_lora(config: GRPOConfig, machine: Machine, model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=lora_targets(config, machine.backend), task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as error:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear) and "." in name})
+        raise UserError(f"--lora-target-modules {config.lora_target_modules}: {str(error).splitlines()[0]}; this "
+                        f"model's linear layers are {', '.join(linear)} (or give all-linear)") from None
 
 
 def load_with_unsloth(config: GRPOConfig, source: str, fresh: bool):
@@ -144,6 +150,14 @@ def load_reward_model(config: GRPOConfig, machine: Machine, weight: float) -> Co
         from tiny_model import ensure_tiny_reward_model  # builds the tiny reward model on first use
 
         name = str(ensure_tiny_reward_model())
+    try:
+        architectures = AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code).architectures
+    except (OSError, ValueError) as error:
+        raise load_failure(name, error, "reward model") from None
+    if architectures and not any(arch.endswith("ForSequenceClassification") for arch in architectures):
+        raise UserError(f"reward model {config.reward_model} is a {architectures[0]}, not a sequence-classification "
+                        "model: its score head would be random. Give a reward model (e.g. one trained with TRL's "
+                        "RewardTrainer)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import re
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,39 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> s
         if not checkpoints:
             raise UserError(f"--resume-from-checkpoint latest: no complete checkpoint-N directory in {output_dir}")
         return str(checkpoints[-1])
-    if not checkpoint_is_complete(Path(resume_from_checkpoint)):
+    path = Path(resume_from_checkpoint)
+    if checkpoint_step(path) is None and not (path / TRAINER_STATE_FILE).exists():
+        inside = [p.name for p in complete_checkpoints(path)] or [p.name for p in complete_checkpoints(output_dir)]
+        raise UserError(f"{path} is not a checkpoint: a checkpoint is a checkpoint-N directory of a run's output dir, "
+                        f"holding trainer_state.json with the weights and optimizer state; "
+                        + (f"complete ones: {', '.join(inside)}" if inside else "none found there or in the output "
+                           "dir") + " (or give 'latest')")
+    if not checkpoint_is_complete(path):
         raise UserError(f"checkpoint {resume_from_checkpoint} is incomplete (no readable trainer_state.json): it was "
                         "cut off while being written; resume from an earlier checkpoint-N or use 'latest'")
     return resume_from_checkpoint
+
+
+def checkpoint_kind_problem(checkpoint: str, use_lora: bool) -> str | None:
+    """A LoRA run's checkpoint resumed without LoRA, or the other way round."""
+    adapter = (Path(checkpoint) / "adapter_config.json").is_file()
+    if adapter and not use_lora:
+        return f"checkpoint {checkpoint} holds a LoRA adapter: the run that wrote it used LoRA, so resume with --lora"
+    if use_lora and not adapter:
+        return (f"checkpoint {checkpoint} holds full model weights: the run that wrote it trained every weight, so "
+                "resume with --no-lora")
+    return None
+
+
+def finished_problem(checkpoint: str, max_steps: int) -> str | None:
+    """Why resuming `checkpoint` would train nothing useful: it is already at the run's last step (max_steps, or the
+    step count the checkpoint's own run planned when steps come from epochs)."""
+    state = read_json(Path(checkpoint) / TRAINER_STATE_FILE, {})
+    step, planned = state.get("global_step", 0), max_steps if max_steps > 0 else state.get("max_steps", 0)
+    if planned and step >= planned:
+        return (f"checkpoint {checkpoint} is at step {step}, where this run ends (max_steps {planned}): nothing is "
+                "left to train; raise --max-steps to train further, or evaluate it with --eval-only")
+    return None
 
 
 def saved_step(model_dir: str | Path | None) -> int | None:
@@ -102,14 +132,26 @@ def saved_step(model_dir: str | Path | None) -> int | None:
 
 # the log file
 
+class EarlyRecords(logging.handlers.BufferingHandler):
+    """Holds what is logged before the log file exists (model loading, data counts), for attach_log_file."""
+
+    def shouldFlush(self, record) -> bool:
+        return False
+
+
 def attach_log_file(path: str | Path) -> Path:
-    """Send this tool's log records (metrics included) to `path` as well; returns the handler's path."""
+    """Send this tool's log records (metrics included) to `path` as well, starting with those logged before it
+    existed; returns the handler's path."""
     path = Path(path)
     root = logging.getLogger()
     if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        for early in [h for h in root.handlers if isinstance(h, EarlyRecords)]:
+            for record in early.buffer:
+                handler.handle(record)
+            root.removeHandler(early)
         root.addHandler(handler)
         root.setLevel(logging.INFO)
     return path
@@ -118,7 +160,7 @@ def attach_log_file(path: str | Path) -> Path:
 def detach_log_files() -> None:
     """Close the file handlers attach_log_file added (a Python caller may start another run in the same process)."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+    for handler in [h for h in root.handlers if isinstance(h, (logging.FileHandler, EarlyRecords))]:
         root.removeHandler(handler)
         handler.close()
 

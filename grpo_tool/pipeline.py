@@ -9,19 +9,31 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import contextlib
+
+from alarms import find_alarms
 from config import GRPOConfig, is_main_process
 from grpo_tool import outputs
+from grpo_tool.run_dir import DirectoryLock, check_output_dir
 from grpo_trainer import GRPOTrainer
 from report import build_report
+
+
+def output_dir_lock(config: GRPOConfig):
+    """The output dir's lock, held by the main process (the one that writes) while a task runs."""
+    return DirectoryLock(config.output_dir) if is_main_process() else contextlib.nullcontext()
 
 
 def run_training(config: GRPOConfig) -> dict:
     """Train, save, write the report, and say where everything went."""
     start = time.monotonic()
-    trainer = GRPOTrainer(config)  # config checked, rewards resolved once
-    trainer.load_model()
-    trainer.train()  # data prepared, TRL trainer built, run record written, trained
-    final = trainer.save_model()
+    check_output_dir(config)  # a used dir is refused before the lock creates anything
+    with output_dir_lock(config):
+        trainer = GRPOTrainer(config)  # config checked, rewards resolved once
+        trainer.load_model()
+        trainer.train()  # data prepared, TRL trainer built, run record written, trained
+        final = trainer.save_model()
+        report = build_report(config.output_dir) if is_main_process() else None
     state = trainer.trainer.state
     directory = Path(config.output_dir)
     summary = {
@@ -32,8 +44,10 @@ def run_training(config: GRPOConfig) -> dict:
         "generation_logs": config.effective_generation_log_dir if config.enable_generation_logging else None,
         "log_file": str(directory / outputs.LOG_FILE),
         "config": str(directory / outputs.CONFIG_FILE),
-        "report": str(build_report(directory)) if is_main_process() else None,
+        "report": str(report),
     }
+    summary["alarms"] = list(find_alarms(state.log_history, trainer.record["components"],
+                                         config.max_completion_length).values())
     evaluations = [entry["eval_reward"] for entry in state.log_history if "eval_reward" in entry]
     if evaluations:
         summary["eval_reward"] = {"first": evaluations[0], "last": evaluations[-1], "evaluations": len(evaluations)}
@@ -45,8 +59,9 @@ def run_evaluation(config: GRPOConfig) -> dict:
     checkpoint = outputs.resolve_checkpoint(config.resume_from_checkpoint, config.output_dir)
     final = Path(config.output_dir) / outputs.FINAL_MODEL_DIR
     saved = (final / "config.json").is_file() or (final / "adapter_config.json").is_file()
-    trainer = GRPOTrainer(config)
-    trainer.load_model(checkpoint or (str(final) if saved else None))
-    metrics = trainer.evaluate()
+    with output_dir_lock(config):
+        trainer = GRPOTrainer(config)
+        trainer.load_model(checkpoint or (str(final) if saved else None))
+        metrics = trainer.evaluate()
     metrics["model"] = trainer.model_path
     return metrics

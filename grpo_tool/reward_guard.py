@@ -7,6 +7,8 @@ person can act on, instead of a traceback from deep inside TRL.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -50,17 +52,19 @@ def sample_arguments(kwargs: dict, index: int, count: int) -> dict:
 def first_failing_sample(function: RewardFunction, completions: list, kwargs: dict) -> int | None:
     for index in range(len(completions)):
         try:
-            function(completions=[completions[index]], **sample_arguments(kwargs, index, len(completions)))
+            call_reward(function, completions=[completions[index]], **sample_arguments(kwargs, index, len(completions)))
         except Exception:  # noqa: BLE001 - finding which sample fails is the point
             return index
     return None
 
 
 def clean_scores(name: str, values: Any, count: int) -> list[float | None]:
-    """The scores as floats, None for a missing or NaN score (TRL leaves those out of the mean)."""
-    if not isinstance(values, (list, tuple)) or len(values) != count:
-        length = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
-        raise RewardFunctionError(f"reward component {name!r} returned {length} scores for {count} completions; "
+    """The scores as floats, None for a missing or NaN score (TRL leaves those out of the mean). Any sequence of
+    numbers is taken (a list, a tuple, a numpy array); an infinite score is an error, since it would zero the loss."""
+    sequence = not isinstance(values, (str, bytes, dict)) and hasattr(values, "__len__") and hasattr(values, "__iter__")
+    if not sequence or len(values) != count:
+        length = f"{len(values)} scores" if sequence else f"a {type(values).__name__}"
+        raise RewardFunctionError(f"reward component {name!r} returned {length} for {count} completions; "
                                   "return a list with one float (or None) per completion")
     cleaned = []
     for value in values:
@@ -72,8 +76,17 @@ def clean_scores(name: str, values: Any, count: int) -> list[float | None]:
         except (TypeError, ValueError):
             raise RewardFunctionError(f"reward component {name!r} returned {value!r}; scores must be numbers or "
                                       "None") from None
+        if math.isinf(number):
+            raise RewardFunctionError(f"reward component {name!r} returned {value!r}; scores must be finite (an "
+                                      "infinite reward makes every advantage NaN or 0 and the run learns nothing)")
         cleaned.append(None if math.isnan(number) else number)
     return cleaned
+
+
+def call_reward(function: RewardFunction, **arguments):
+    """A reward function's result; an async one (TRL accepts those) is run to completion here."""
+    result = function(**arguments)
+    return asyncio.run(result) if inspect.isawaitable(result) else result
 
 
 def guarded(component: Component) -> RewardFunction:
@@ -83,7 +96,7 @@ def guarded(component: Component) -> RewardFunction:
 
     def call(completions, **kwargs):
         try:
-            values = function(completions=completions, **kwargs)
+            values = call_reward(function, completions=completions, **kwargs)
         except RewardFunctionError:
             raise
         except Exception as error:  # noqa: BLE001 - reported with the component and sample that failed

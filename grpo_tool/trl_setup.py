@@ -8,6 +8,7 @@ after backend.prepare (see grpo_tool/__init__.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -86,6 +87,10 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
 
     staging = False
 
+    def create_model_card(self, *args, **kwargs):
+        """TRL writes a placeholder README.md (model "None") into the output dir at each checkpoint; the tool writes
+        its own model card into final_model/ from the run record instead."""
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
             return super()._load_optimizer_and_scheduler(checkpoint)
@@ -117,6 +122,10 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
         self.staging = True
         try:
             super()._save_checkpoint(model, trial)
+        except BaseException:  # a second Ctrl-C or a full disk: the half-written copy goes
+            if self.args.should_save:
+                shutil.rmtree(staged, ignore_errors=True)
+            raise
         finally:
             self.staging = False
         self.accelerator.wait_for_everyone()  # every process has written its part (RNG states are per process)
@@ -124,5 +133,7 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
             if os.path.isdir(final):
                 shutil.rmtree(final)
             os.replace(staged, final)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(run_dir, STAGING_DIR))  # only when empty: nothing is left half-written
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=True)
         self.accelerator.wait_for_everyone()

@@ -51,3 +51,9 @@ def test_no_learning_signal_for_many_steps():
 def test_nan_loss():
     history = [train(1, loss=0.1), train(2, loss=math.nan)]
     assert "NaN at step 2" in find_alarms(history)["nan_loss"]
+
+
+def test_one_weighted_component_is_the_design_not_an_alarm():
+    history = [train(s, **{"rewards/brevity/mean": 0.9, "rewards/accuracy/mean": 0.1}) for s in (1, 2, 3)]
+    assert "dominant_component" not in find_alarms(history, {"brevity": 1.0, "accuracy": 0.0})
+    assert "dominant_component" in find_alarms(history, {"brevity": 1.0, "accuracy": 0.01})

@@ -62,6 +62,47 @@ MISTAKES = {
     "TRL option without a value": (["--quick-test", "--trl-option", "scale_rewards"], "give it as KEY=VALUE"),
     "YAML config that is not YAML": (["--quick-test", "--config", "@broken.yaml"], "not readable YAML"),
     "preset typo": (["--model", "llama3.1-8b"], "did you mean 'llama-3.1-8b'"),
+    "dataset typo": (["--dataset", "ultrafeedbak"], "did you mean 'ultrafeedback'"),
+    "choice typo": (["--quick-test", "--prompt-format", "chatml"], "did you mean 'chat'"),
+    "flag named as typed": (["--quick-test", "--batch-size", "0"], "--batch-size 0 must be at least 1"),
+    "integer out of range": (["--quick-test", "--seed", "99999999999"], "--seed 99999999999 is too large"),
+    "negative seed": (["--quick-test", "--seed", "-1"], "must be >= 0"),
+    "duplicate config key": (["--quick-test", "--config", "@dup.json"], "the key 'group_size' appears twice"),
+    "duplicate YAML key": (["--quick-test", "--config", "@dup.yaml"], "the key 'group_size' appears twice"),
+    "NaN in a config file": (["--quick-test", "--config", '{"learning_rate": NaN}'], "NaN is not a number JSON"),
+    "Infinity in a config file": (["--quick-test", "--config", '{"max_steps": Infinity}'], "Infinity is not a number"),
+    "config not UTF-8": (["--quick-test", "--config", "@latin1.json"], "not UTF-8 text"),
+    "NaN reward weight": (["--quick-test", "--reward-config", "@nan_rewards.json"], "NaN is not a number JSON"),
+    "reward file that exits at import": (["--quick-test", "--reward-fn", "@exits.py:r"], "ended the program"),
+    "reward file that parses arguments": (["--quick-test", "--reward-fn", "@argparsing.py:r"],
+                                          "must not parse arguments"),
+    "reward file with a syntax error": (["--quick-test", "--reward-fn", "@syntax.py:r"], "failed at line 1: SyntaxError"),
+    "JSON array in a .jsonl": (["--quick-test", "--custom-data", "@array.jsonl"], "a JSON array, not JSON Lines"),
+    "prompt that is a number": (["--quick-test", "--custom-data", "@numbers.jsonl"], "got int"),
+    "malformed chat message": (["--quick-test", "--custom-data", "@bad_messages.jsonl"], "not of chat messages"),
+    "empty prompt": (["--quick-test", "--custom-data", "@empty_prompt.jsonl"], "'prompt' is empty"),
+    "malformed line while streaming": (["--quick-test", "--custom-data", "@stream.jsonl", "--streaming", "--max-steps",
+                                        "4"], "could not be read while streaming"),
+    "model dir that is empty": (["--quick-test", "--model", "@empty_model"], "no config.json"),
+    "model dir with a config only": (["--quick-test", "--model", "@config_only"], "no weights"),
+    "model dir without a tokenizer": (["--quick-test", "--model", "@no_tokenizer"], "no tokenizer"),
+    "LoRA target that does not exist": (["--quick-test", "--lora", "--lora-target-modules", "qq_proj"],
+                                        "this model's linear layers are"),
+    "reward model that is a causal LM": (["--quick-test", "--reward-model", "@causal_lm"],
+                                         "not a sequence-classification model"),
+    "not a checkpoint": (["--quick-test", "--resume-from-checkpoint", "@empty_model"], "is not a checkpoint"),
+    "LoRA checkpoint resumed without LoRA": (["--quick-test", "--resume-from-checkpoint", "@lora_run/checkpoint-3"],
+                                             "resume with --lora"),
+    "finished run resumed": (["--quick-test", "--resume-from-checkpoint", "@done/checkpoint-60"],
+                             "nothing is left to train"),
+    "overwrite and resume together": (["--quick-test", "--overwrite-output-dir", "--resume-from-checkpoint", "latest"],
+                                      "give one of them"),
+    "fewer prompts than a step": (["--quick-test", "--max-samples", "1"], "one step needs 2"),
+    "batch larger than the data": (["--quick-test", "--max-samples", "20", "--batch-size", "512"],
+                                   "20 training prompt(s), but one step needs 128"),
+    "every prompt too long": (["--quick-test", "--max-seq-length", "36"], "longer than 4 tokens"),
+    "less than a step of epochs": (["--quick-test", "--epochs", "0.001"], "less than one step"),
+    "report on a dir that is no run": (["--report"], "is no directory"),
     "unknown dataset": (["--dataset", "imagenet"], "invalid choice"),
     "hub model not cached offline": (["--quick-test", "--model", "nobody/not-a-model-xyz"], "cannot be loaded"),
     "hub dataset offline": (["--quick-test", "--dataset", "hh_rlhf"], "GRPO_DATASET_MIRROR"),
@@ -76,14 +117,14 @@ MISTAKES = {
     "reward function without kwargs": (["--quick-test", "--reward-fn",
                                         f"{FIXTURES / 'custom_rewards.py'}:positional_only"], "**kwargs"),
     "eval-only with check-rewards": (["--quick-test", "--eval-only", "--check-rewards"], "not allowed with"),
-    "zero epochs": (["--quick-test", "--epochs", "0"], "num_train_epochs=0.0 must be above 0"),
-    "learning rate above 1": (["--quick-test", "--learning-rate", "5"], "learning_rate=5.0 must be between 0 and 1"),
-    "zero batch size": (["--quick-test", "--batch-size", "0"], "per_device_train_batch_size=0 must be at least 1"),
-    "zero max samples": (["--quick-test", "--max-samples", "0"], "max_samples=0 must be at least 1"),
-    "negative generation samples": (["--quick-test", "--max-generation-samples", "-1"], "max_generation_samples=-1"),
-    "lora dropout of 1.5": (["--quick-test", "--lora-dropout", "1.5"], "lora_dropout=1.5"),
+    "zero epochs": (["--quick-test", "--epochs", "0"], "--epochs 0.0 must be above 0"),
+    "learning rate above 1": (["--quick-test", "--learning-rate", "5"], "--learning-rate 5.0 must be between 0 and 1"),
+    "zero batch size": (["--quick-test", "--batch-size", "0"], "--batch-size 0 must be at least 1"),
+    "zero max samples": (["--quick-test", "--max-samples", "0"], "--max-samples 0 must be at least 1"),
+    "negative generation samples": (["--quick-test", "--max-generation-samples", "-1"], "--max-generation-samples -1"),
+    "lora dropout of 1.5": (["--quick-test", "--lora-dropout", "1.5"], "--lora-dropout 1.5"),
     "vllm memory share above 1": (["--quick-test", "--vllm-gpu-memory-utilization", "1.5"],
-                                  "vllm_gpu_memory_utilization=1.5"),
+                                  "--vllm-gpu-memory-utilization 1.5"),
     "vllm on a cpu": (["--quick-test", "--use-vllm"], "--use-vllm needs a CUDA GPU"),
     "unsloth on a cpu": (["--quick-test", "--backend", "unsloth"], "--backend unsloth needs a CUDA GPU"),
     "config that is a list": (["--quick-test", "--config", "[1, 2]"], "expected a mapping of settings"),
@@ -116,7 +157,30 @@ MISTAKE_FILES = {
                          '{"prompt": [{"role": "user", "content": "Hi"}]}\n',
     "checkpoint-7/trainer_state.json": '{"global_step": 7',
     "broken.yaml": "group_size: [4\n",
+    "dup.json": '{"group_size": 4, "group_size": 8}',
+    "dup.yaml": "group_size: 4\ngroup_size: 8\n",
+    "nan_rewards.json": '{"accuracy_weight": NaN}',
+    "exits.py": "import sys\nsys.exit(3)\n",
+    "argparsing.py": "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--x', required=True)\n"
+                     "parser.parse_args()\n",
+    "syntax.py": "def r(completions, **kwargs)\n    return [0.0]\n",
+    "array.jsonl": '[{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}]\n',
+    "numbers.jsonl": '{"prompt": 5}\n{"prompt": 6}\n',
+    "bad_messages.jsonl": '{"prompt": [{"role": "user"}]}\n',
+    "empty_prompt.jsonl": '{"prompt": "What?"}\n{"prompt": "  "}\n',
+    "stream.jsonl": "".join(f'{{"prompt": "question {i}?"}}\n' for i in range(20)) + "{broken\n",
+    "empty_model/.keep": "",
+    "config_only/config.json": '{"model_type": "llama"}',
+    "no_tokenizer/config.json": '{"model_type": "llama"}',
+    "no_tokenizer/model.safetensors": "",
+    "causal_lm/config.json": '{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}',
+    "causal_lm/model.safetensors": "",
+    "causal_lm/tokenizer.json": "{}",
+    "lora_run/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
+    "lora_run/checkpoint-3/adapter_config.json": "{}",
+    "done/checkpoint-60/trainer_state.json": '{"global_step": 60, "max_steps": 60}',
 }
+BINARY_FILES = {"latin1.json": b'{"output_dir": "caf\xe9"}'}
 
 
 @pytest.mark.parametrize("name", list(MISTAKES))
@@ -124,9 +188,12 @@ def test_mistakes_end_in_one_error_line(tmp_path, monkeypatch, name):
     monkeypatch.setenv("GRPO_DATASET_MIRROR", str(tmp_path / "empty-mirror"))
     args, fragment = MISTAKES[name]
     args = [write_config(tmp_path, arg) if arg.startswith(("{", "[")) else arg for arg in args]
-    for name, content in MISTAKE_FILES.items():
+    for name, content in {**MISTAKE_FILES, **BINARY_FILES}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(content, encoding="utf-8")
+        if isinstance(content, bytes):
+            (tmp_path / name).write_bytes(content)
+        else:
+            (tmp_path / name).write_text(content, encoding="utf-8")
     args = [str(tmp_path / arg[1:]) if arg.startswith("@") else arg for arg in args]
     output_dir = tmp_path / "out"
     result = run_main(*args, "--output-dir", str(output_dir), cwd=tmp_path)

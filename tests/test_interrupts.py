@@ -175,3 +175,39 @@ def test_wandb_offline_and_tensorboard_write_runs_and_no_wandb_writes_none(tmp_p
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert not list(tmp_path.rglob("quiet/wandb")) and not (tmp_path / "wandb").exists()
+
+
+def test_ctrl_c_while_the_model_loads_prints_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from conftest import run_main
+    from grpo_trainer import GRPOTrainer
+
+    def interrupted(self, path=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(GRPOTrainer, "load_model", interrupted)
+    result = run_main("--quick-test", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines() == [
+        "interrupted: stopped by Ctrl-C before training began; nothing was left half-written"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_ctrl_c_during_a_save_leaves_no_half_checkpoint(tmp_path, monkeypatch):
+    import trl
+
+    from conftest import run_main
+
+    def cut_off(self, model, trial):
+        staged = Path(self.args.output_dir) / ".staging" / f"checkpoint-{self.state.global_step}"
+        staged.mkdir(parents=True)
+        (staged / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trl.GRPOTrainer, "_save_checkpoint", cut_off)
+    output_dir = tmp_path / "out"
+    result = run_main("--quick-test", "--max-steps", "4", "--save-steps", "2", "--output-dir", str(output_dir))
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 130 and last.startswith("interrupted: stopped at once at step 2")
+    assert "no half-written checkpoint" in last
+    assert not list(output_dir.glob("checkpoint-*")) and not list((output_dir / ".staging").glob("*"))
+    assert last in (output_dir / "grpo_training.log").read_text(encoding="utf-8")

@@ -1,0 +1,78 @@
+"""The console is for a person, the log file for the record: one compact line per logging step, log lines that
+never land on a progress bar, and library noise a user cannot act on kept off the screen.
+
+    compact_line({"reward": 0.2, "reward_std": 0.05, "rewards/accuracy/mean": 0.4}, 10, 60, ["accuracy"])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Records only for the log file: every metric of every log, and the error that ended a run (printed once already).
+FILE_ONLY_LOGGERS = ("grpo.metrics", "grpo.error")
+# Library progress bars that say nothing a user can act on (weights loading, dataset splits, shard writing);
+# transformers' training bar is separate and stays.
+QUIET_PROGRESS_BARS = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def quiet_library_progress_bars() -> None:
+    """Through the environment, read when the libraries are imported; where one already is (a Python caller's
+    process), through its own switch. Nothing is imported here."""
+    for name, value in QUIET_PROGRESS_BARS.items():
+        os.environ.setdefault(name, value)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+
+
+class ConsoleHandler(logging.Handler):
+    """Writes through tqdm, so a line printed while a progress bar is drawn starts a line of its own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm  # tqdm is small; it is here because only the console needs it
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never take the run down
+            self.handleError(record)
+
+
+def for_a_person(record: logging.LogRecord) -> bool:
+    """Whether a record belongs on the console."""
+    if record.name in FILE_ONLY_LOGGERS:
+        return False
+    message = record.getMessage()
+    # Tied input and output embeddings are saved once; transformers reports the output copy as missing on resume.
+    if "missing keys" in message and "['lm_head.weight']" in message:
+        return False
+    return True
+
+
+def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -> str | None:
+    """One line for one training or evaluation log; None for logs without a reward (the closing runtime dict)."""
+    prefix = "eval_" if "eval_reward" in logs else ""
+    if logs.get(prefix + "reward") is None:
+        return None
+
+    def value(key: str):
+        return logs.get(prefix + key)
+
+    parts = [f"{'eval at ' if prefix else ''}step {step}/{max_steps}",
+             f"reward {value('reward'):.3f} ± {value('reward_std') or 0:.3f}"]
+    means = [f"{name} {value(f'rewards/{name}/mean'):.3f}" for name in components
+             if value(f"rewards/{name}/mean") is not None]
+    if means:
+        parts.append("(" + ", ".join(means) + ")")
+    if value("completions/mean_length") is not None:
+        parts.append(f"length {value('completions/mean_length'):.0f} tok, "
+                     f"{value('completions/clipped_ratio') or 0:.0%} at the cap")
+    if value("frac_reward_zero_std") is not None:
+        parts.append(f"flat groups {value('frac_reward_zero_std'):.0%}")
+    if value("kl") is not None:
+        parts.append(f"kl {value('kl'):.4f}")
+    if logs.get("step_time") is not None:
+        parts.append(f"{logs['step_time']:.2f} s/step")
+    return "  ".join(parts)

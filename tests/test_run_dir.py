@@ -1,0 +1,92 @@
+"""One run per output dir: a used dir is refused, replaced or continued as asked, and a lock keeps two live runs
+apart without letting a dead run's lock block forever."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_main
+from errors import UserError
+from grpo_tool.run_dir import LOCK_FILE, DirectoryLock
+
+SHORT = ["--quick-test", "--max-steps", "2", "--eval-steps", "2", "--save-steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def used_dir(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("used") / "out"
+    result = run_main(*SHORT, "--output-dir", str(output_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (output_dir / "my_notes.txt").write_text("mine")
+    return output_dir
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_second_run_into_a_used_dir_is_refused_before_anything_is_written(used_dir):
+    before = snapshot(used_dir)
+    result = run_main(*SHORT, "--max-steps", "3", "--output-dir", str(used_dir))
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("error: output dir")
+    assert "--overwrite-output-dir" in last and "--resume-from-checkpoint latest" in last and "checkpoint-2" in last
+    assert snapshot(used_dir) == before
+
+
+def test_overwrite_replaces_the_run_and_keeps_other_files(used_dir, tmp_path):
+    copy = tmp_path / "out"
+    subprocess.run(["cp", "-r", str(used_dir), str(copy)], check=True)
+    (copy / "checkpoint-2" / "marker").write_text("old")
+    result = run_main(*SHORT, "--max-steps", "4", "--save-steps", "4", "--output-dir", str(copy),
+                      "--overwrite-output-dir")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (copy / "checkpoint-2").exists() and (copy / "checkpoint-4").is_dir()
+    assert json.loads((copy / "final_model" / "trainer_state.json").read_text())["global_step"] == 4
+    assert (copy / "my_notes.txt").read_text() == "mine"
+    assert not (copy / LOCK_FILE).exists()
+
+
+def test_resume_continues_a_used_dir(used_dir, tmp_path):
+    copy = tmp_path / "out"
+    subprocess.run(["cp", "-r", str(used_dir), str(copy)], check=True)
+    result = run_main(*SHORT, "--max-steps", "4", "--output-dir", str(copy), "--resume-from-checkpoint", "latest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "done: 4 steps" in result.stdout
+
+
+def test_a_live_runs_lock_stops_a_second_run_at_once(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        output_dir = tmp_path / "out"
+        output_dir.mkdir()
+        (output_dir / LOCK_FILE).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename,
+                                                        "started": "just now"}))
+        result = run_main(*SHORT, "--output-dir", str(output_dir))
+        assert result.returncode == 2
+        assert f"in use by another run (process {sleeper.pid}" in result.stderr.strip().splitlines()[-1]
+        assert sorted(p.name for p in output_dir.iterdir()) == [LOCK_FILE]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_dead_runs_lock_is_taken_over(tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / LOCK_FILE).write_text(json.dumps({"pid": int(finished.stdout), "host": os.uname().nodename}))
+    result = run_main(*SHORT, "--output-dir", str(output_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (output_dir / LOCK_FILE).exists()
+
+
+def test_the_lock_removes_a_directory_it_made_and_nothing_else_filled(tmp_path):
+    with DirectoryLock(tmp_path / "new") as lock:
+        assert lock.path.is_file()
+        with pytest.raises(UserError, match="in use by another run"):
+            DirectoryLock(tmp_path / "new").acquire()
+    assert not (tmp_path / "new").exists()
