@@ -103,6 +103,7 @@ class GRPOTrainer:
             model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
             eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
             callbacks=[*hooks, self.interrupt, *self.callbacks])
+        self.trainer.merge_lora_for_generation = trl_setup.merges_lora_for_generation(config, self.machine, self.model)
         if self.trainer.pop_callback(ProgressCallback) is not None:
             self.trainer.add_callback(callbacks.ConsoleProgressCallback([c.name for c in self.components]))
         return self.trainer

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers = setup_console_logging()
         for note in notes:
             logging.getLogger("train_grpo").info("settings: %s", note)
-        return run(config, args)
+        return run(config, args, notes)
     except UserError as error:
         return stop(f"error: {error}", 2)
     except Interrupted as interruption:
@@ -119,7 +119,7 @@ def stop(line: str, status: int) -> int:
     return status
 
 
-def run(config, args: argparse.Namespace) -> int:
+def run(config, args: argparse.Namespace, notes: list[str]) -> int:
     """The chosen task: the reward check, an evaluation, or training."""
     if getattr(args, "check_rewards", False):
         from reward_check import format_report, run_reward_check
@@ -146,7 +146,7 @@ def run(config, args: argparse.Namespace) -> int:
               f"--resume-from-checkpoint {stop.checkpoint}", file=sys.stderr)
         return 128 + stop.signal_number  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
     if is_main_process():
-        print(format_summary(result, eval_only=eval_only))
+        print(format_summary({**result, "settings": notes}, eval_only=eval_only))
     return 0
 
 
@@ -168,6 +168,7 @@ def format_summary(result: dict, eval_only: bool) -> str:
         rewards = result["eval_reward"]
         lines.append(f"  eval reward:     {rewards['first']:.4f} -> {rewards['last']:.4f} over "
                      f"{rewards['evaluations']} evaluations")
+    lines += [f"  settings:        {note}" for note in result.get("settings", [])]
     lines += [f"  alarm:           {text}" for text in result.get("alarms", [])]
     return "\n".join(lines)
 

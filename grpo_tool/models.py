@@ -18,9 +18,10 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           BitsAndBytesConfig)
 
-from config import TINY_MODEL, GRPOConfig, resolve_model_name
+from config import TINY_MODEL, GRPOConfig, find_gguf, resolve_model_name
 from errors import UserError
 from grpo_tool.backend import Machine
+from grpo_tool.gguf_models import converted_gguf
 from rewards import REWARD_MODEL, Component, make_reward_model_reward
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,13 @@ def ensure_pad_token(tokenizer) -> None:
 
 
 def model_location(config: GRPOConfig) -> str:
+    """Where the configured model loads from: the tiny model's cache, a GGUF file's converted copy, or the name."""
     if config.model_name == TINY_MODEL:
         from tiny_model import ensure_tiny_model  # builds the tiny model on first use
 
         return str(ensure_tiny_model())
+    if gguf := find_gguf(config.model_name):
+        return str(converted_gguf(gguf))
     return resolve_model_name(config.model_name)
 
 
