@@ -105,7 +105,7 @@ class GRPOTrainer:
             callbacks=[*hooks, self.interrupt, *self.callbacks])
         self.trainer.merge_lora_for_generation = trl_setup.merges_lora_for_generation(config, self.machine, self.model)
         if self.trainer.pop_callback(ProgressCallback) is not None:
-            self.trainer.add_callback(callbacks.ConsoleProgressCallback([c.name for c in self.components]))
+            self.trainer.add_callback(callbacks.ConsoleProgressCallback([c.name for c in self.components if c.weight]))
         return self.trainer
 
     def run_record(self, data=None) -> dict:

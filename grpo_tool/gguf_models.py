@@ -28,6 +28,7 @@ from tiny_model import cache_root
 logger = logging.getLogger(__name__)
 
 GGUF_CACHE = "gguf"  # under the tool's cache dir
+CONVERSION_VERSION = 2  # part of the cache key: a change to the conversion converts again
 # End-of-turn markers of common chat templates: the token a chat model ends its answer with.
 TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
@@ -63,6 +64,9 @@ def set_special_tokens(tokenizer, model, metadata: dict) -> None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(metadata["padding"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # A byte-level BPE tokenizer decodes exactly as it is; the GGUF conversion turns a WordPiece clean-up on, which
+    # transformers then warns about at every load.
+    tokenizer.clean_up_tokenization_spaces = False
     for config in (model.config, model.generation_config):
         config.eos_token_id, config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     if "bos" in metadata:
@@ -72,7 +76,8 @@ def set_special_tokens(tokenizer, model, metadata: dict) -> None:
 def cache_dir(path: Path) -> Path:
     """One converted copy per GGUF file (its path, size and modification time)."""
     stat = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = f"{CONVERSION_VERSION}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return cache_root() / GGUF_CACHE / f"{path.stem}-{digest}"
 
 
