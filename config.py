@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass
@@ -21,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from data_loader import DATASET_NAMES, SAMPLE_DATASET
-from errors import UserError
+from errors import UserError, near_miss
+from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_preset, resolve_model_name
 from grpo_tool.outputs import GENERATION_LOG_DIR
 from grpo_tool.trl_options import trl_option_problems
 from json_files import read_json_file, read_text_file, write_json_atomic
 from rewards import load_reward_config, reward_function_problem, rule_weights_problem
 
-TINY_MODEL = "tiny"
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 
 
@@ -143,27 +142,6 @@ FIELD_TYPES = typing.get_type_hints(GRPOConfig)
 # Each pair says the same thing two ways; a layer that sets one drops what lower layers set for the other.
 ALTERNATIVES = {"num_train_epochs": "max_steps", "max_steps": "num_train_epochs"}
 
-# Preset name -> the settings it changes. The four of the original run through Unsloth's pre-quantised checkpoints.
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "llama-3.1-8b": {"model_name": "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"},
-    "llama-3.1-70b": {"model_name": "unsloth/Meta-Llama-3.1-70B-Instruct-bnb-4bit", "group_size": 4,
-                      "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4},
-    "gemma-2-9b": {"model_name": "unsloth/gemma-2-9b-it-bnb-4bit"},
-    "qwen2.5-7b": {"model_name": "unsloth/Qwen2.5-7B-Instruct-bnb-4bit"},
-    # Built offline by tiny_model.py. A random ~100k-parameter model moves only with a large learning rate, and
-    # full fine-tuning is cheaper than LoRA at this size.
-    TINY_MODEL: {"model_name": TINY_MODEL, "max_seq_length": 256, "learning_rate": 3e-3, "use_lora": False,
-                 "load_in_4bit": False, "max_completion_length": 32},
-}
-# Spellings that do not exist on the hub, mapped to the checkpoint they mean.
-MODEL_ALIASES = {"unsloth/llama-3.1-8b-bnb-4bit": "unsloth/Meta-Llama-3.1-8B-bnb-4bit"}
-# Billions of parameters of checkpoints we know, so a CPU machine can refuse them before any download.
-MODEL_SIZES_BILLION = {
-    "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit": 8, "unsloth/Meta-Llama-3.1-8B-bnb-4bit": 8,
-    "unsloth/Meta-Llama-3.1-70B-Instruct-bnb-4bit": 70, "unsloth/gemma-2-9b-it-bnb-4bit": 9,
-    "unsloth/Qwen2.5-7B-Instruct-bnb-4bit": 7,
-}
-
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
     "openai_summarize": {"max_completion_length": 128},
 }
@@ -184,22 +162,6 @@ MODE_FLAGS = {"quick_test": "--quick-test", "production": "--production"}
 # run of about three minutes on two cores for SmolLM2-135M, with two evaluations.
 QUICK_TEST_REAL_MODEL = {"max_steps": 20, "logging_steps": 5, "eval_steps": 10, "save_steps": 20,
                          "max_eval_samples": 4, "max_generation_samples": 4}
-
-
-def resolve_model_name(model_name: str) -> str:
-    """A preset key or an alias becomes the checkpoint it stands for; anything else is returned as given."""
-    if model_name in MODEL_PRESETS:
-        return MODEL_PRESETS[model_name]["model_name"]
-    return MODEL_ALIASES.get(model_name, model_name)
-
-
-def model_preset(model_name: str) -> dict[str, Any]:
-    """The preset of a preset key or of its checkpoint name; empty for other models."""
-    resolved = resolve_model_name(model_name)
-    for key, preset in MODEL_PRESETS.items():
-        if model_name == key or resolved == preset["model_name"]:
-            return {field: value for field, value in preset.items() if field != "model_name"}
-    return {}
 
 
 def create_default_config(model: str = "llama-3.1-8b", dataset: str = "ultrafeedback") -> GRPOConfig:
@@ -250,14 +212,6 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if problems:
         raise UserError(f"config file {path}: " + "; ".join(problems))
     return data
-
-
-def near_miss(word: str, known: typing.Iterable[str]) -> str:
-    """' (did you mean X?)' for the closest known spelling, or ''."""
-    import difflib
-
-    match = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def type_problem(name: str, value: Any) -> str | None:
@@ -423,64 +377,6 @@ def range_problems(config: GRPOConfig) -> list[str]:
          f"max_seq_length={config.max_seq_length}: raise max_seq_length or lower max_completion_length"),
     ]
     return problems + [message for passed, message in checks if not passed]
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
-
-
-def find_gguf(path: str | Path) -> Path | None:
-    """The GGUF file a model path names: the file itself, or the only .gguf in a directory without config.json."""
-    path = Path(path)
-    if path.suffix.lower() == ".gguf" and path.is_file():
-        return path
-    if path.is_dir() and not (path / "config.json").is_file():
-        files = sorted(path.glob("*.gguf"))
-        return files[0] if len(files) == 1 else None
-    return None
-
-
-def local_model_problem(path: Path, what: str) -> str | None:
-    """What a local model directory lacks (config, weights, tokenizer), seen before anything loads."""
-    if what == "model" and find_gguf(path):
-        return None  # de-quantised into a transformers directory when the model loads
-    if path.is_dir() and what == "model" and len(list(path.glob("*.gguf"))) > 1:
-        names = ", ".join(p.name for p in sorted(path.glob("*.gguf")))
-        return f"model {path}: several GGUF files ({names}); give the one to train as --model {path}/FILE.gguf"
-    if not path.is_dir():
-        return (f"{what} {path}: a file, not a model directory (a directory written by save_pretrained"
-                + (", or a .gguf file)" if what == "model" else ")"))
-    if (path / "adapter_config.json").is_file():
-        return None  # a LoRA adapter: its base model is named inside and checked when it loads
-    found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
-    needs = ("a directory written by save_pretrained holds config.json, the weights (*.safetensors) and the "
-             f"tokenizer files (tokenizer.json, tokenizer_config.json); {path} holds {found}")
-    if not (path / "config.json").is_file():
-        return f"{what} {path}: no config.json, so not a model directory: {needs}"
-    if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
-        return f"{what} {path}: no weights: {needs}"
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        return f"{what} {path}: no tokenizer: {needs} (save the tokenizer there too: tokenizer.save_pretrained)"
-    if what == "reward model":
-        architectures = (read_json_file(path / "config.json", "model config") or {}).get("architectures") or []
-        if architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
-            return (f"reward model {path} is a {architectures[0]}, not a sequence-classification model: its score "
-                    "head would be random. Give a reward model (e.g. one trained with TRL's RewardTrainer)")
-    return None
-
-
-def model_name_problem(model_name: str, what: str = "model") -> str | None:
-    if model_name in MODEL_PRESETS or model_name in MODEL_ALIASES:
-        return None
-    if Path(model_name).exists():
-        return local_model_problem(Path(model_name), what)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", model_name) and not model_name.startswith("."):
-        return None
-    if os.sep in model_name or model_name.startswith("."):
-        return f"{what} {model_name!r}: no such file or directory"
-    return (f"unknown {what} {model_name!r}{near_miss(model_name, MODEL_PRESETS)}: use a preset "
-            f"({', '.join(MODEL_PRESETS)}), a Hugging Face id such as 'Qwen/Qwen2.5-0.5B-Instruct', or a local model "
-            "directory")
 
 
 def path_problems(config: GRPOConfig) -> list[str]:

@@ -24,7 +24,6 @@ dataset's unusable rows are dropped and counted.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re

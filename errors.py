@@ -11,3 +11,11 @@ class UserError(Exception):
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM stopped the tool; the message says what was kept. `main()` prints it and exits 130."""
+
+
+def near_miss(word: str, known) -> str:
+    """' (did you mean X?)' for the closest known spelling, or '': the one way every message suggests a fix."""
+    import difflib  # small; only an error ever needs it
+
+    match = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -12,8 +12,8 @@ import logging
 import re
 import sys
 
-from config import FIELDS, build_config, is_main_process, near_miss
-from errors import Interrupted, UserError
+from config import FIELDS, build_config, is_main_process
+from errors import Interrupted, UserError, near_miss
 from grpo_tool.console import ConsoleHandler, for_a_person, quiet_library_progress_bars
 from grpo_tool.flags import add_config_flags, as_typed, config_overrides
 from grpo_tool.outputs import EarlyRecords, detach_log_files

@@ -17,7 +17,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from config import MODEL_SIZES_BILLION, GRPOConfig, resolve_model_name
+from config import GRPOConfig
+from grpo_tool.model_registry import MODEL_SIZES_BILLION, resolve_model_name
 from errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -18,10 +18,11 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           BitsAndBytesConfig)
 
-from config import TINY_MODEL, GRPOConfig, find_gguf, resolve_model_name
+from config import GRPOConfig
 from errors import UserError
 from grpo_tool.backend import Machine
 from grpo_tool.gguf_models import converted_gguf
+from grpo_tool.model_registry import TINY_MODEL, find_gguf, resolve_model_name
 from rewards import REWARD_MODEL, Component, make_reward_model_reward
 
 logger = logging.getLogger(__name__)

@@ -13,11 +13,12 @@ Unsloth has to come first). TRL checks the values itself when the arguments are 
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import importlib.util
 import json
 from pathlib import Path
+
+from errors import near_miss
 
 # (package, file inside it, class) whose annotated fields make up TRL's GRPOConfig, base classes included.
 TRL_CONFIG_SOURCES = (("trl", "trainer/grpo_config.py", "GRPOConfig"), ("trl", "trainer/base_config.py", None),
@@ -64,9 +65,7 @@ def trl_option_problems(options: dict) -> list[str]:
             problems.append(f"trl_options: {name} is set by this tool's own setting {MODELLED[name]}; set that "
                             "instead")
         elif known and name not in known:
-            match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-            hint = f" (did you mean {match[0]!r}?)" if match else ""
-            problems.append(f"trl_options: TRL's GRPOConfig has no option {name!r}{hint}; see "
+            problems.append(f"trl_options: TRL's GRPOConfig has no option {name!r}{near_miss(name, sorted(known))}; see "
                             "https://huggingface.co/docs/trl/grpo_trainer for the options it has")
     return problems
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, ROOT, run_cli, run_main
+from conftest import FIXTURES, ROOT, run_main
 
 
 def test_help_answers_without_importing_torch_transformers_or_trl():

@@ -176,7 +176,9 @@ def test_every_shipped_config_loads():
 
 
 def test_presets_are_complete():
-    for name, preset in config_module.MODEL_PRESETS.items():
+    from grpo_tool.model_registry import MODEL_PRESETS
+
+    for name, preset in MODEL_PRESETS.items():
         assert set(preset) <= set(config_module.FIELD_NAMES), name
     for mode in config_module.MODE_PRESETS.values():
         assert set(mode) <= set(config_module.FIELD_NAMES)
