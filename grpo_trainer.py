@@ -145,7 +145,10 @@ class GRPOTrainer:
     def train(self, dataset=None):
         """Run GRPO. `dataset`: a DatasetDict (train/eval), a Dataset, the (data_loader, dataset) pair, or None to load
         the configured data. Raises TrainingInterrupted after saving a checkpoint when stopped by Ctrl-C / SIGTERM."""
-        replacing = run_dir.check_output_dir(self.config)  # one run per output dir, checked before anything
+        # One run per output dir, checked before anything; by the main process only, the one that writes (the
+        # others could otherwise see its fresh run record as an earlier run's; the CLI checked in every process
+        # before any of them wrote).
+        replacing = run_dir.check_output_dir(self.config) if is_main_process() else []
         checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
         if checkpoint and (problem := outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
                            or outputs.finished_problem(checkpoint, self.config.max_steps)):
