@@ -204,27 +204,32 @@ class GRPOTrainer:
         return metrics
 
     def save_model(self, output_dir: str | None = None) -> Path:
-        """Save the trained weights (the LoRA adapter when LoRA is on), the tokenizer and a model card."""
+        """Save the trained weights (the LoRA adapter when LoRA is on), the tokenizer and a model card. Everything is
+        written into a sibling folder first and renamed into place, so a Ctrl-C or crash never leaves half a model."""
         if self.model is None:
             raise UserError("save_model() needs a model: call load_model() and train() first")
         target = Path(output_dir or Path(self.config.output_dir) / outputs.FINAL_MODEL_DIR)
+        staging = target.with_name(f".{target.name}.partial")
+        if is_main_process():
+            shutil.rmtree(staging, ignore_errors=True)
         state = self.trainer.state if self.trainer is not None else None
         if state is not None:
-            self.trainer.save_model(str(target))
+            self.trainer.save_model(str(staging))  # every process takes part (sharded weights are gathered)
         elif is_main_process():
-            self.model.save_pretrained(target)
+            self.model.save_pretrained(staging)
         if not is_main_process():
             return target
         if state is not None:
             # The step and metric history travel with the model (--eval-only reads the step back).
-            write_json_atomic(target / outputs.TRAINER_STATE_FILE, dataclasses.asdict(state))
-        self.tokenizer.save_pretrained(target)
-        write_text_atomic(target / "README.md", outputs.model_card(
+            write_json_atomic(staging / outputs.TRAINER_STATE_FILE, dataclasses.asdict(state))
+        self.tokenizer.save_pretrained(staging)
+        write_text_atomic(staging / "README.md", outputs.model_card(
             self.record or self.run_record(), state.log_history if state else [], state.global_step if state else 0))
-        logger.info("model saved to %s", target)
         if self.config.save_merged:
             from grpo_tool import models
 
-            models.save_merged(self.config, self.machine, self.model, self.tokenizer, target,
-                               target / outputs.MERGED_DIR)
+            models.save_merged(self.config, self.machine, self.model, self.tokenizer, staging,
+                               staging / outputs.MERGED_DIR)
+        outputs.replace_directory(staging, target)
+        logger.info("model saved to %s", target)
         return target

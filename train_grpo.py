@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as interruption:
         return stop(f"interrupted: {interruption}", 130)
     except KeyboardInterrupt:
-        return stop("interrupted: stopped by Ctrl-C before training began; nothing was left half-written", 130)
+        # Outside the training loop (which turns Ctrl-C into a checkpoint): files, checkpoints and the final model
+        # are all written whole or not at all, so there is nothing half-written to report.
+        return stop("interrupted: stopped by Ctrl-C outside training; nothing was left half-written", 130)
     finally:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)

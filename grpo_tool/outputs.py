@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,16 @@ def saved_step(model_dir: str | Path | None) -> int | None:
         return json.loads(Path(model_dir or "", TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Put a finished folder in place of `target` (an earlier one is set aside first and then removed)."""
+    aside = target.with_name(f".{target.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if target.exists():
+        os.replace(target, aside)
+    os.replace(source, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 # the log file

@@ -188,7 +188,7 @@ def test_ctrl_c_while_the_model_loads_prints_one_line_and_leaves_nothing(tmp_pat
     result = run_main("--quick-test", "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 130
     assert result.stderr.strip().splitlines() == [
-        "interrupted: stopped by Ctrl-C before training began; nothing was left half-written"]
+        "interrupted: stopped by Ctrl-C outside training; nothing was left half-written"]
     assert not (tmp_path / "out").exists()
 
 
