@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stop(line: str, status: int) -> int:
-    """The last line printed, also recorded in grpo_training.log when the run has one."""
-    logging.getLogger("grpo.error").error(line)
+    """The last line printed, also recorded in grpo_training.log when the run has one (without a log file, logging
+    it would reach Python's fallback handler and print it twice)."""
+    if any(isinstance(handler, logging.FileHandler) for handler in logging.getLogger().handlers):
+        logging.getLogger("grpo.error").error(line)
     print(line, file=sys.stderr)
     return status
 

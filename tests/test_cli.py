@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, ROOT, run_main
+from conftest import FIXTURES, ROOT, run_cli, run_main
 
 
 def test_help_answers_without_importing_torch_transformers_or_trl():
@@ -28,6 +28,13 @@ def test_help_lists_every_flag_of_the_original():
              "--max-generation-samples"]
     assert result.returncode == 0
     assert [flag for flag in flags if flag not in result.stdout] == []
+
+
+def test_a_mistake_prints_exactly_one_line_in_a_real_process(tmp_path):
+    """In-process runs share pytest's log capture; a process of its own shows what a user sees."""
+    result = run_cli("--quick-test", "--batch-size", "0", "--output-dir", str(tmp_path / "out"))
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", "error: --batch-size 0 must be at least 1\n")
+    assert not (tmp_path / "out").exists()
 
 
 def write_config(tmp_path, text):
