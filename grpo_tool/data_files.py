@@ -65,11 +65,16 @@ def read_file_table(path: Path):
         raise UserError(f"{path}: unsupported file type {path.suffix or '(none)'}; use .jsonl, .json or .parquet")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    verbosity = datasets.logging.get_verbosity()
+    # datasets logs its own parse errors before raising; ours (below) names the line, so theirs stays quiet.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:  # noqa: BLE001 - datasets wraps every parse problem; our own pass names the line
         if builder == "parquet":
             raise UserError(f"{path}: not a readable parquet file ({error})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     # Slow path: the line to blame, or the rows rebuilt (datasets rejects some valid files, such as ones with
     # whitespace-only lines).
     records = file_rows(path)

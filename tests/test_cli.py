@@ -35,6 +35,12 @@ def test_a_mistake_prints_exactly_one_line_in_a_real_process(tmp_path):
     result = run_cli("--quick-test", "--batch-size", "0", "--output-dir", str(tmp_path / "out"))
     assert (result.returncode, result.stdout, result.stderr) == (2, "", "error: --batch-size 0 must be at least 1\n")
     assert not (tmp_path / "out").exists()
+    # Found after the model loaded: our start-up lines, then the error; no library's own report of the same fault.
+    result = run_cli("--quick-test", "--custom-data", str(FIXTURES / "malformed_line3.jsonl"), "--output-dir",
+                     str(tmp_path / "out"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and lines[-1].startswith("error: ") and "line 3" in lines[-1]
+    assert [line.split(":")[0] for line in lines[:-1]] == ["backend", "model"], lines
 
 
 def write_config(tmp_path, text):
