@@ -10,6 +10,7 @@ Every flag defaults to "not given" (argparse.SUPPRESS), so only flags the user t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import typing
@@ -80,10 +81,11 @@ def option_strings(name: str) -> list[str]:
 
 def help_text(name: str) -> str:
     field = FIELDS[name]
-    default = field.default if field.default is not field.default_factory else None
-    shown = "" if default in (None, [], {}) or isinstance(default, bool) else f" (default: {default})"
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
     if isinstance(default, bool):
         shown = f" (default: {'on' if default else 'off'})"
+    else:
+        shown = "" if default in (None, [], {}) else f" (default: {default})"
     return field.metadata["help"].replace("%", "%%") + shown
 
 
@@ -131,9 +133,8 @@ def as_typed(message: str, given: dict[str, typing.Any]) -> str:
     """A config error in the words the user typed: `per_device_train_batch_size=0` becomes `--batch-size 0` for the
     fields given as flags (a value from a config file keeps its key's name)."""
     for name, value in given.items():
-        flag = option_strings(name)[0]
-        shown = value if not isinstance(value, str) else value
-        message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", f"{flag} {shown}", message)
+        typed = f"{option_strings(name)[0]} {value}"
+        message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", lambda _: typed, message)
     return message
 
 

@@ -207,7 +207,7 @@ def model_card(record: dict[str, Any], log_history: list[dict], steps: int) -> s
     weights = ", ".join(f"{name} {weight}" for name, weight in record.get("components", {}).items())
     last_eval = next((entry for entry in reversed(log_history) if "eval_reward" in entry), {})
     last_train = next((entry for entry in reversed(log_history) if "reward" in entry), {})
-    lora = record.get("use_lora", config.get("use_lora"))
+    lora = record.get("use_lora")
     lines = [
         f"# GRPO fine-tune of {record.get('model')}",
         "",

@@ -22,7 +22,7 @@ from config import GRPOConfig, resolved_eval_group_size
 from errors import UserError
 from grpo_tool.backend import Machine
 from grpo_tool.models import model_parameters
-from grpo_tool.outputs import STAGING_DIR
+from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
 
     def _save_checkpoint(self, model, trial):
         run_dir = super()._get_output_dir(trial)
-        name = f"checkpoint-{self.state.global_step}"
+        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
         if self.args.should_save:
             shutil.rmtree(staged, ignore_errors=True)  # what a killed save left behind

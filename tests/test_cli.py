@@ -19,6 +19,17 @@ def test_help_answers_without_importing_torch_transformers_or_trl():
     assert "HEAVY []" in result.stdout
 
 
+def test_only_the_heavy_modules_import_torch_transformers_trl_or_peft():
+    """The import rule of grpo_tool/__init__.py: every other module loads without them."""
+    code = ("import sys, pathlib, importlib\nfrom grpo_tool import HEAVY_MODULES\n"
+            "names = [p.stem for p in pathlib.Path('.').glob('*.py')]"
+            " + ['grpo_tool.' + p.stem for p in pathlib.Path('grpo_tool').glob('*.py') if p.stem != '__init__']\n"
+            "for name in sorted(set(names) - set(HEAVY_MODULES)):\n    importlib.import_module(name)\n"
+            "print('HEAVY', [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr[-2000:]
+
+
 def test_help_lists_every_flag_of_the_original():
     result = run_main("--help")
     flags = ["--model", "--dataset", "--custom-data", "--config", "--quick-test", "--production", "--max-samples",

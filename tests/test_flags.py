@@ -53,6 +53,7 @@ def test_help_comes_from_the_fields_with_their_defaults():
     text = build_parser().format_help()
     assert "optimizer steps to run; -1: as many as --epochs needs (default: -1)" in " ".join(text.split())
     assert "{grpo,dapo,dr_grpo,bnpo,cispo,sapo}" in text  # choices from the field
+    assert "MISSING" not in text  # fields with a default factory show theirs (none for empty ones)
 
 
 def test_only_typed_flags_count_and_unset_words_unset():
