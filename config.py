@@ -393,6 +393,12 @@ def path_problems(config: GRPOConfig) -> list[str]:
     except UserError as error:
         problems.append(str(error))
     problems += [problem for spec in config.reward_functions for problem in [reward_function_problem(spec)] if problem]
+    for name, folder in (("output_dir", config.output_dir), ("generation_log_dir", config.generation_log_dir)):
+        blocked = next((path for path in [Path(folder or "."), *Path(folder or ".").parents]
+                        if path.exists() and not path.is_dir()), None)
+        if blocked is not None:
+            problems.append(f"{name} {folder}: {blocked} is a file, so no directory can be made there; give another "
+                            "path")
     if config.resume_from_checkpoint not in (None, "latest") and not Path(config.resume_from_checkpoint).is_dir():
         problems.append(f"checkpoint {config.resume_from_checkpoint}: no such directory (give a checkpoint-N "
                         "directory from an earlier run's output dir, or 'latest')")

@@ -59,6 +59,7 @@ class GRPOTrainer:
         self.trainer = None
         self.interrupt = None
         self.record = None
+        self.prompt_lengths: dict[str, list[int]] = {}  # tokens of each prompt, by split, once the data is prepared
 
     # The modules that import torch, transformers, trl and peft are imported in the methods below, after
     # backend.prepare has imported Unsloth where it is the backend (the rule is in grpo_tool/__init__.py).
@@ -80,7 +81,8 @@ class GRPOTrainer:
         the configured data when None, with prompts in the model's form and token budget."""
         if self.model is None:
             self.load_model()
-        return fit_to_model(as_dataset_dict(dataset, self.config), self.tokenizer, self.config)
+        self.prompt_lengths = {}
+        return fit_to_model(as_dataset_dict(dataset, self.config), self.tokenizer, self.config, self.prompt_lengths)
 
     def build_trainer(self, data, evaluate: bool, log_dir: str | None = None):
         """TRL's trainer with our rewards and callbacks; generation logs go to `log_dir` (default: the run's)."""
@@ -157,8 +159,18 @@ class GRPOTrainer:
         if hasattr(data["train"], "__len__") and (problem := steps_problem(self.config, len(data["train"]))):
             raise UserError(problem)
         self.build_trainer(data, evaluate=len(data["eval"]) > 0)
+        self.check_memory()
         self.write_run_record(data, replacing)
         return self.fit(checkpoint)
+
+    def check_memory(self) -> None:
+        """Before the first step: --plan's arithmetic on this model, data and machine, a warning when the run will
+        not fit (the longest prompts go first, so such a run fails at its first step, not its hundredth)."""
+        from grpo_tool.memory_plan import run_check
+
+        lengths = self.prompt_lengths.get("train")
+        self.trainer.longest_first = lengths
+        run_check(self.config, self.machine, self.model.config, max(lengths) if lengths else None)
 
     def fit(self, checkpoint: str | None = None):
         """TRL's training loop, with Ctrl-C / SIGTERM turned into a checkpoint and TrainingInterrupted."""

@@ -18,6 +18,8 @@ from messages import message_text, messages_as_text
 
 logger = logging.getLogger(__name__)
 
+PROMPT_TOKENS = "prompt_tokens"  # each prompt's length, kept beside the data until the trainer takes it off
+
 
 def prompt_token_count(tokenizer, prompt) -> int:
     if isinstance(prompt, list):
@@ -77,13 +79,16 @@ def truncate_messages(messages: list[dict], tokenizer, budget: int) -> list[dict
 
 
 def fit_prompt(prompt, tokenizer, budget: int, truncate: bool):
-    """(prompt or None, what happened): kept, truncated or dropped."""
-    if prompt_token_count(tokenizer, prompt) <= budget:
-        return prompt, "kept"
+    """(prompt or None, what happened, its tokens): kept, truncated or dropped."""
+    tokens = prompt_token_count(tokenizer, prompt)
+    if tokens <= budget:
+        return prompt, "kept", tokens
     if not truncate:
-        return None, "dropped"
+        return None, "dropped", tokens
     shortened = (truncate_messages if isinstance(prompt, list) else truncate_text)(prompt, tokenizer, budget)
-    return shortened, "truncated" if shortened is not None else "dropped"
+    if shortened is None:
+        return None, "dropped", tokens
+    return shortened, "truncated", prompt_token_count(tokenizer, shortened)
 
 
 def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False, truncate: bool = False):
@@ -92,14 +97,14 @@ def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False,
     import datasets
 
     def fit(row):
-        prompt, outcome = fit_prompt(in_form(row["prompt"], chat), tokenizer, budget, truncate)
-        return {"prompt": prompt, "fit": outcome}
+        prompt, outcome, tokens = fit_prompt(in_form(row["prompt"], chat), tokenizer, budget, truncate)
+        return {"prompt": prompt, "fit": outcome, PROMPT_TOKENS: tokens}
 
     fitted = dataset.map(fit)
     if isinstance(dataset, datasets.IterableDataset):
         logger.info("%s: prompts over %d tokens are %s as they stream", split, budget,
                     "truncated" if truncate else "dropped")
-        return fitted.filter(lambda row: row["prompt"] is not None).remove_columns("fit")
+        return fitted.filter(lambda row: row["prompt"] is not None).remove_columns(["fit", PROMPT_TOKENS])
     if len(dataset) == 0:
         return dataset
     outcomes = fitted["fit"]
@@ -115,10 +120,15 @@ def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False,
     return fitted.remove_columns("fit")
 
 
-def fit_to_model(data, tokenizer, config):
-    """Both splits of a DatasetDict in the model's prompt form and within max_seq_length - max_completion_length."""
+def fit_to_model(data, tokenizer, config, lengths: dict | None = None):
+    """Both splits of a DatasetDict in the model's prompt form and within max_seq_length - max_completion_length.
+    `lengths`, when given, receives each in-memory split's prompt lengths in tokens, row by row."""
     budget = config.max_seq_length - config.max_completion_length
     chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
     for split in ("train", "eval"):
         data[split] = fit_prompts(data[split], tokenizer, budget, split, chat, config.prompt_overflow == "truncate")
+        if PROMPT_TOKENS in (data[split].column_names or ()):
+            if lengths is not None:
+                lengths[split] = data[split][PROMPT_TOKENS]
+            data[split] = data[split].remove_columns(PROMPT_TOKENS)
     return data

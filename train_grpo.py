@@ -15,7 +15,7 @@ import sys
 from config import FIELDS, build_config, is_main_process
 from errors import Interrupted, UserError, near_miss
 from grpo_tool.console import ConsoleHandler, for_a_person, quiet_library_progress_bars
-from grpo_tool.flags import add_config_flags, as_typed, config_overrides
+from grpo_tool.flags import add_config_flags, as_typed, config_overrides, positive_number
 from grpo_tool.outputs import EarlyRecords, detach_log_files
 
 
@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--check-rewards", action="store_true",
                       help="no training: score chosen against rejected and sampled completions with every reward "
                            "component, print a table, write reward_check.json")
+    task.add_argument("--plan", action="store_true",
+                      help="no training: estimate the run's peak memory by part and its seconds per step from the "
+                           "model's shape, print a table, write plan.json (no weights loaded, no network)")
+    parser.add_argument("--gpu-memory", type=positive_number, metavar="GB",
+                        help="with --plan: plan for a GPU of this many GB (default: this machine's GPU, else its CPU)")
     groups = add_config_flags(parser)
     groups["wandb"].add_argument("--no-wandb", dest="wandb_project", action="store_const", const=None,
                                  help="do not log to Weights & Biases")
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"report: {build_report(getattr(args, 'output_dir', FIELDS['output_dir'].default))}")
             return 0
+        if hasattr(args, "gpu_memory") and not getattr(args, "plan", False):
+            raise UserError("--gpu-memory is a --plan setting (the GPU to plan for); a run uses the GPU it finds")
         notes: list[str] = []
         config = config_from_args(args, notes)
         handlers = setup_console_logging()
@@ -125,6 +132,11 @@ def stop(line: str, status: int) -> int:
 
 def run(config, args: argparse.Namespace, notes: list[str]) -> int:
     """The chosen task: the reward check, an evaluation, or training."""
+    if getattr(args, "plan", False):
+        from grpo_tool.memory_plan import run_plan
+
+        print(run_plan(config, getattr(args, "gpu_memory", None)))
+        return 0
     if getattr(args, "check_rewards", False):
         from reward_check import format_report, run_reward_check
 

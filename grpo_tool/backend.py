@@ -24,6 +24,7 @@ from errors import UserError
 logger = logging.getLogger(__name__)
 
 CPU_MODEL_LIMIT_BILLION = 1  # larger models are refused on a machine without CUDA
+CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,13 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_number(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0")
+    return value
+
+
 def whole_number(text: str) -> int:
     try:
         return int(text)

@@ -34,6 +34,7 @@ EVALUATION_DIR = "evaluation"  # --eval-only's own files
 EVAL_METRICS_FILE = "eval_metrics.json"
 REPORT_FILE = "report.html"
 REWARD_CHECK_FILE = "reward_check.json"
+PLAN_FILE = "plan.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 GENERATION_LOG_PATTERN = re.compile(r"generation_log_step_(\d+)\.json$")

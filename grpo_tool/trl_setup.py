@@ -17,16 +17,15 @@ from pathlib import Path
 import torch
 import trl
 from transformers.trainer_utils import rotate_checkpoints
+from trl.trainer.utils import RepeatSampler
 
 from config import GRPOConfig, resolved_eval_group_size
 from errors import UserError
-from grpo_tool.backend import Machine
+from grpo_tool.backend import CHECKPOINTING_MIN_PARAMETERS, Machine
 from grpo_tool.models import model_parameters
 from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
 
 
 def merges_lora_for_generation(config: GRPOConfig, machine: Machine, model) -> bool:
@@ -93,11 +92,46 @@ def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool) -
         raise UserError(f"trl_options {config.trl_options}: TRL refused them ({error})") from None
 
 
+class LongestFirstSampler(torch.utils.data.Sampler):
+    """TRL's RepeatSampler with the longest prompts in the first generation batch, so a run that cannot fit in
+    memory fails at its first step. The prompts trade places across the whole order, so each is still seen as often
+    as before; the order is the same in every process and after a resume (same seed, same lengths)."""
+
+    def __init__(self, sampler, lengths: list[int]):
+        self.sampler, self.lengths, self.first_pass = sampler, lengths, True
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        order = list(self.sampler)
+        if self.first_pass:
+            self.first_pass = False
+            order = self.longest_first(order)
+        return iter(order)
+
+    def longest_first(self, order: list[int]) -> list[int]:
+        first = list(dict.fromkeys(order))[:self.sampler.batch_size]  # the first generation batch's prompts
+        longest = sorted(range(len(self.lengths)), key=lambda index: -self.lengths[index])[:len(first)]
+        leaving = [index for index in first if index not in longest]
+        coming = [index for index in longest if index not in first]
+        swap = {**dict(zip(leaving, coming)), **dict(zip(coming, leaving))}
+        return [swap.get(index, index) for index in order]
+
+
 class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
     """TRL's GRPOTrainer, writing each checkpoint into {output_dir}/.staging/ and renaming it into place only once it
     is complete, so a checkpoint-N directory is always whole: a kill at any moment leaves the last one usable."""
 
     staging = False
+    longest_first: list[int] | None = None  # training prompts' lengths in tokens: the longest go first
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        if self.longest_first and isinstance(sampler, RepeatSampler) \
+                and len(self.longest_first) == sampler.num_samples:
+            return LongestFirstSampler(sampler, self.longest_first)
+        return sampler
     merge_lora_for_generation = False  # set by trl_setup.build_trl_trainer
 
     def _generate_single_turn(self, *args, **kwargs):

@@ -128,6 +128,16 @@ MISTAKES = {
     "less than a step of epochs": (["--quick-test", "--epochs", "0.001"], "less than one step"),
     "report on a dir that is no run": (["--report"], "is no directory"),
     "unknown dataset": (["--dataset", "imagenet"], "invalid choice"),
+    "generation log dir that is a file": (["--quick-test", "--generation-log-dir", "@array.jsonl"],
+                                          "is a file, so no directory"),
+    "generation log dir under a file": (["--quick-test", "--generation-log-dir", "@array.jsonl/logs"],
+                                        "is a file, so no directory"),
+    "--gpu-memory without --plan": (["--quick-test", "--gpu-memory", "24"], "--gpu-memory is a --plan setting"),
+    "no GPU memory to plan for": (["--plan", "--gpu-memory", "0"], "'0' is not above 0"),
+    "plan for a model of unknown shape": (["--plan", "--model", "someone/unheard-of-7b"], "no shape known"),
+    "plan with another task": (["--plan", "--eval-only"], "not allowed with"),
+    "plan for LoRA layers it does not know": (["--plan", "--quick-test", "--lora", "--lora-target-modules", "qkv"],
+                                              "does not know qkv"),
     "hub model not cached offline": (["--quick-test", "--model", "nobody/not-a-model-xyz"], "cannot be loaded"),
     "hub dataset offline": (["--quick-test", "--dataset", "hh_rlhf"], "GRPO_DATASET_MIRROR"),
     "unrecognised data schema": (["--quick-test", "--custom-data", "@questions.jsonl"],
@@ -227,3 +237,11 @@ def test_mistakes_end_in_one_error_line(tmp_path, monkeypatch, name):
     assert lines[-1].startswith("error: ") and fragment in lines[-1], result.stderr
     assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
     assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("task", [[], ["--plan"], ["--check-rewards"], ["--eval-only"]])
+def test_an_output_dir_that_is_a_file_is_one_error_line(tmp_path, task):
+    (tmp_path / "taken").write_text("a file")
+    result = run_main("--quick-test", *task, "--output-dir", str(tmp_path / "taken" / "run"))
+    assert result.returncode == 2 and result.stderr.startswith("error: output_dir ")
+    assert "is a file, so no directory" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,544 @@
+"""`--plan`: a GRPO run's peak memory by part and its seconds per step, counted from the model's shape and the run's
+settings before any weight loads. The same arithmetic checks a real run at start-up (see grpo_trainer.py).
+
+What is counted, per device, in bytes (B: completions per micro-batch, T: prompt + completion tokens, L: layers,
+h: hidden width, I: MLP width, V: vocabulary):
+- weights: fp32 on the CPU; on a GPU 16-bit, or 4-bit (NF4 with its block scales, about 4.5 bits a weight) for the
+  blocks' linear layers while embeddings and norms stay 16-bit;
+- LoRA weights, their gradients and AdamW's two moments, all fp32 (full fine-tuning: every weight, in its dtype);
+- activations kept for the backward pass: per token and layer the residual stream and norm outputs (6h), queries,
+  keys and values widened to all heads plus the attention output (4 x heads x head_dim) and the MLP's four I-wide
+  tensors; with gradient checkpointing only each layer's input plus one layer's set (Unsloth's checkpointing moves
+  even the layer inputs to CPU memory);
+- the log-probability pass's logits, B x (completion + 1) x V: the model's output, the copy divided by the
+  temperature and the gradient on the CPU and in transformers (fp32 on the CPU); the output and its gradient in
+  16-bit with TRL's fused kernel on a GPU; one completion at a time in fp32 under Unsloth, whose loss is chunked;
+- generation's KV cache, B x steps_per_generation completions of T tokens, plus one layer's prefill;
+- the reference model (a second copy of the weights) when beta > 0 without LoRA; with LoRA the reference is the base
+  with the adapter off and costs no memory;
+- vLLM colocated: the share of the GPU it is given, holding its own weights and KV cache;
+- runtime: on the CPU the process with torch, transformers, TRL, datasets and peft imported (513 MB measured here)
+  and the data; on a GPU the CUDA context and library workspaces, which torch.cuda.max_memory_allocated does not see.
+Training, generation and evaluation take turns, so the peak is what stays plus the largest of the three.
+
+    from config import build_config
+    plan = make_plan(build_config(mode="quick_test"), Device.gpu(24))    # the tiny quick test on a 24 GB GPU
+    plan.peak / GB, plan.fits, what_would_fit(plan)    # about 0.7, True, []
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from config import GRPOConfig
+from grpo_tool.backend import CHECKPOINTING_MIN_PARAMETERS, choose_backend, package_installed
+from errors import UserError
+from grpo_tool.model_shapes import ModelShape, find_shape, shape_from_config
+
+GB = 1024**3
+MB = 1024**2
+NF4_BYTES = 4.5 / 8  # 4-bit weights plus one fp32 absmax per 64 (double-quantised: less; counted plainly)
+CPU_RUNTIME = 560 * MB  # 513 MB measured after importing torch/transformers/trl/datasets/peft, plus data & tokenizer
+# On the CPU, glibc's malloc keeps most blocks a forward pass frees (each layer's temporaries: the LoRA layers' base
+# and adapter outputs, the attention's reshapes) instead of returning them, and under checkpointing the recomputed
+# layers free theirs again. Resident memory over a step therefore exceeds the live tensors by about 0.6x the full
+# activations of every layer, with or without checkpointing: measured on SmolLM2-135M with LoRA, 8 x 141 tokens,
+# 0.70 without and 0.49 with checkpointing (live tensors seen with MALLOC_MMAP_THRESHOLD_ fixed, which stops it).
+CPU_RETAINED_SHARE = 0.6
+CUDA_RUNTIME = 700 * MB  # CUDA context (about 500 MB on an H100) and cuBLAS/cuDNN workspaces
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# bf16 dense tensor-core TFLOPS, memory GiB, bandwidth TB/s, from the vendors' data sheets.
+GPUS = {
+    "H200": (989, 141, 4.8), "H100": (989, 80, 3.35), "A100-SXM4-80GB": (312, 80, 2.0), "A100": (312, 40, 1.56),
+    "L40S": (362, 48, 0.86), "A6000": (155, 48, 0.77), "RTX 4090": (165, 24, 1.0), "RTX 3090": (71, 24, 0.94),
+    "A10G": (70, 24, 0.6), "A10": (125, 24, 0.6), "L4": (121, 24, 0.3), "T4": (65, 16, 0.32),
+}
+# Assumed when only --gpu-memory is given: the common GPU of that size.
+GPU_BY_MEMORY = ((16, "T4"), (24, "L4"), (48, "L40S"), (80, "H100"), (10**6, "H200"))
+# Per optimizer step, beside the FLOPs: TRL's and transformers' own work (sampling bookkeeping, metrics, the
+# optimizer call), measured as the tiny model's whole step on the CPU (0.05 s, of which its FLOPs are 0.01 s).
+STEP_OVERHEAD = 0.04
+TRAIN_EFFICIENCY = 0.4  # share of peak matmul throughput a training step reaches (typical MFU of HF training)
+CPU_TRAIN_EFFICIENCY = 0.8  # of the 512x512 matmul rate measured at plan time: SmolLM2-135M's steps reached 0.8
+BANDWIDTH_EFFICIENCY = 0.7  # share of memory bandwidth a decode step reaches reading the weights
+# Framework overhead per layer per generated token in transformers' generate (eager kernels, Python): on the CPU
+# small beside reading the weights (SmolLM2-135M decodes at the copy bandwidth measured at plan time); on a GPU a
+# typical launch-bound figure for eager decoding.
+DECODE_OVERHEAD_PER_LAYER = {"cpu": 0.1e-3, "cuda": 0.15e-3}
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # cpu or cuda
+    memory: float  # bytes the run may use
+    name: str
+    tflops: float  # matmul throughput, TFLOPS, in the training precision
+    bandwidth: float  # TB/s
+    how: str  # where these figures came from
+
+    @staticmethod
+    def gpu(memory_gb: float, name: str | None = None) -> "Device":
+        if name is None:
+            name = next(gpu for limit, gpu in GPU_BY_MEMORY if memory_gb <= limit)
+            how = f"--gpu-memory {memory_gb:g}: throughput of a {name}-class GPU assumed"
+        else:
+            how = f"detected {name}"
+        key = next((known for known in sorted(GPUS, key=len, reverse=True) if known.lower() in name.lower()), "A100")
+        tflops, _, bandwidth = GPUS[key]
+        return Device("cuda", memory_gb * GB, name, tflops, bandwidth, how)
+
+    @staticmethod
+    def cpu_here() -> "Device":
+        """This machine's available memory, and its fp32 matmul rate and copy bandwidth measured now (~0.3 s)."""
+        import torch
+
+        size = 512
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.mm(a, b)
+        start, rounds = time.perf_counter(), 20
+        for _ in range(rounds):
+            torch.mm(a, b)
+        tflops = 2 * size**3 * rounds / (time.perf_counter() - start) / 1e12
+        big = torch.empty(64 * MB // 4)
+        start = time.perf_counter()
+        for _ in range(5):
+            big.clone()
+        bandwidth = 2 * big.numel() * 4 * 5 / (time.perf_counter() - start) / 1e12
+        return Device("cpu", available_memory(), f"CPU ({os.cpu_count()} cores)", tflops, bandwidth,
+                      f"measured here: {tflops * 1000:.0f} GFLOP/s fp32 matmul, {bandwidth * 1000:.0f} GB/s copy")
+
+    @staticmethod
+    def detect(gpu_memory_gb: float | None) -> "Device":
+        """--gpu-memory plans for such a GPU wherever this runs; otherwise this machine's GPU, or its CPU."""
+        if gpu_memory_gb is not None:
+            return Device.gpu(gpu_memory_gb)
+        import torch  # not patched by Unsloth, so importing it before a later run is safe
+
+        if torch.cuda.is_available():
+            properties = torch.cuda.get_device_properties(0)
+            return Device.gpu(properties.total_memory / GB, properties.name)
+        return Device.cpu_here()
+
+
+def available_memory() -> float:
+    """Bytes this machine can give a new process: MemAvailable, else the physical memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    bytes: float
+    phase: str  # always, training, generation or evaluation: phases take turns
+    note: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: GRPOConfig
+    shape: ModelShape
+    device: Device
+    backend: str
+    prompt_tokens: int
+    prompt_source: str
+    checkpointing: bool
+    parts: tuple[Part, ...]
+    seconds_per_step: float
+    time_note: str
+
+    @property
+    def peak(self) -> float:
+        return peak_of(self.parts)
+
+    @property
+    def runtime(self) -> float:
+        return sum(part.bytes for part in self.parts if part.name == "runtime")
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= self.device.memory
+
+
+def lora_parameters(shape: ModelShape, config: GRPOConfig) -> int:
+    """LoRA's A and B matrices over the targeted linear layers of every block."""
+    wanted = LORA_MODULES if config.lora_target_modules == "all-linear" else tuple(
+        name.strip() for name in config.lora_target_modules.split(","))
+    unknown = [name for name in wanted if name not in LORA_MODULES]
+    if unknown:
+        raise UserError(f"--lora-target-modules {config.lora_target_modules}: the plan counts the linear layers of "
+                        f"Llama-style blocks ({', '.join(LORA_MODULES)}) and does not know {', '.join(unknown)}; "
+                        "plan with those names or all-linear")
+    total = 0
+    for name, (fan_in, fan_out) in shape.linear_shapes().items():
+        if name in wanted:
+            experts = shape.experts if name in ("gate_proj", "up_proj", "down_proj") else 1
+            total += config.lora_r * (fan_in + fan_out) * experts
+    return total * shape.layers
+
+
+def checkpointing_on(config: GRPOConfig, shape: ModelShape, device: Device) -> bool:
+    """The rule trl_setup.trl_arguments applies (unset: on for CUDA models of 100M+ parameters)."""
+    if config.gradient_checkpointing is not None:
+        return config.gradient_checkpointing
+    return device.kind == "cuda" and shape.parameters >= CHECKPOINTING_MIN_PARAMETERS
+
+
+def steps_per_generation(config: GRPOConfig) -> int:
+    options = config.trl_options
+    if options.get("steps_per_generation"):
+        return int(options["steps_per_generation"])
+    if options.get("generation_batch_size"):
+        return max(1, int(options["generation_batch_size"]) // config.per_device_train_batch_size)
+    return config.gradient_accumulation_steps
+
+
+def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
+                checkpointing: bool) -> list[Part]:
+    cpu = device.kind == "cpu"
+    act = 4 if cpu else 2  # fp32 on the CPU; bf16 autocast, or fp16 weights, on a GPU
+    weight_bytes = 4 if cpu else 2
+    four_bit = not cpu and config.load_in_4bit
+    L, h, V = shape.layers, shape.hidden, shape.vocab
+    B, C = config.per_device_train_batch_size, config.max_completion_length
+    T = prompt_tokens + C
+    mlp = shape.intermediate * shape.active_experts
+    parts = []
+
+    def add(name, size, phase, note):
+        parts.append(Part(name, float(size), phase, note))
+
+    if four_bit:
+        quantized = L * shape.layer_linear_parameters
+        add("weights", quantized * NF4_BYTES + (shape.parameters - quantized) * 2, "always",
+            f"{shape.parameters / 1e9:.2f}B parameters, linear layers 4-bit, embeddings 16-bit")
+    else:
+        add("weights", shape.parameters * weight_bytes, "always",
+            f"{shape.parameters / 1e9:.2f}B parameters in {'fp32' if cpu else '16-bit'}")
+    if config.use_lora:
+        trainable, state_bytes = lora_parameters(shape, config), 4
+        add("LoRA weights", trainable * 4, "always", f"{trainable / 1e6:.1f}M parameters (r={config.lora_r}), fp32")
+    else:
+        trainable, state_bytes = shape.parameters, weight_bytes
+    optim = str(config.trl_options.get("optim", "adamw_torch"))
+    moments = 2 * (1 if "8bit" in optim else state_bytes)
+    add("gradients", trainable * state_bytes, "always", "one per trainable parameter")
+    add("optimizer state", trainable * moments, "always", f"{optim}: two moments per trainable parameter")
+    if config.beta > 0 and not config.use_lora:
+        add("reference model", shape.parameters * (4 if cpu else 2), "always", f"beta={config.beta:g}: a second copy")
+    if config.reward_model:
+        try:
+            reward = find_shape(config.reward_model)
+            add("reward model", reward.parameters * weight_bytes, "always", f"{reward.parameters / 1e6:.0f}M "
+                "parameters")
+        except Exception:  # noqa: BLE001 - its shape unknown: said in the table rather than guessed
+            add("reward model", 0, "always", "shape unknown here: not counted")
+    if config.use_vllm and config.vllm_mode == "colocate":
+        add("vLLM", config.vllm_gpu_memory_utilization * device.memory, "always",
+            f"its share ({config.vllm_gpu_memory_utilization:g}) holds its weights and KV cache")
+
+    per_token_layer = 6 * h + 4 * shape.attention_width + 4 * mlp
+    every_layer = L * B * T * per_token_layer * act
+    if not checkpointing:
+        kept, how = every_layer, "every layer's tensors kept"
+    elif backend == "unsloth":
+        kept, how = B * T * (per_token_layer + h) * act, "checkpointed, layer inputs offloaded to CPU (Unsloth)"
+    else:
+        kept, how = B * T * (L * h + per_token_layer) * act, "checkpointed: layer inputs plus one layer"
+    if cpu:
+        kept += CPU_RETAINED_SHARE * every_layer
+        how += f"; plus {CPU_RETAINED_SHARE:g}x all layers' that malloc keeps after freeing"
+    add("activations", kept, "training", f"{B} completions x {T} tokens; {how}")
+    if backend == "unsloth":
+        logits, how = (C + 1) * V * 4 * 2, "one completion at a time (Unsloth's chunked loss), fp32"
+    elif cpu:
+        logits, how = B * (C + 1) * V * 4 * 3, "output, tempered copy and gradient, fp32"
+    else:
+        logits, how = B * (C + 1) * V * 2 * 2, "output and gradient, 16-bit (TRL's fused log-softmax)"
+    add("logits", logits, "training", f"{B} x {C + 1} tokens x {V} vocabulary: {how}")
+
+    generated = B * steps_per_generation(config)
+    if config.use_vllm:
+        add("KV cache", 0, "generation", "inside vLLM's share" if config.vllm_mode == "colocate" else
+            "on the vLLM server")
+    else:
+        add("KV cache", generated * L * 2 * shape.kv_width * T * act, "generation",
+            f"{generated} completions x {T} tokens")
+        add("prefill", generated * prompt_tokens * (4 * h + 2 * mlp) * act + generated * V * 4, "generation",
+            "one layer's working tensors over the prompts")
+    evaluated = config.per_device_eval_batch_size
+    add("evaluation", evaluated * L * 2 * shape.kv_width * T * act + evaluated * (C + 1) * V * (4 if cpu else 2),
+        "evaluation", f"{evaluated} completions: KV cache and logits, no gradients")
+    add("runtime", CPU_RUNTIME if cpu else CUDA_RUNTIME, "always",
+        "Python with the libraries imported, and the data" if cpu else "CUDA context and library workspaces")
+    return parts
+
+
+def peak_of(parts) -> float:
+    """What stays, plus the largest of the phases that take turns."""
+    always = sum(part.bytes for part in parts if part.phase == "always")
+    phases: dict[str, float] = {}
+    for part in parts:
+        if part.phase != "always":
+            phases[part.phase] = phases.get(part.phase, 0) + part.bytes
+    return always + max(phases.values(), default=0)
+
+
+def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, prompt_tokens: int, checkpointing: bool,
+                 weight_bytes: float) -> tuple[float, dict, str]:
+    """Seconds per optimizer step from the FLOPs of generation and training at the device's throughput."""
+    cpu = device.kind == "cpu"
+    C, B, GA = config.max_completion_length, config.per_device_train_batch_size, config.gradient_accumulation_steps
+    T = prompt_tokens + C
+    mlp_share = shape.active_experts / shape.experts
+    linear = sum(fan_in * fan_out * (mlp_share if name in ("gate_proj", "up_proj", "down_proj") else 1)
+                 for name, (fan_in, fan_out) in shape.linear_shapes().items())
+    layers = 2 * shape.layers * linear  # forward FLOPs per token through the blocks
+    attention = 2 * shape.layers * shape.attention_width * T  # causal: each token attends to half of T on average
+    head = 2 * shape.vocab * shape.hidden  # the output layer runs on completion tokens only (TRL's logits_to_keep)
+    rate = device.tflops * 1e12 * (CPU_TRAIN_EFFICIENCY if cpu else TRAIN_EFFICIENCY)
+    passes = (2 if config.use_lora else 3) + (1 if checkpointing else 0) + (1 if config.beta > 0 else 0)
+    training = B * GA * (T * (layers + attention) + (C + 1) * head) * passes / rate
+    batch = B * steps_per_generation(config)
+    prefill = batch * (prompt_tokens * (layers + attention) + head) / rate
+    overhead = 0 if config.use_vllm else DECODE_OVERHEAD_PER_LAYER[device.kind] * shape.layers
+    decode = max(batch * (layers + head) / rate,
+                 weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY)) + overhead
+    generation = (GA / steps_per_generation(config)) * (prefill + C * decode)
+    note = (f"assumes every completion reaches {C} tokens; training at {100 * (CPU_TRAIN_EFFICIENCY if cpu else TRAIN_EFFICIENCY):.0f}% "
+            f"of {device.tflops:g} TFLOPS ({device.how}), {passes} passes over {B * GA} x {T} tokens; each generated "
+            f"token reads the weights at {100 * BANDWIDTH_EFFICIENCY:.0f}% of {device.bandwidth:g} TB/s"
+            + (f" plus {overhead * 1000:.1f} ms of framework overhead" if overhead else "")
+            + f", plus {STEP_OVERHEAD:g} s of per-step framework work; evaluations, checkpoints and reward functions "
+            "not included")
+    return training + generation + STEP_OVERHEAD, {"generation": round(generation, 3),
+                                                    "training": round(training, 3), "other": STEP_OVERHEAD}, note
+
+
+def local_tokenizer(config: GRPOConfig):
+    """The model's tokenizer when it is on this machine (no download), else None."""
+    from grpo_tool.model_registry import TOKENIZER_FILES, TINY_MODEL, find_gguf, resolve_model_name
+    from grpo_tool.model_shapes import hub_cache_config
+
+    name = resolve_model_name(config.model_name)
+    if name == TINY_MODEL:
+        from tiny_model import ensure_tiny_model
+
+        source = ensure_tiny_model()
+    elif find_gguf(name):
+        from grpo_tool.gguf_models import cache_dir
+
+        source = cache_dir(find_gguf(name))
+    else:
+        cached = hub_cache_config(name)
+        source = Path(name) if Path(name).is_dir() else cached.parent if cached else None
+    if source is None or not any((Path(source) / file).is_file() for file in TOKENIZER_FILES):
+        return None
+    from grpo_tool.models import load_tokenizer
+
+    return load_tokenizer(str(source), config.trust_remote_code)
+
+
+def longest_prompt(config: GRPOConfig) -> tuple[int, str]:
+    """The longest training prompt in tokens when the data and tokenizer are on this machine; otherwise the most a
+    prompt may be (max_seq_length - max_completion_length), which is what a run can meet."""
+    from data_loader import SAMPLE_DATASET, load_grpo_dataset
+    from prompt_budget import in_form, prompt_token_count, uses_chat
+
+    budget = config.max_seq_length - config.max_completion_length
+    fallback = "max_seq_length - max_completion_length, the most a prompt may be: "
+    if config.streaming:
+        return budget, fallback + "the data streams"
+    if not (config.custom_data or config.dataset_name == SAMPLE_DATASET):
+        return budget, fallback + "the hub dataset is not read for a plan"
+    tokenizer = local_tokenizer(config)
+    if tokenizer is None:
+        return budget, fallback + "the tokenizer is not on this machine"
+    prompts = load_grpo_dataset(config)["train"]["prompt"]
+    chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
+    # The longest by characters are the longest in tokens, give or take: count tokens for those only.
+    longest = sorted(prompts, key=lambda prompt: len(str(prompt)), reverse=True)[:200]
+    counts = [prompt_token_count(tokenizer, in_form(prompt, chat)) for prompt in longest]
+    fitting = [count for count in counts if count <= budget]
+    tokens = budget if config.prompt_overflow == "truncate" and len(fitting) < len(counts) else max(fitting or [budget])
+    return tokens, f"the longest training prompt of {len(prompts)}"
+
+
+def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = None,
+              prompt: tuple[int, str] | None = None, backend: str | None = None) -> Plan:
+    shape = shape or find_shape(config.model_name)
+    cuda = device.kind == "cuda"
+    if backend is None:
+        # Planning a GPU from elsewhere (--gpu-memory): auto means Unsloth, what requirements-gpu.txt installs.
+        planned_elsewhere = device.how.startswith("--gpu-memory")
+        backend = choose_backend(config, cuda, package_installed("unsloth") or planned_elsewhere)[0] if cuda \
+            else "transformers"
+    prompt_tokens, prompt_source = prompt or longest_prompt(config)
+    checkpointing = checkpointing_on(config, shape, device)
+    parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing)
+    seconds, note = 0.0, "not estimated"
+    if device.tflops:
+        weights = next(part.bytes for part in parts if part.name == "weights")
+        seconds, _, note = step_seconds(config, shape, device, prompt_tokens, checkpointing, weights)
+    return Plan(config, shape, device, backend, prompt_tokens, prompt_source, checkpointing, tuple(parts), seconds,
+                note)
+
+
+def resident_memory() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | None) -> Plan | None:
+    """At a run's start: the plan for the loaded model's shape, the data's longest prompt and this machine; a
+    warning when it will not fit. Returns the plan (None when the model's config cannot be read as a decoder)."""
+    import logging
+
+    logger = logging.getLogger(__name__)
+    try:
+        shape = shape_from_config(model_config.to_dict(), "the loaded model's config")
+    except UserError as error:
+        logger.info("memory plan skipped: %s", error)
+        return None
+    if machine.cuda:
+        import torch
+
+        properties = torch.cuda.get_device_properties(torch.cuda.current_device())
+        device = Device("cuda", properties.total_memory, properties.name, 0, 0, "detected")
+    else:
+        # The process already holds the libraries and the weights, so its own share counts as available.
+        device = Device("cpu", available_memory() + resident_memory(), "this machine's memory", 0, 0, "detected")
+    budget = config.max_seq_length - config.max_completion_length
+    prompt = (prompt_tokens, "the longest training prompt") if prompt_tokens else (budget, "the prompt budget")
+    try:
+        plan = make_plan(config, device, shape, prompt, machine.backend)
+    except UserError as error:  # a model or setting the plan cannot count: the run goes on without it
+        logger.info("memory plan skipped: %s", error)
+        return None
+    if plan.fits:
+        logger.info("memory plan: peak about %.1f GB of %.1f GB available (--plan with the same flags shows the "
+                    "parts)", plan.peak / GB, device.memory / GB)
+    else:
+        logger.warning("memory: this run needs about %.1f GB at its peak but %s has %.1f GB, so it will likely run "
+                       "out of memory at the first step (its longest prompts go first). Would fit: %s. See "
+                       "python train_grpo.py --plan with the same flags for the parts", plan.peak / GB,
+                       "the GPU" if machine.cuda else "this machine", device.memory / GB,
+                       "; ".join(what_would_fit(plan)))
+    return plan
+
+
+def largest_fitting(low: int, high: int, fits) -> int | None:
+    """The largest value in [low, high] for which fits(value) holds, assuming it holds below a threshold."""
+    if not fits(low):
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+def what_would_fit(plan: Plan) -> list[str]:
+    """Each setting changed alone to the largest value that fits; empty when the run fits as it is."""
+    if plan.fits:
+        return []
+    config, memory = plan.config, plan.device.memory
+
+    def peak(**changes):
+        changed = replace(config, **changes)
+        return peak_of(count_parts(changed, plan.shape, plan.device, plan.backend, plan.prompt_tokens,
+                                   changes.get("gradient_checkpointing", plan.checkpointing)))
+
+    ideas = []
+    if not plan.checkpointing and peak(gradient_checkpointing=True) <= memory:
+        ideas.append("gradient_checkpointing on (--gradient-checkpointing) fits as it is")
+    length = largest_fitting(1, config.max_completion_length - 1,
+                             lambda value: peak(max_completion_length=value) <= memory)
+    if length:
+        ideas.append(f"max_completion_length {length} (from {config.max_completion_length})")
+    spg = steps_per_generation(config)
+    batch = largest_fitting(1, config.per_device_train_batch_size - 1,
+                            lambda value: peak(per_device_train_batch_size=value) <= memory)
+    if batch:
+        keeping = max((size for size in range(1, batch + 1) if (size * spg) % config.group_size == 0), default=None)
+        group = max((size for size in range(2, config.group_size + 1) if (batch * spg) % size == 0), default=None)
+        if keeping:
+            ideas.append(f"per_device_train_batch_size {keeping} (from {config.per_device_train_batch_size}); raise "
+                         "gradient_accumulation_steps to keep the completions per step")
+        elif group:
+            ideas.append(f"per_device_train_batch_size {batch} with group_size {group} (from "
+                         f"{config.per_device_train_batch_size} and {config.group_size}); raise "
+                         "gradient_accumulation_steps to keep the completions per step")
+    if not ideas:
+        stays = sum(part.bytes for part in plan.parts if part.phase == "always")
+        if plan.device.kind == "cpu":
+            remedies = "LoRA, a smaller model, or a machine with more memory"
+        elif config.load_in_4bit and config.use_lora:
+            remedies = "a smaller model, or a GPU with more memory"
+        else:
+            remedies = "4-bit weights (--load-in-4bit) and LoRA, a smaller model, or a GPU with more memory"
+        ideas.append(f"nothing in batch or length fits: the weights, optimizer and runtime alone take "
+                     f"{stays / GB:.1f} GB; use {remedies}")
+    return ideas
+
+
+def format_plan(plan: Plan) -> str:
+    config, shape, device = plan.config, plan.shape, plan.device
+    unit, scale, digits = ("MB", MB, 0) if plan.peak < 4 * GB else ("GB", GB, 2)
+    lines = [f"plan: {config.model_name} ({shape.parameters / 1e9:.2f}B parameters; shape from {shape.source})",
+             f"  on {device.name} with {device.memory / GB:.1f} GB, {plan.backend} backend, "
+             f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, gradient checkpointing "
+             f"{'on' if plan.checkpointing else 'off'}",
+             f"  {config.per_device_train_batch_size} completions per micro-batch (group {config.group_size}), "
+             f"prompts up to {plan.prompt_tokens} tokens ({plan.prompt_source}), completions up to "
+             f"{config.max_completion_length}", "",
+             f"  {'part':<17}{unit:>8}  {'when':<11} what"]
+    for part in plan.parts:
+        lines.append(f"  {part.name:<17}{part.bytes / scale:>8.{digits}f}  {part.phase:<11} {part.note}")
+    verdict = "fits" if plan.fits else "does NOT fit"
+    lines += [f"  {'peak':<17}{plan.peak / scale:>8.{digits}f}  what stays plus the largest phase: {verdict} in "
+              f"{device.memory / GB:.1f} GB", ""]
+    lines += [f"  would fit: {idea}" for idea in what_would_fit(plan)]
+    lines.append(f"  time: about {plan.seconds_per_step:.1f} s per step ({plan.time_note})")
+    return "\n".join(lines)
+
+
+def plan_record(plan: Plan) -> dict:
+    """plan.json: figures in GiB (bytes beside them), so a script can read `peak` and `fits` directly."""
+    _, split, _ = step_seconds(plan.config, plan.shape, plan.device, plan.prompt_tokens, plan.checkpointing,
+                               next(part.bytes for part in plan.parts if part.name == "weights"))
+    return {
+        "model": plan.config.model_name, "shape": {**plan.shape.__dict__, "parameters": plan.shape.parameters},
+        "device": {**plan.device.__dict__, "memory_gib": round(plan.device.memory / GB, 3)},
+        "backend": plan.backend, "gradient_checkpointing": plan.checkpointing,
+        "prompt_tokens": plan.prompt_tokens, "prompt_source": plan.prompt_source,
+        "completion_tokens": plan.config.max_completion_length,
+        "parts": [{"name": part.name, "gib": round(part.bytes / GB, 4), "bytes": int(part.bytes),
+                   "phase": part.phase, "note": part.note} for part in plan.parts],
+        "peak": round(plan.peak / GB, 4), "peak_bytes": int(plan.peak),
+        # What torch.cuda.max_memory_allocated can see: the peak less the runtime (CUDA context, libraries).
+        "allocated": round((plan.peak - plan.runtime) / GB, 4),
+        "memory": round(plan.device.memory / GB, 4), "fits": plan.fits, "would_fit": what_would_fit(plan),
+        "seconds_per_step": round(plan.seconds_per_step, 3), "seconds_by_phase": split, "time_note": plan.time_note,
+        "units": "GiB unless a key says bytes or seconds",
+    }
+
+
+def run_plan(config: GRPOConfig, gpu_memory_gb: float | None) -> str:
+    """--plan: the table, and plan.json in the output dir (the only file written)."""
+    from grpo_tool.outputs import PLAN_FILE
+    from json_files import write_json_atomic
+
+    plan = make_plan(config, Device.detect(gpu_memory_gb))
+    path = Path(config.output_dir) / PLAN_FILE
+    write_json_atomic(path, plan_record(plan))
+    return format_plan(plan) + f"\n  written: {path}"
