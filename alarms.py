@@ -1,8 +1,9 @@
 """Alarms: what in a run's metric history means the run is wasting its time, said in plain words.
 
 Each check reads the log history transformers keeps (`state.log_history`: one dict per log, training and evaluation)
-and returns a sentence or None. grpo_tool.callbacks.AlarmCallback raises each kind once in the log while training;
-the report lists them again. Components are logged as rewards/<component>/mean in both reward modes.
+and returns a sentence or None; its stable id is its key in find_alarms. grpo_tool.callbacks.AlarmCallback raises
+each once, in the log and in {output_dir}/alarms.json (id, step, message); the closing summary and the report list
+them again. Components are logged as rewards/<component>/mean in both reward modes.
 
     log_history = [{"step": 10, "reward": 0.2, "completions/clipped_ratio": 0.95}] * 3
     alarms = find_alarms(log_history, weights={"accuracy": 0.4}, max_completion_length=256)   # {"length_cap": ...}
@@ -17,6 +18,18 @@ RECENT = 3  # logs that make "recent"
 FLAT_LOGS = 5  # consecutive logs with no reward spread that make an alarm
 FLAT_SHARE = 0.9  # share of groups with zero reward spread that counts as none
 DOMINANT_SHARE = 0.9  # share of the total reward's size from one component that counts as dominating
+# Reward hacking: the training reward rose while the answers moved away from what the starting model finds plausible.
+# Set from real runs of SmolLM2-135M-Instruct (bench/reward_hacking.py, figures in the README).
+# The hacked run there: reward 0.51 -> 0.75, base NLL 2.19 -> 2.89 -> 3.52 -> 3.92, drift 0.03 -> 1.35, length 42 -> 16
+# tokens ("Compute 93 minus 30." -> "Scary thing."); a healthy one: reward 0.59 -> 0.88, base NLL 1.92 -> 1.81, drift
+# 0.07, length 39 -> 47; the tiny quick test (a random model, whose base finds everything equally implausible):
+# reward 0.05 -> 0.22, base NLL flat at 6.25, drift 0.48. Drift alone does not tell hacking from learning at these
+# sizes, so its limit is high; the base model's loss rising and the length collapsing do.
+REWARD_RISE = 0.1  # the recent training reward over the first logged one, at least
+DRIFT_LIMIT = 1.0  # eval_base_drift, nats per token: how far the current model has moved from the base
+NLL_RISE_LIMIT = 0.3  # eval_base_nll's rise since the first evaluation, nats per token, and at least...
+NLL_RISE_SHARE = 0.15  # ...this share of the first evaluation's value
+LENGTH_COLLAPSE = 0.5  # the recent mean completion length at most this share of the first logged one
 
 
 def train_logs(history: list[dict]) -> list[dict]:
@@ -105,11 +118,52 @@ def nan_loss(history: list[dict]) -> str | None:
     return None
 
 
+def reward_hacking(history: list[dict], generation_log_dir: str | None = None) -> str | None:
+    train = [e for e in train_logs(history) if e.get("reward") is not None]
+    if len(train) < 2:
+        return None
+    first, recent = train[0]["reward"], mean([e["reward"] for e in train[-RECENT:]])
+    if recent - first < REWARD_RISE:
+        return None
+    signs = []
+    measured = [e for e in eval_logs(history) if e.get("eval_base_nll") is not None]
+    if measured:
+        last = measured[-1]
+        if last.get("eval_base_drift") is not None and last["eval_base_drift"] >= DRIFT_LIMIT:
+            signs.append(f"the model's answers have drifted {last['eval_base_drift']:.2f} nats per token from what "
+                         "the starting model would say")
+        rise = last["eval_base_nll"] - measured[0]["eval_base_nll"]
+        if len(measured) > 1 and rise >= max(NLL_RISE_LIMIT, NLL_RISE_SHARE * measured[0]["eval_base_nll"]):
+            signs.append(f"the starting model finds the answers less and less plausible (its loss per token "
+                         f"{measured[0]['eval_base_nll']:.2f} -> {last['eval_base_nll']:.2f})")
+    lengths = [e["completions/mean_length"] for e in train if e.get("completions/mean_length") is not None]
+    if len(lengths) > RECENT and mean(lengths[-RECENT:]) <= LENGTH_COLLAPSE * lengths[0]:
+        signs.append(f"answers shrank from {lengths[0]:.0f} to {mean(lengths[-RECENT:]):.0f} tokens")
+    if not signs:
+        return None
+    where = generation_log_dir or "the generation logs"
+    return (f"possible reward hacking: the training reward rose ({first:.2f} -> {recent:.2f}) while "
+            + "; ".join(signs) + f". The model may be gaming the reward instead of doing the task: read the answers "
+            f"in {where} before trusting this run")
+
+
 def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
-                max_completion_length: int | None = None) -> dict[str, str]:
-    """Alarm kind -> what it says, for every alarm the history raises."""
+                max_completion_length: int | None = None, generation_log_dir: str | None = None) -> dict[str, str]:
+    """Alarm id -> what it says, for every alarm the history raises. The ids are stable: scripts may rely on them."""
     checks = {"length_cap": capped_completions(history, max_completion_length),
               "train_up_eval_down": train_up_eval_down(history),
               "dominant_component": dominant_component(history, weights or {}),
-              "no_learning_signal": no_learning_signal(history), "nan_loss": nan_loss(history)}
+              "no_learning_signal": no_learning_signal(history), "nan_loss": nan_loss(history),
+              "reward_hacking": reward_hacking(history, generation_log_dir)}
     return {kind: text for kind, text in checks.items() if text}
+
+
+def alarm_records(history: list[dict], recorded: list[dict] | None = None, **settings) -> list[dict]:
+    """Every alarm as {id, step, message}: those recorded while training (alarms.json, with the step each was first
+    raised at), then any the whole history raises that were not (dated at its last step)."""
+    records = list(recorded or [])
+    seen = {record.get("id") for record in records}
+    last_step = max((entry.get("step", 0) for entry in history), default=0)
+    records += [{"id": kind, "step": last_step, "message": text}
+                for kind, text in find_alarms(history, **settings).items() if kind not in seen]
+    return records

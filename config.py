@@ -107,6 +107,14 @@ class GRPOConfig:
                                              "more component (weight: reward_model_weight)")
     reward_functions: list = setting([], "a custom reward FILE.py:FUNCTION(completions, **kwargs); repeatable "
                                          "(weights: custom_weights)", flags=("--reward-fn",))
+    eval_reward_functions: list = setting([], "a held-out score FILE.py:FUNCTION(completions, **kwargs) computed at "
+                                              "each evaluation only, never trained on; logged as "
+                                              "eval_rewards/<function>/mean; repeatable", flags=("--eval-reward-fn",))
+    metric_for_best_model: str | None = setting(None, "keep the checkpoint best at this evaluation metric (never "
+                                                      "rotated away; named in trainer_state.json): an "
+                                                      "--eval-reward-fn or reward function's name, reward, base_nll, "
+                                                      "base_drift, or any eval_ metric; lower wins for *nll, *drift "
+                                                      "and *loss")
     # logging
     logging_steps: int = setting(10, "optimizer steps between metric logs")
     eval_steps: int = setting(50, "optimizer steps between evaluations (each writes a generation log)")
@@ -393,6 +401,15 @@ def path_problems(config: GRPOConfig) -> list[str]:
     except UserError as error:
         problems.append(str(error))
     problems += [problem for spec in config.reward_functions for problem in [reward_function_problem(spec)] if problem]
+    problems += [problem for spec in config.eval_reward_functions
+                 for problem in [reward_function_problem(spec, "--eval-reward-fn")] if problem]
+    if config.metric_for_best_model and config.save_steps % config.eval_steps:
+        problems.append(f"metric_for_best_model={config.metric_for_best_model} picks among checkpoints saved at an "
+                        f"evaluation, but save_steps={config.save_steps} is not a multiple of "
+                        f"eval_steps={config.eval_steps}: make it one")
+    if config.metric_for_best_model and config.max_eval_samples == 0:
+        problems.append(f"metric_for_best_model={config.metric_for_best_model} needs evaluations, and "
+                        "max_eval_samples is 0")
     for name, folder in (("output_dir", config.output_dir), ("generation_log_dir", config.generation_log_dir)):
         blocked = next((path for path in [Path(folder or "."), *Path(folder or ".").parents]
                         if path.exists() and not path.is_dir()), None)

@@ -46,8 +46,9 @@ def prompt_text(prompt) -> str:
 def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[dict]:
     """The file's rows: the original's keys first, then what we add.
 
-    Each sample dict holds `prompt`, `completion` (text), and optionally `completion_tokens`, `truncated` and
-    `rewards` (component name -> value).
+    Each sample dict holds `prompt`, `completion` (text), and optionally `completion_tokens`, `truncated`,
+    `rewards` (component name -> value), and `base_nll` and `base_drift` (how the answer looks to the starting model,
+    nats per token: grpo_tool/base_view.py).
     """
     entries = []
     for index, sample in enumerate(samples):
@@ -59,7 +60,8 @@ def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[d
             "full_response": sample["completion"],
             "global_step": global_step,
         }
-        entry.update({key: sample[key] for key in ("completion_tokens", "truncated", "rewards") if key in sample})
+        entry.update({key: sample[key] for key in ("completion_tokens", "truncated", "rewards", "base_nll",
+                                                   "base_drift") if key in sample})
         entries.append(entry)
     return entries
 

@@ -22,11 +22,12 @@ from pathlib import Path
 
 from config import GRPOConfig, is_main_process, resolved_eval_group_size, steps_problem, validate_config
 from data_loader import as_dataset_dict
-from errors import Interrupted, UserError
+from errors import Interrupted, UserError, near_miss
 from grpo_tool import backend, outputs, run_dir
 from json_files import write_json_atomic, write_text_atomic
 from prompt_budget import fit_to_model
-from rewards import REWARD_MODEL, build_reward_functions, resolve_rewards
+from grpo_tool.reward_guard import held_out
+from rewards import REWARD_MODEL, build_reward_functions, eval_components, resolve_rewards
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "TrainingInterrupted"]
 
@@ -44,6 +45,25 @@ class TrainingInterrupted(Exception):
         super().__init__(f"interrupted at step {step}")
 
 
+LOWER_IS_BETTER = ("nll", "drift", "loss")
+
+
+def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
+    """(TRL's metric_for_best_model, greater_is_better) for --metric-for-best-model: a reward function's name means
+    its mean score; reward, base_nll and base_drift are ours; an eval_ metric or a rewards/... key is taken as is."""
+    if not name:
+        return None
+    names = [c.name for c in components]
+    if name in names:
+        return f"rewards/{name}/mean", True
+    metric = name.removeprefix("eval_")
+    if metric in ("reward", "base_nll", "base_drift") or name.startswith("eval_") or "/" in name:
+        return metric, not metric.endswith(LOWER_IS_BETTER)
+    raise UserError(f"metric_for_best_model={name!r}{near_miss(name, names + ['reward', 'base_nll', 'base_drift'])}: "
+                    f"give a reward function's name ({', '.join(names)}), reward, base_nll, base_drift, or an eval_ "
+                    "metric as logged (e.g. eval_completions/mean_length)")
+
+
 class GRPOTrainer:
     """GRPO training of one model on one dataset with the configured rewards."""
 
@@ -54,6 +74,8 @@ class GRPOTrainer:
         validate_config(self.config)
         # The reward config and every --reward-fn file, imported here and never again.
         self.reward_config, self.components = resolve_rewards(self.config)
+        self.eval_components = eval_components(self.config.eval_reward_functions, self.components)
+        self.best_metric = best_metric(self.config.metric_for_best_model, self.components + self.eval_components)
         self.machine = None
         self.model = self.tokenizer = self.model_path = None
         self.trainer = None
@@ -89,23 +111,38 @@ class GRPOTrainer:
         from transformers.trainer_callback import ProgressCallback
 
         from generation_logger import GenerationLoggingCallback
-        from grpo_tool import callbacks, sampling, trl_setup
+        from grpo_tool import callbacks, models, sampling, trl_setup
+        from grpo_tool.base_view import BaseView, choose_base
 
         config = self.config
+        view = BaseView()  # the starting model, chosen once TRL's trainer (and its reference model) exists
         functions, weights = build_reward_functions(self.components, config.reward_function_type)
+        # Held-out scores: weight 0 and scored at evaluations only (the training trainer is known once it exists).
+        built: dict = {}
+        functions += [held_out(c, lambda: built.get("trainer") is None or built["trainer"].model.training)
+                      for c in self.eval_components]
+        weights += [0.0] * len(self.eval_components)
         args = trl_setup.trl_arguments(config, self.machine, self.model, evaluate)
         args.reward_weights = weights
+        if self.best_metric and evaluate:
+            args.metric_for_best_model, args.greater_is_better = self.best_metric
         hooks = [callbacks.MetricsLogCallback()]
         if config.enable_generation_logging and config.max_generation_samples > 0:
-            sampler = sampling.probe_sampler(config, data["eval"], self.components)
+            sampler = sampling.probe_sampler(config, data["eval"], self.components, view)
             hooks.append(GenerationLoggingCallback(sampler, log_dir or config.effective_generation_log_dir))
-        hooks.append(callbacks.AlarmCallback({c.name: c.weight for c in self.components}, config.max_completion_length))
+        logging_on = config.enable_generation_logging and config.max_generation_samples > 0
+        hooks.append(callbacks.AlarmCallback({c.name: c.weight for c in self.components}, config.max_completion_length,
+                                             (log_dir or config.effective_generation_log_dir) if logging_on else None))
         self.interrupt = callbacks.InterruptCallback()
         self.trainer = trl_setup.StagedCheckpointGRPOTrainer(
             model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
             eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
             callbacks=[*hooks, self.interrupt, *self.callbacks])
+        built["trainer"] = self.trainer
         self.trainer.merge_lora_for_generation = trl_setup.merges_lora_for_generation(config, self.machine, self.model)
+        if evaluate:
+            choose_base(view, self.model, self.trainer, lambda: models.load_base_copy(config, self.machine))
+            self.trainer.base_view = view
         if self.trainer.pop_callback(ProgressCallback) is not None:
             self.trainer.add_callback(callbacks.ConsoleProgressCallback([c.name for c in self.components if c.weight]))
         return self.trainer
@@ -122,6 +159,7 @@ class GRPOTrainer:
             "reward_function_type": config.reward_function_type,
             "reward_config": config.reward_config_path or config.reward_config_name,
             "components": {c.name: c.weight for c in self.components},
+            "eval_rewards": [c.name for c in self.eval_components],
             "eval_group_size": resolved_eval_group_size(config),
             "config": dataclasses.asdict(config),
         }

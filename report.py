@@ -12,9 +12,9 @@ import html
 import math
 from pathlib import Path
 
-from alarms import eval_logs, find_alarms, train_logs
+from alarms import alarm_records, eval_logs, train_logs
 from errors import UserError
-from grpo_tool.outputs import (CHECKPOINT_PREFIX, FINAL_MODEL_DIR, GENERATION_LOG_DIR, REPORT_FILE, TRAINER_STATE_FILE,
+from grpo_tool.outputs import (ALARMS_FILE, CHECKPOINT_PREFIX, FINAL_MODEL_DIR, GENERATION_LOG_DIR, REPORT_FILE, TRAINER_STATE_FILE,
                                generation_log_name, logged_steps, read_json, read_run_record)
 from json_files import write_text_atomic
 
@@ -108,13 +108,17 @@ def answers_table(log_dir: Path) -> str:
                 cells.append("<td></td>")
                 continue
             total = (entry.get("rewards") or {}).get("total")
-            reward = f'<div class="reward">reward {format_number(total)}</div>' if total is not None else ""
+            shown = ([f"reward {format_number(total)}"] if total is not None else []) + (
+                [f"base model's loss {format_number(entry['base_nll'])}/token"] if entry.get("base_nll") is not None
+                else [])
+            reward = f'<div class="reward">{", ".join(shown)}</div>' if shown else ""
             cells.append(f'<td><div class="answer">{html.escape(entry.get("full_response", ""))}</div>{reward}</td>')
         rows.append(f'<tr><th class="prompt">{html.escape(prompt)}</th>{"".join(cells)}</tr>')
     return f'<table class="answers"><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>'
 
 
-def curves(train: list[dict], evaluations: list[dict], weights: dict, with_kl: bool) -> list[str]:
+def curves(train: list[dict], evaluations: list[dict], weights: dict, with_kl: bool, held_out: list[str] = ()
+           ) -> list[str]:
     """Every chart the report draws, in reading order; a curve with no data is left out."""
     charts = [
         line_chart("Reward", {"train": metric_series(train, "reward"), "eval": metric_series(evaluations,
@@ -128,6 +132,12 @@ def curves(train: list[dict], evaluations: list[dict], weights: dict, with_kl: b
                    {"train": metric_series(train, "completions/clipped_ratio")}),
         line_chart("Groups with no reward spread (no signal)",
                    {"train": metric_series(train, "frac_reward_zero_std")}),
+        line_chart("How the answers look to the starting model (nats per token)",
+                   {"base model's loss": metric_series(evaluations, "eval_base_nll"),
+                    "drift from it": metric_series(evaluations, "eval_base_drift")},
+                   ),
+        line_chart("Held-out evaluation rewards (not trained on)",
+                   {name: metric_series(evaluations, f"eval_rewards/{name}/mean") for name in held_out}),
         line_chart("Learning rate", {"learning rate": metric_series(train, "learning_rate")}),
         line_chart("Loss", {"loss": metric_series(train, "loss")}),
     ]
@@ -150,12 +160,15 @@ def build_report(output_dir: str | Path) -> Path:
     history = state.get("log_history", [])
     train, evaluations = train_logs(history), eval_logs(history)
     weights = record.get("components", {})
-    alarms = find_alarms(history, weights, config.get("max_completion_length"))
+    log_dir = Path(config.get("generation_log_dir") or output_dir / GENERATION_LOG_DIR)
+    alarms = alarm_records(history, read_json(output_dir / ALARMS_FILE, []), weights=weights,
+                           max_completion_length=config.get("max_completion_length"), generation_log_dir=str(log_dir))
 
-    charts = curves(train, evaluations, weights, config.get("beta", 0) > 0)
+    charts = curves(train, evaluations, weights, config.get("beta", 0) > 0, record.get("eval_rewards", []))
     eval_rows = "".join(f"<tr><td>{index}</td><td>{entry['step']}</td><td>{format_number(entry['eval_reward'])}</td>"
                         f"</tr>" for index, entry in enumerate(evaluations, start=1))
-    alarm_items = "".join(f"<li>{html.escape(text)}</li>" for text in alarms.values())
+    alarm_items = "".join(f"<li><b>{html.escape(str(alarm.get('id')))}</b> (step {alarm.get('step')}): "
+                          f"{html.escape(str(alarm.get('message')))}</li>" for alarm in alarms)
     summary = [("model", config.get("model_name")), ("data", config.get("custom_data") or config.get("dataset_name")),
                ("rewards", f"{record.get('reward_function_type')} ({record.get('reward_config')}: "
                            + ", ".join(f"{name} {weight}" for name, weight in weights.items()) + ")"),
@@ -186,7 +199,7 @@ table.answers th, table.answers td {{ border: 1px solid #ddd; padding: 6px; vert
 <table class="summary"><tr><td>#</td><td>step</td><td>eval reward</td></tr>{eval_rows}</table>
 <h2>Answers across evaluations</h2>
 <p class="note">The same prompts, sampled with the same seed at every evaluation.</p>
-{answers_table(Path(config.get("generation_log_dir") or output_dir / GENERATION_LOG_DIR))}
+{answers_table(log_dir)}
 </body></html>
 """
     path = output_dir / REPORT_FILE

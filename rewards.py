@@ -207,9 +207,9 @@ def rule_components(reward_config: dict) -> list[Component]:
 
 # custom reward functions from files
 
-def load_custom_reward(spec: str) -> RewardFunction:
+def load_custom_reward(spec: str, flag: str = "--reward-fn") -> RewardFunction:
     """The function named by 'path/to/file.py:function_name', checked to take TRL's keyword arguments."""
-    problem = reward_function_problem(spec)
+    problem = reward_function_problem(spec, flag)
     if problem:
         raise UserError(problem)
     path_text, _, function_name = spec.rpartition(":")
@@ -223,35 +223,48 @@ def load_custom_reward(spec: str) -> RewardFunction:
             module_spec.loader.exec_module(module)
     except SystemExit as stop:
         said = " ".join(printed.getvalue().split())[-200:]
-        raise UserError(f"--reward-fn {spec!r}: importing {path} ended the program (exit status {stop.code}); a "
+        raise UserError(f"{flag} {spec!r}: importing {path} ended the program (exit status {stop.code}); a "
                         "reward file must not parse arguments or exit at import: put that under "
                         f"if __name__ == '__main__'" + (f" (it printed: {said})" if said else "")) from None
     except Exception as error:  # noqa: BLE001 - any failure in the user's file is reported as theirs
         where = f" at line {error.lineno}" if isinstance(error, SyntaxError) else ""
-        raise UserError(f"--reward-fn {spec!r}: importing {path} failed{where}: {type(error).__name__}: "
+        raise UserError(f"{flag} {spec!r}: importing {path} failed{where}: {type(error).__name__}: "
                         f"{error}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         found = sorted(name for name, value in vars(module).items() if callable(value) and not name.startswith("_")
                        and getattr(value, "__module__", None) == module.__name__)
-        raise UserError(f"--reward-fn {spec!r}: {path} has no function {function_name!r} "
+        raise UserError(f"{flag} {spec!r}: {path} has no function {function_name!r} "
                         f"(functions there: {', '.join(found) or 'none'})")
     parameters = inspect.signature(function).parameters.values()
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        raise UserError(f"--reward-fn {spec!r}: {function_name}{inspect.signature(function)} cannot take the keyword "
+        raise UserError(f"{flag} {spec!r}: {function_name}{inspect.signature(function)} cannot take the keyword "
                         "arguments TRL passes (prompts, completion_ids, trainer_state and the dataset's columns): "
                         f"define it as def {function_name}(completions, **kwargs)")
     return function
 
 
-def reward_function_problem(spec: str) -> str | None:
+def reward_function_problem(spec: str, flag: str = "--reward-fn") -> str | None:
     """What is wrong with a --reward-fn spec that can be seen without importing the file, or None."""
     path_text, _, function_name = spec.rpartition(":")
     if not path_text or not function_name:
-        return f"--reward-fn {spec!r}: give it as path/to/file.py:function_name"
+        return f"{flag} {spec!r}: give it as path/to/file.py:function_name"
     if not Path(path_text).is_file():
-        return f"--reward-fn {spec!r}: no such file {path_text}"
+        return f"{flag} {spec!r}: no such file {path_text}"
     return None
+
+
+def eval_components(specs: Sequence[str], training: list[Component]) -> list[Component]:
+    """The --eval-reward-fn functions: scored at evaluations only, weight 0, named like no training component."""
+    components: list[Component] = []
+    for spec in specs:
+        function = load_custom_reward(spec, "--eval-reward-fn")
+        name = function.__name__
+        if name in {c.name for c in training + components} or name in REWARD_COMPONENTS or name == REWARD_MODEL:
+            raise UserError(f"--eval-reward-fn {spec!r}: a reward component is already named {name!r}; a held-out "
+                            "score needs a name of its own (its name is the metric name)")
+        components.append(Component(name, function, 0.0))
+    return components
 
 
 def custom_components(specs: Sequence[str], reward_config: dict) -> list[Component]:

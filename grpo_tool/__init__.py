@@ -9,4 +9,4 @@ Unsloth order safe in one place.
 """
 
 HEAVY_MODULES = ("grpo_tool.models", "grpo_tool.sampling", "grpo_tool.callbacks", "grpo_tool.trl_setup",
-                 "grpo_tool.gguf_models", "generation_logger")
+                 "grpo_tool.gguf_models", "grpo_tool.base_view", "generation_logger")

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 CPU_MODEL_LIMIT_BILLION = 1  # larger models are refused on a machine without CUDA
 CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
+# Full fine-tuning with beta 0 keeps a frozen copy of the starting weights for the base-model measure up to this size
+# (grpo_tool/base_view.py); above it the copy would cost too much memory and the measure is off.
+BASE_COPY_MAX_PARAMETERS = 1_000_000_000
 
 
 @dataclass(frozen=True)

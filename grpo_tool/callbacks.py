@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -17,6 +18,8 @@ from transformers.trainer_callback import ProgressCallback
 
 from alarms import find_alarms
 from grpo_tool.console import compact_line
+from grpo_tool.outputs import ALARMS_FILE, read_json
+from json_files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 metrics_logger = logging.getLogger("grpo.metrics")
@@ -81,20 +84,33 @@ class MetricsLogCallback(TrainerCallback):
 
 
 class AlarmCallback(TrainerCallback):
-    """Logs each kind of alarm once, when it first shows in the metric history."""
+    """Raises each alarm once, when it first shows in the metric history: a warning in the log, and a record in
+    {output_dir}/alarms.json (id, step, message), rewritten whole at each new alarm. A resumed run starts from the
+    records already there, so an alarm keeps the step it was first raised at."""
 
-    def __init__(self, weights: dict[str, float], max_completion_length: int):
-        self.weights = weights
-        self.max_completion_length = max_completion_length
-        self.raised: set[str] = set()
+    def __init__(self, weights: dict[str, float], max_completion_length: int, generation_log_dir: str | None = None):
+        self.settings = {"weights": weights, "max_completion_length": max_completion_length,
+                         "generation_log_dir": generation_log_dir}
+        self.records: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / ALARMS_FILE
+        resumed = state.global_step > 0 and path.is_file()
+        self.records = [record for record in (read_json(path, []) if resumed else []) if isinstance(record, dict)]
+        if state.is_world_process_zero and not resumed:
+            write_json_atomic(path, [])  # present from the start: no alarm yet is an answer too
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero:
             return
-        for kind, text in find_alarms(state.log_history, self.weights, self.max_completion_length).items():
-            if kind not in self.raised:
-                self.raised.add(kind)
-                logger.warning("alarm (step %d): %s", state.global_step, text)
+        raised = {record.get("id") for record in self.records}
+        new = [(kind, text) for kind, text in find_alarms(state.log_history, **self.settings).items()
+               if kind not in raised]
+        for kind, text in new:
+            self.records.append({"id": kind, "step": state.global_step, "message": text})
+            logger.warning("alarm %s (step %d): %s", kind, state.global_step, text)
+        if new:
+            write_json_atomic(Path(args.output_dir) / ALARMS_FILE, self.records)
 
 
 def close_progress_bars(trainer) -> None:

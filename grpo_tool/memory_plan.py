@@ -15,7 +15,8 @@ h: hidden width, I: MLP width, V: vocabulary):
   16-bit with TRL's fused kernel on a GPU; one completion at a time in fp32 under Unsloth, whose loss is chunked;
 - generation's KV cache, B x steps_per_generation completions of T tokens, plus one layer's prefill;
 - the reference model (a second copy of the weights) when beta > 0 without LoRA; with LoRA the reference is the base
-  with the adapter off and costs no memory;
+  with the adapter off and costs no memory; full fine-tuning with beta 0 keeps a frozen copy of the starting weights
+  (up to 1B parameters) for the base-model measure (grpo_tool/base_view.py);
 - vLLM colocated: the share of the GPU it is given, holding its own weights and KV cache;
 - runtime: on the CPU the process with torch, transformers, TRL, datasets and peft imported (513 MB measured here)
   and the data; on a GPU the CUDA context and library workspaces, which torch.cuda.max_memory_allocated does not see.
@@ -34,7 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from config import GRPOConfig
-from grpo_tool.backend import CHECKPOINTING_MIN_PARAMETERS, choose_backend, package_installed
+from grpo_tool.backend import (BASE_COPY_MAX_PARAMETERS, CHECKPOINTING_MIN_PARAMETERS, choose_backend,
+                               package_installed)
 from errors import UserError
 from grpo_tool.model_shapes import ModelShape, find_shape, shape_from_config
 
@@ -49,6 +51,7 @@ CPU_RUNTIME = 560 * MB  # 513 MB measured after importing torch/transformers/trl
 # 0.70 without and 0.49 with checkpointing (live tensors seen with MALLOC_MMAP_THRESHOLD_ fixed, which stops it).
 CPU_RETAINED_SHARE = 0.6
 CUDA_RUNTIME = 700 * MB  # CUDA context (about 500 MB on an H100) and cuBLAS/cuDNN workspaces
+MIN_USEFUL_COMPLETION = 16  # a shorter completion cap is not offered as a way to fit
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # bf16 dense tensor-core TFLOPS, memory GiB, bandwidth TB/s, from the vendors' data sheets.
@@ -236,6 +239,10 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
     add("optimizer state", trainable * moments, "always", f"{optim}: two moments per trainable parameter")
     if config.beta > 0 and not config.use_lora:
         add("reference model", shape.parameters * (4 if cpu else 2), "always", f"beta={config.beta:g}: a second copy")
+    if (not config.use_lora and config.beta == 0 and config.max_eval_samples > 0
+            and shape.parameters <= BASE_COPY_MAX_PARAMETERS):
+        add("base copy", shape.parameters * weight_bytes, "always", "frozen starting weights for the base-model "
+            "measure (full fine-tuning, beta 0)")
     if config.reward_model:
         try:
             reward = find_shape(config.reward_model)
@@ -463,7 +470,7 @@ def what_would_fit(plan: Plan) -> list[str]:
         ideas.append("gradient_checkpointing on (--gradient-checkpointing) fits as it is")
     length = largest_fitting(1, config.max_completion_length - 1,
                              lambda value: peak(max_completion_length=value) <= memory)
-    if length:
+    if length and length >= min(MIN_USEFUL_COMPLETION, config.max_completion_length // 2):
         ideas.append(f"max_completion_length {length} (from {config.max_completion_length})")
     spg = steps_per_generation(config)
     batch = largest_fitting(1, config.per_device_train_batch_size - 1,

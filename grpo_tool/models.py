@@ -113,6 +113,15 @@ def load_causal_lm(config: GRPOConfig, machine: Machine, source: str, quantize: 
         raise load_failure(source, error) from None
 
 
+def load_base_copy(config: GRPOConfig, machine: Machine):
+    """The starting weights, frozen and in eval mode: the base model of the base-model measure (grpo_tool/base_view.py)
+    when full fine-tuning has no reference model."""
+    model = load_causal_lm(config, machine, model_location(config), quantize=False)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
 def add_lora(config: GRPOConfig, machine: Machine, model):
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -35,6 +35,7 @@ EVAL_METRICS_FILE = "eval_metrics.json"
 REPORT_FILE = "report.html"
 REWARD_CHECK_FILE = "reward_check.json"
 PLAN_FILE = "plan.json"
+ALARMS_FILE = "alarms.json"  # every alarm raised: id, step, message
 TRAINER_STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 GENERATION_LOG_PATTERN = re.compile(r"generation_log_step_(\d+)\.json$")

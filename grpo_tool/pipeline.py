@@ -11,7 +11,7 @@ from pathlib import Path
 
 import contextlib
 
-from alarms import find_alarms
+from alarms import alarm_records
 from config import GRPOConfig, is_main_process
 from grpo_tool import outputs
 from grpo_tool.run_dir import DirectoryLock, check_output_dir
@@ -46,8 +46,10 @@ def run_training(config: GRPOConfig) -> dict:
         "config": str(directory / outputs.CONFIG_FILE),
         "report": str(report),
     }
-    summary["alarms"] = list(find_alarms(state.log_history, trainer.record["components"],
-                                         config.max_completion_length).values())
+    recorded = outputs.read_json(directory / outputs.ALARMS_FILE, [])
+    summary["alarms"] = [f"{record['id']} (step {record['step']}): {record['message']}"
+                         for record in alarm_records(state.log_history, recorded, weights=trainer.record["components"],
+                                                     max_completion_length=config.max_completion_length)]
     evaluations = [entry["eval_reward"] for entry in state.log_history if "eval_reward" in entry]
     if evaluations:
         summary["eval_reward"] = {"first": evaluations[0], "last": evaluations[-1], "evaluations": len(evaluations)}

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import math
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from errors import UserError
@@ -109,5 +110,19 @@ def guarded(component: Component) -> RewardFunction:
 
     # TRL names the metric after the function: the component's name, so that both reward modes log
     # rewards/<component>/mean and curves, alarms and reports line up whichever mode ran.
+    call.__name__ = component.name
+    return call
+
+
+def held_out(component: Component, training: Callable[[], bool]) -> RewardFunction:
+    """An --eval-reward-fn as TRL should call it: no score while training (weight 0 and None, so it never steers),
+    the component's guarded score at evaluations, logged as eval_rewards/<name>/mean."""
+    scorer = guarded(component)
+
+    def call(completions, **kwargs):
+        if training():
+            return [None] * len(completions)
+        return scorer(completions, **kwargs)
+
     call.__name__ = component.name
     return call

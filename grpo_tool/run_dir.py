@@ -19,7 +19,7 @@ from grpo_tool import outputs
 LOCK_FILE = ".lock"
 # What a training run leaves in its output dir (checkpoint-N besides); anything else there is the user's and stays.
 RUN_ENTRIES = (outputs.RUN_RECORD_FILE, outputs.CONFIG_FILE, outputs.REWARD_CONFIG_FILE, outputs.LOG_FILE,
-               outputs.FINAL_MODEL_DIR, outputs.GENERATION_LOG_DIR, outputs.REPORT_FILE)
+               outputs.FINAL_MODEL_DIR, outputs.GENERATION_LOG_DIR, outputs.REPORT_FILE, outputs.ALARMS_FILE)
 # Removed with an earlier run too, but not a sign of one: half-written checkpoints, other tasks' files, trackers.
 ALSO_REPLACED = (outputs.STAGING_DIR, outputs.EVALUATION_DIR, outputs.REWARD_CHECK_FILE, "runs", "wandb")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from config import GRPOConfig
+from grpo_tool.base_view import BaseView, completion_logps, row_measures
 from rewards import Component, score_completions
 
 
@@ -23,10 +24,12 @@ def encode_prompts(tokenizer, prompts: list):
     return tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
 
 
-def sample(model, tokenizer, rows, config: GRPOConfig, per_prompt: int = 1) -> list[dict]:
+def sample(model, tokenizer, rows, config: GRPOConfig, per_prompt: int = 1, view: BaseView | None = None
+           ) -> list[dict]:
     """`per_prompt` completions for each row's prompt, sampled as TRL samples (temperature, top_p, length cap) from a
     fixed seed. One dict per completion, grouped by prompt; `reward_input` is the completion in the shape TRL hands
-    reward functions (text, or a one-message list for chat prompts)."""
+    reward functions (text, or a one-message list for chat prompts). With a base `view`, each also has how it looks
+    to the starting model (`base_nll`, `base_drift`: grpo_tool/base_view.py)."""
     prompts = list(rows["prompt"])
     if not prompts:
         return []
@@ -42,25 +45,33 @@ def sample(model, tokenizer, rows, config: GRPOConfig, per_prompt: int = 1) -> l
                                 num_return_sequences=per_prompt, pad_token_id=tokenizer.pad_token_id)
     if was_training:
         model.train()
-    samples = []
-    for index, ids in enumerate(output[:, encoded["input_ids"].shape[1]:].tolist()):
+    prompt_length = encoded["input_ids"].shape[1]
+    samples, completion_mask = [], torch.zeros_like(output[:, prompt_length:])
+    for index, ids in enumerate(output[:, prompt_length:].tolist()):
         ended = tokenizer.eos_token_id in ids
         tokens = ids.index(tokenizer.eos_token_id) + 1 if ended else len(ids)
+        completion_mask[index, :tokens] = 1
         text = tokenizer.decode(ids[:tokens], skip_special_tokens=True)
         samples.append({"prompt": prompts[index // per_prompt], "completion": text, "completion_tokens": tokens,
                         "truncated": not ended,
                         "reward_input": [{"role": "assistant", "content": text}] if chat else text})
+    if view is not None and view.available and completion_mask.shape[1]:
+        prompt_mask = encoded["attention_mask"].repeat_interleave(per_prompt, dim=0)
+        mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        policy, base = completion_logps(model, view, output, mask, completion_mask.shape[1])
+        for entry, measured in zip(samples, row_measures(policy, base, completion_mask)):
+            entry.update(measured)
     return samples
 
 
-def probe_sampler(config: GRPOConfig, evaluation, components: list[Component]):
+def probe_sampler(config: GRPOConfig, evaluation, components: list[Component], view: BaseView | None = None):
     """The generation logger's sampling: one scored completion for each of the first max_generation_samples
-    evaluation prompts, the same prompts and seed at every evaluation."""
+    evaluation prompts, the same prompts and seed at every evaluation, with the base-model measure per answer."""
     rows = evaluation.select(range(min(config.max_generation_samples, len(evaluation))))
     columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
 
     def sample_and_score(model, tokenizer) -> list[dict]:
-        samples = sample(model, tokenizer, rows, config)
+        samples = sample(model, tokenizer, rows, config, view=view)
         completions = [entry.pop("reward_input") for entry in samples]
         scores = score_completions(components, completions, prompts=list(rows["prompt"]), **columns)
         for entry, score in zip(samples, scores):

@@ -38,6 +38,8 @@ MODELLED = {
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization", "reward_weights": "the reward config's weights",
     "resume_from_checkpoint": "resume_from_checkpoint", "trust_remote_code": "trust_remote_code",
     "eval_strategy": "eval_steps", "save_strategy": "save_steps", "use_cpu": "the machine (chosen for you)",
+    "metric_for_best_model": "metric_for_best_model",
+    "greater_is_better": "metric_for_best_model (lower wins for *nll, *drift and *loss)",
 }
 
 

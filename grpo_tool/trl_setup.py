@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 import trl
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import rotate_checkpoints
 from trl.trainer.utils import RepeatSampler
 
 from config import GRPOConfig, resolved_eval_group_size
 from errors import UserError
 from grpo_tool.backend import CHECKPOINTING_MIN_PARAMETERS, Machine
+from grpo_tool.base_view import BaseView, completion_logps, per_completion
 from grpo_tool.models import model_parameters
 from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR
 
@@ -125,6 +127,32 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
 
     staging = False
     longest_first: list[int] | None = None  # training prompts' lengths in tokens: the longest go first
+    base_view: BaseView | None = None  # the starting model, for eval_base_nll and eval_base_drift
+
+    def _generate_and_score_completions(self, inputs):
+        """TRL's batch, and at evaluation how its completions look to the starting model (grpo_tool/base_view.py):
+        base_nll and base_drift, logged as eval_base_nll and eval_base_drift. Every process scores its share; the
+        sums are reduced so each process logs the same figure."""
+        batch = super()._generate_and_score_completions(inputs)
+        if self.model.training or self.base_view is None or not self.base_view.available:
+            return batch
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        completion_mask = batch["completion_mask"]
+        try:
+            policy, base = completion_logps(self.accelerator.unwrap_model(self.model), self.base_view, ids, mask,
+                                            completion_mask.size(1), self.args.per_device_eval_batch_size)
+        except (RuntimeError, AttributeError, TypeError) as error:  # a model whose forward we cannot score this way
+            logger.warning("base-model measure failed, so it is off for the rest of the run (evaluation and training "
+                           "go on): %s: %s", type(error).__name__, str(error).splitlines()[0][:300])
+            self.base_view = None
+            return batch
+        nll, drift = per_completion(policy, base, completion_mask)  # each completion weighs the same
+        sums = torch.stack([nll.sum(), drift.sum(), torch.tensor(float(len(nll)), device=nll.device)])
+        sums = self.accelerator.reduce(sums, reduction="sum")
+        self._metrics["eval"]["base_nll"].append((sums[0] / sums[2]).item())
+        self._metrics["eval"]["base_drift"].append((sums[1] / sums[2]).item())
+        return batch
 
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)
@@ -189,6 +217,12 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
             raise
         finally:
             self.staging = False
+        best = self.state.best_model_checkpoint
+        if best and os.path.dirname(best) == os.path.join(run_dir, STAGING_DIR):
+            # transformers named the best checkpoint where it was being written; it lives in the output dir.
+            self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
         self.accelerator.wait_for_everyone()  # every process has written its part (RNG states are per process)
         if self.args.should_save:
             if os.path.isdir(final):
@@ -196,5 +230,6 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
             os.replace(staged, final)
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(run_dir, STAGING_DIR))  # only when empty: nothing is left half-written
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=True)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=True,
+                               best_model_checkpoint=self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()

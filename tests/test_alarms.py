@@ -57,3 +57,52 @@ def test_one_weighted_component_is_the_design_not_an_alarm():
     history = [train(s, **{"rewards/brevity/mean": 0.9, "rewards/accuracy/mean": 0.1}) for s in (1, 2, 3)]
     assert "dominant_component" not in find_alarms(history, {"brevity": 1.0, "accuracy": 0.0})
     assert "dominant_component" in find_alarms(history, {"brevity": 1.0, "accuracy": 0.01})
+
+
+def run_history(rewards, lengths, base_nll, base_drift, eval_every=2):
+    """Training logs with reward and mean length, and an evaluation with the base-model measure every few logs."""
+    history = []
+    for index, (reward, length) in enumerate(zip(rewards, lengths), start=1):
+        history.append(train(5 * index, reward=reward, **{"completions/mean_length": length}))
+        if index % eval_every == 0:
+            at = index // eval_every - 1
+            history.append({"step": 5 * index, "eval_reward": reward, "eval_base_nll": base_nll[at],
+                            "eval_base_drift": base_drift[at]})
+    return history
+
+
+def test_reward_hacking_is_raised_when_reward_rises_as_answers_leave_the_base_model():
+    # Shaped on SmolLM2-135M trained on short plain words (bench/reward_hacking.py): nonsense answers, reward up.
+    history = run_history([0.43, 0.5, 0.62, 0.75, 0.86, 0.9, 0.91, 0.91], [35, 33, 28, 22, 18, 16, 15, 15],
+                          base_nll=[2.1, 3.4, 4.6, 5.2], base_drift=[0.4, 1.5, 2.6, 3.1])
+    text = find_alarms(history, generation_log_dir="out/generation_logs")["reward_hacking"]
+    assert "0.43 -> 0.91" in text and "drifted 3.10 nats per token" in text and "2.10 -> 5.20" in text
+    assert "shrank from 35 to 15 tokens" in text and "out/generation_logs" in text
+
+
+def test_no_reward_hacking_alarm_for_fluent_gains_flat_rewards_or_the_tiny_quick_test():
+    healthy = run_history([0.3, 0.35, 0.42, 0.5, 0.55, 0.6], [30, 34, 38, 41, 44, 46],
+                          base_nll=[1.9, 2.0, 2.1], base_drift=[0.2, 0.35, 0.5])
+    assert "reward_hacking" not in find_alarms(healthy)
+    drifting_without_gain = run_history([0.5, 0.5, 0.51, 0.5], [30, 20, 14, 12], base_nll=[2.0, 4.0],
+                                        base_drift=[1.5, 3.0])
+    assert "reward_hacking" not in find_alarms(drifting_without_gain)
+    # The tiny quick test: a random model, so the base model's loss is ln(vocabulary) throughout.
+    tiny = run_history([0.046, 0.046, 0.097, 0.152, 0.204, 0.215], [31.1, 32, 31.9, 31.7, 31.7, 31.8],
+                       base_nll=[6.25, 6.26, 6.25], base_drift=[0.12, 0.36, 0.48])
+    assert find_alarms(tiny, {"accuracy": 0.4, "length": 0.2, "quality": 0.4}, 32) == {}
+
+
+def test_a_length_collapse_is_enough_without_the_base_measure():
+    history = [train(5 * i, reward=r, **{"completions/mean_length": n})
+               for i, (r, n) in enumerate(zip([0.2, 0.4, 0.6, 0.8, 0.9], [40, 30, 20, 12, 10]), start=1)]
+    assert "shrank from 40 to 14 tokens" in find_alarms(history)["reward_hacking"]
+
+
+def test_alarm_records_keep_the_step_an_alarm_was_first_raised_at():
+    from alarms import alarm_records
+
+    history = [train(s, **{"completions/clipped_ratio": 0.95}) for s in (10, 20, 30, 40)]
+    recorded = [{"id": "length_cap", "step": 30, "message": "cut off"}]
+    assert alarm_records(history, recorded, max_completion_length=64) == recorded
+    assert alarm_records(history, [], max_completion_length=64)[0]["step"] == 40

@@ -116,7 +116,7 @@ def test_a_run_that_will_not_fit_is_warned_before_its_first_step(monkeypatch, ca
     from grpo_tool import memory_plan
     from grpo_tool.backend import Machine
 
-    monkeypatch.setattr(memory_plan, "available_memory", lambda: 3.4 * 1024**3)
+    monkeypatch.setattr(memory_plan, "available_memory", lambda: 3.9 * 1024**3)
     monkeypatch.setattr(memory_plan, "resident_memory", lambda: 100 * 1024**2)
     config = build_config(mode="quick_test")
     model_config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,

@@ -106,3 +106,34 @@ def test_grpo_on_the_real_model_learns_and_saves_models_that_load(smollm2_gguf, 
         generated = merged.generate(**encoded, max_new_tokens=16, do_sample=False)
     assert generated.shape[1] > encoded["input_ids"].shape[1]
     assert "quantization_config" not in json.loads((output_dir / "final_model" / "merged" / "config.json").read_text())
+
+
+DEGENERATE = ["Dames.", "Merci, mat.", "Tides tides tides.", "Yes no the the."]
+
+
+def test_the_base_model_finds_degenerate_answers_implausible_and_its_own_plausible(converted):
+    """The base-model measure on the real model: a LoRA model whose adapter has not moved (B = 0) scores its own
+    sampled answers low and flat (no drift from the base), and the nonsense a hacked run writes high."""
+    from peft import LoraConfig, get_peft_model
+
+    from grpo_tool.base_view import BaseView, completion_logps, measures
+    from grpo_tool.sampling import encode_prompts, sample
+
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(converted),
+                           LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    view = BaseView(adapter=True)
+    prompts = [[{"role": "user", "content": question}] for question in QUESTIONS + ["Say something kind about tides."]]
+    own = sample(model, tokenizer, datasets.Dataset.from_dict({"prompt": prompts}),
+                 GRPOConfig(max_completion_length=32), view=view)
+    assert all(entry["base_drift"] == pytest.approx(0, abs=1e-4) for entry in own)  # the adapter is still zero
+    own_nll = sum(entry["base_nll"] for entry in own) / len(own)
+
+    encoded = encode_prompts(tokenizer, prompts)
+    answers = tokenizer([answer + "<|im_end|>" for answer in DEGENERATE], padding=True, padding_side="right",
+                        add_special_tokens=False, return_tensors="pt")
+    ids = torch.cat([encoded["input_ids"], answers["input_ids"]], dim=1)
+    mask = torch.cat([encoded["attention_mask"], answers["attention_mask"]], dim=1)
+    policy, base = completion_logps(model, view, ids, mask, answers["input_ids"].shape[1])
+    degenerate_nll = measures(policy, base, answers["attention_mask"])["base_nll"]
+    assert own_nll < 2.5 and degenerate_nll > own_nll + 2, (own_nll, degenerate_nll, own)

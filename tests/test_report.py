@@ -61,7 +61,7 @@ def test_alarms_reach_the_report_and_the_log(finished_run):
     log = (finished_run / "grpo_training.log").read_text(encoding="utf-8")
     # The tiny model's 32-token completions nearly always hit the cap: the length alarm must show in both.
     assert "hit max_completion_length=32" in page
-    assert "alarm (step" in log and "hit max_completion_length=32" in log
+    assert "alarm length_cap (step" in log and "hit max_completion_length=32" in log
 
 
 @pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
