@@ -242,7 +242,10 @@ def type_problem(name: str, value: Any) -> str | None:
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return None if math.isfinite(value) else f"{name}={value!r} must be a finite number"
         if option is str and isinstance(value, str):
-            return None
+            if value.strip():
+                return None
+            unset = type(None) in options
+            return (f"{name}={value!r} is empty: give a value" + (" (or none / null to leave it unset)" if unset else ""))
     names = " or ".join("null" if option is type(None) else option.__name__ for option in options)
     return f"{name}={value!r} must be {names}"
 

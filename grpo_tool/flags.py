@@ -140,7 +140,7 @@ def as_typed(message: str, given: dict[str, typing.Any]) -> str:
     """A config error in the words the user typed: `per_device_train_batch_size=0` becomes `--batch-size 0` for the
     fields given as flags (a value from a config file keeps its key's name)."""
     for name, value in given.items():
-        typed = f"{option_strings(name)[0]} {value}"
+        typed = f"{option_strings(name)[0]} {value if value != '' else repr(value)}"
         message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", lambda _: typed, message)
     return message
 
