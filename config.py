@@ -245,7 +245,7 @@ def type_problem(name: str, value: Any) -> str | None:
             if value.strip():
                 return None
             unset = type(None) in options
-            return (f"{name}={value!r} is empty: give a value" + (" (or none / null to leave it unset)" if unset else ""))
+            return f"{name}={value!r} is empty: give a value" + (" (or none / null to unset it)" if unset else "")
     names = " or ".join("null" if option is type(None) else option.__name__ for option in options)
     return f"{name}={value!r} must be {names}"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from alarms import alarm_records, eval_logs, train_logs
 from errors import UserError
-from grpo_tool.outputs import (ALARMS_FILE, CHECKPOINT_PREFIX, FINAL_MODEL_DIR, GENERATION_LOG_DIR, REPORT_FILE, TRAINER_STATE_FILE,
-                               generation_log_name, logged_steps, read_json, read_run_record)
+from grpo_tool.outputs import (ALARMS_FILE, CHECKPOINT_PREFIX, FINAL_MODEL_DIR, GENERATION_LOG_DIR, REPORT_FILE,
+                               TRAINER_STATE_FILE, generation_log_name, logged_steps, read_json, read_run_record)
 from json_files import write_text_atomic
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")

@@ -198,11 +198,15 @@ def checkpointing_on(config: GRPOConfig, shape: ModelShape, device: Device) -> b
 
 
 def steps_per_generation(config: GRPOConfig) -> int:
+    """Micro-batches sampled per generation (TRL: gradient_accumulation_steps unless trl_options say otherwise)."""
     options = config.trl_options
-    if options.get("steps_per_generation"):
-        return int(options["steps_per_generation"])
-    if options.get("generation_batch_size"):
-        return max(1, int(options["generation_batch_size"]) // config.per_device_train_batch_size)
+    for key in ("steps_per_generation", "generation_batch_size"):
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"trl_options {key}={value!r}: TRL takes a whole number of at least 1")
+        return value if key == "steps_per_generation" else max(1, value // config.per_device_train_batch_size)
     return config.gradient_accumulation_steps
 
 
@@ -264,7 +268,7 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
         kept, how = B * T * (L * h + per_token_layer) * act, "checkpointed: layer inputs plus one layer"
     if cpu:
         kept += CPU_RETAINED_SHARE * every_layer
-        how += f"; plus {CPU_RETAINED_SHARE:g}x all layers' that malloc keeps after freeing"
+        how += f"; plus {CPU_RETAINED_SHARE:g}x every layer's set, freed but kept by malloc"
     add("activations", kept, "training", f"{B} completions x {T} tokens; {how}")
     if backend == "unsloth":
         logits, how = (C + 1) * V * 4 * 2, "one completion at a time (Unsloth's chunked loss), fp32"
@@ -322,9 +326,10 @@ def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, prompt_t
     decode = max(batch * (layers + head) / rate,
                  weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY)) + overhead
     generation = (GA / steps_per_generation(config)) * (prefill + C * decode)
-    note = (f"assumes every completion reaches {C} tokens; training at {100 * (CPU_TRAIN_EFFICIENCY if cpu else TRAIN_EFFICIENCY):.0f}% "
-            f"of {device.tflops:g} TFLOPS ({device.how}), {passes} passes over {B * GA} x {T} tokens; each generated "
-            f"token reads the weights at {100 * BANDWIDTH_EFFICIENCY:.0f}% of {device.bandwidth:g} TB/s"
+    efficiency = CPU_TRAIN_EFFICIENCY if cpu else TRAIN_EFFICIENCY
+    note = (f"assumes every completion reaches {C} tokens; training at {100 * efficiency:.0f}% "
+            f"of {device.tflops:.3g} TFLOPS ({device.how}), {passes} passes over {B * GA} x {T} tokens; each generated "
+            f"token reads the weights at {100 * BANDWIDTH_EFFICIENCY:.0f}% of {device.bandwidth:.3g} TB/s"
             + (f" plus {overhead * 1000:.1f} ms of framework overhead" if overhead else "")
             + f", plus {STEP_OVERHEAD:g} s of per-step framework work; evaluations, checkpoints and reward functions "
             "not included")
