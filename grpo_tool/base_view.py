@@ -3,7 +3,8 @@ the base model (`base_nll`), and how far the current model has moved from it on 
 mean per token of log p_current - log p_base over the current model's own samples: an estimate of KL(current || base)
 in nats per token). Both at temperature 1, whatever the sampling temperature.
 
-Where the base comes from: with LoRA, the same model with its adapter switched off (one more forward pass, no memory);
+Each measure costs two forward passes over the completions, one through the current model and one through the base.
+Where the base comes from: with LoRA, the same model with its adapter switched off (no memory);
 full fine-tuning with beta > 0, TRL's reference model; full fine-tuning with beta = 0, a frozen copy of the starting
 weights loaded beside the model when it has at most BASE_COPY_MAX_PARAMETERS parameters (above that the copy would
 double the weights' memory, and the measure is off: use LoRA or beta > 0 to have it). Heavy: imported only after
@@ -26,7 +27,6 @@ import torch
 from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS
 
 logger = logging.getLogger(__name__)
-
 
 
 class BaseView:
