@@ -73,6 +73,8 @@ def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -
         parts.append(f"flat groups {value('frac_reward_zero_std'):.0%}")
     if value("kl") is not None:
         parts.append(f"kl {value('kl'):.4f}")
+    if value("base_nll") is not None:
+        parts.append(f"base model's loss {value('base_nll'):.2f}/token, drift {value('base_drift') or 0:.2f}")
     if logs.get("step_time") is not None:
         parts.append(f"{logs['step_time']:.2f} s/step")
     return "  ".join(parts)

@@ -19,6 +19,8 @@ def test_a_log_is_one_compact_line():
     evaluation = {f"eval_{key}": value for key, value in LOGS.items() if key != "step_time"}
     assert compact_line(evaluation, 20, 60, ["accuracy"]).startswith("eval at step 20/60  reward 0.211 ± 0.033  "
                                                                        "(accuracy 0.494)")
+    evaluation.update(eval_base_nll=2.345, eval_base_drift=0.4)
+    assert compact_line(evaluation, 20, 60, ["accuracy"]).endswith("base model's loss 2.35/token, drift 0.40")
     assert compact_line({"train_runtime": 4.0, "train_loss": 0.1}, 60, 60, []) is None
 
 

@@ -164,3 +164,14 @@ def test_a_run_starts_with_its_longest_prompts(tmp_path):
     assert isinstance(sampler, LongestFirstSampler)
     first = set(list(sampler)[:config.per_device_train_batch_size])  # one generation batch
     assert sorted((lengths[index] for index in first), reverse=True) == sorted(lengths, reverse=True)[:len(first)]
+
+
+def test_a_hub_model_once_downloaded_is_read_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    snapshot = tmp_path / "models--someone--tiny-chat" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({
+        "text_config": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+                        "intermediate_size": 512, "vocab_size": 3000, "tie_word_embeddings": False}}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    shape = find_shape("someone/tiny-chat")
+    assert (shape.hidden, shape.kv_heads, shape.tied) == (256, 8, False) and "Hugging Face cache" in shape.source
