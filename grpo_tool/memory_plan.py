@@ -260,16 +260,23 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
 
     per_token_layer = 6 * h + 4 * shape.attention_width + 4 * mlp
     every_layer = L * B * T * per_token_layer * act
-    if not checkpointing:
-        kept, how = every_layer, "every layer's tensors kept"
-    elif backend == "unsloth":
-        kept, how = B * T * (per_token_layer + h) * act, "checkpointed, layer inputs offloaded to CPU (Unsloth)"
-    else:
-        kept, how = B * T * (L * h + per_token_layer) * act, "checkpointed: layer inputs plus one layer"
-    if cpu:
-        kept += CPU_RETAINED_SHARE * every_layer
-        how += f"; plus {CPU_RETAINED_SHARE:g}x every layer's set, freed but kept by malloc"
-    add("activations", kept, "training", f"{B} completions x {T} tokens; {how}")
+
+    def activations(checkpointed: bool) -> tuple[float, str]:
+        if not checkpointed:
+            kept, how = every_layer, "every layer's tensors kept"
+        elif backend == "unsloth":
+            kept, how = B * T * (per_token_layer + h) * act, "checkpointed, layer inputs offloaded to CPU (Unsloth)"
+        else:
+            kept, how = B * T * (L * h + per_token_layer) * act, "checkpointed: layer inputs plus one layer"
+        if cpu:
+            kept += CPU_RETAINED_SHARE * every_layer
+            how += f"; plus {CPU_RETAINED_SHARE:g}x every layer's set, freed but kept by malloc"
+        return kept, how
+
+    kept, how = activations(checkpointing)
+    other = activations(not checkpointing)[0]
+    add("activations", kept, "training", f"{B} completions x {T} tokens; {how} (checkpointing "
+        f"{'off' if checkpointing else 'on'}: {other / GB:.2f} GB)")
     if backend == "unsloth":
         logits, how = (C + 1) * V * 4 * 2, "one completion at a time (Unsloth's chunked loss), fp32"
     elif cpu:
