@@ -113,8 +113,8 @@ class GRPOConfig:
     metric_for_best_model: str | None = setting(None, "keep the checkpoint best at this evaluation metric (never "
                                                       "rotated away; named in trainer_state.json): an "
                                                       "--eval-reward-fn or reward function's name, reward, base_nll, "
-                                                      "base_drift, or any eval_ metric; lower wins for *nll, *drift "
-                                                      "and *loss")
+                                                      "base_drift, or another metric an evaluation logs; lower wins "
+                                                      "for *nll, *drift and *loss")
     # logging
     logging_steps: int = setting(10, "optimizer steps between metric logs")
     eval_steps: int = setting(50, "optimizer steps between evaluations (each writes a generation log)")
@@ -406,10 +406,11 @@ def path_problems(config: GRPOConfig) -> list[str]:
     problems += [problem for spec in config.reward_functions for problem in [reward_function_problem(spec)] if problem]
     problems += [problem for spec in config.eval_reward_functions
                  for problem in [reward_function_problem(spec, "--eval-reward-fn")] if problem]
-    if config.metric_for_best_model and config.save_steps % config.eval_steps:
-        problems.append(f"metric_for_best_model={config.metric_for_best_model} picks among checkpoints saved at an "
-                        f"evaluation, but save_steps={config.save_steps} is not a multiple of "
-                        f"eval_steps={config.eval_steps}: make it one")
+    if config.metric_for_best_model and config.eval_steps % config.save_steps:
+        problems.append(f"metric_for_best_model={config.metric_for_best_model} keeps the best evaluated checkpoint, "
+                        f"so every evaluation needs a checkpoint, but eval_steps={config.eval_steps} is not a "
+                        f"multiple of save_steps={config.save_steps}: set save_steps to {config.eval_steps} (or a "
+                        "divisor of it)")
     if config.metric_for_best_model and config.max_eval_samples == 0:
         problems.append(f"metric_for_best_model={config.metric_for_best_model} needs evaluations, and "
                         "max_eval_samples is 0")

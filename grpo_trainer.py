@@ -46,22 +46,29 @@ class TrainingInterrupted(Exception):
 
 
 LOWER_IS_BETTER = ("nll", "drift", "loss")
+# What an evaluation logs (TRL's metrics and ours), without the eval_ prefix: the names --metric-for-best-model takes.
+EVAL_METRICS = ("reward", "reward_std", "loss", "base_nll", "base_drift", "frac_reward_zero_std", "entropy", "kl",
+                "completions/mean_length", "completions/min_length", "completions/max_length",
+                "completions/clipped_ratio", "completions/mean_terminated_length",
+                "completions/min_terminated_length", "completions/max_terminated_length")
 
 
 def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
     """(TRL's metric_for_best_model, greater_is_better) for --metric-for-best-model: a reward function's name means
-    its mean score; reward, base_nll and base_drift are ours; an eval_ metric or a rewards/... key is taken as is."""
-    if not name:
+    its mean score; otherwise a metric an evaluation logs, with or without its eval_ prefix. Checked here, since
+    transformers would only find a wrong name at the first evaluation."""
+    if name is None:
         return None
     names = [c.name for c in components]
     if name in names:
         return f"rewards/{name}/mean", True
     metric = name.removeprefix("eval_")
-    if metric in ("reward", "base_nll", "base_drift") or name.startswith("eval_") or "/" in name:
+    per_function = {f"rewards/{n}/{kind}" for n in names for kind in ("mean", "std")}
+    if metric in EVAL_METRICS or metric in per_function:
         return metric, not metric.endswith(LOWER_IS_BETTER)
-    raise UserError(f"metric_for_best_model={name!r}{near_miss(name, names + ['reward', 'base_nll', 'base_drift'])}: "
-                    f"give a reward function's name ({', '.join(names)}), reward, base_nll, base_drift, or an eval_ "
-                    "metric as logged (e.g. eval_completions/mean_length)")
+    raise UserError(f"metric_for_best_model={name!r}{near_miss(name, names + list(EVAL_METRICS))}: give a reward "
+                    f"function's name ({', '.join(names)}) or a metric an evaluation logs ({', '.join(EVAL_METRICS)}, "
+                    "rewards/NAME/mean), with or without eval_")
 
 
 class GRPOTrainer:

@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = []
     try:
+        if hasattr(args, "gpu_memory") and not getattr(args, "plan", False):
+            raise UserError("--gpu-memory is a --plan setting (the GPU to plan for); a run uses the GPU it finds")
         if getattr(args, "report", False):
             from report import build_report
 
             print(f"report: {build_report(getattr(args, 'output_dir', FIELDS['output_dir'].default))}")
             return 0
-        if hasattr(args, "gpu_memory") and not getattr(args, "plan", False):
-            raise UserError("--gpu-memory is a --plan setting (the GPU to plan for); a run uses the GPU it finds")
         notes: list[str] = []
         config = config_from_args(args, notes)
         handlers = setup_console_logging()

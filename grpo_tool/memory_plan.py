@@ -61,7 +61,7 @@ GPUS = {
     "A10G": (70, 24, 0.6), "A10": (125, 24, 0.6), "L4": (121, 24, 0.3), "T4": (65, 16, 0.32),
 }
 # Assumed when only --gpu-memory is given: the common GPU of that size.
-GPU_BY_MEMORY = ((16, "T4"), (24, "L4"), (48, "L40S"), (80, "H100"), (10**6, "H200"))
+GPU_BY_MEMORY = ((16, "T4"), (24, "L4"), (48, "L40S"), (80, "H100"), (float("inf"), "H200"))
 # Per optimizer step, beside the FLOPs: TRL's and transformers' own work (sampling bookkeeping, metrics, the
 # optimizer call), measured as the tiny model's whole step on the CPU (0.05 s, of which its FLOPs are 0.01 s).
 STEP_OVERHEAD = 0.04
@@ -397,6 +397,9 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
               prompt: tuple[int, str] | None = None, backend: str | None = None) -> Plan:
     shape = shape or find_shape(config.model_name)
     cuda = device.kind == "cuda"
+    if config.use_vllm and not cuda:
+        raise UserError("--use-vllm needs a CUDA GPU and none was found: plan for one with --gpu-memory GB, or leave "
+                        "it off")
     if backend is None:
         # Planning a GPU from elsewhere (--gpu-memory): auto means Unsloth, what requirements-gpu.txt installs.
         planned_elsewhere = device.how.startswith("--gpu-memory")
@@ -500,7 +503,8 @@ def what_would_fit(plan: Plan) -> list[str]:
     if not ideas:
         stays = sum(part.bytes for part in plan.parts if part.phase == "always")
         if plan.device.kind == "cpu":
-            remedies = "LoRA, a smaller model, or a machine with more memory"
+            remedies = ("a smaller model, or a machine with more memory" if config.use_lora else
+                        "LoRA, a smaller model, or a machine with more memory")
         elif config.load_in_4bit and config.use_lora:
             remedies = "a smaller model, or a GPU with more memory"
         else:
@@ -527,7 +531,7 @@ def format_plan(plan: Plan) -> str:
     lines += [f"  {'peak':<17}{plan.peak / scale:>8.{digits}f}  what stays plus the largest phase: {verdict} in "
               f"{device.memory / GB:.1f} GB", ""]
     lines += [f"  would fit: {idea}" for idea in what_would_fit(plan)]
-    lines.append(f"  time: about {plan.seconds_per_step:.1f} s per step ({plan.time_note})")
+    lines.append(f"  time: about {plan.seconds_per_step:.2g} s per step ({plan.time_note})")
     return "\n".join(lines)
 
 
@@ -559,5 +563,8 @@ def run_plan(config: GRPOConfig, gpu_memory_gb: float | None) -> str:
 
     plan = make_plan(config, Device.detect(gpu_memory_gb))
     path = Path(config.output_dir) / PLAN_FILE
-    write_json_atomic(path, plan_record(plan))
+    try:
+        write_json_atomic(path, plan_record(plan))
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
     return format_plan(plan) + f"\n  written: {path}"

@@ -116,26 +116,40 @@ def family_key(model_name: str) -> str:
     return name
 
 
+SIZE_LIMIT = 10**7  # no width, depth or vocabulary of a real model comes near this
+
+
+def size(config: dict, key: str, source: str, default=None) -> int:
+    """A positive whole number from a config; anything else is the config's mistake, named."""
+    value = config.get(key)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+            or not 1 <= value <= SIZE_LIMIT:
+        shown = "missing" if value is None else repr(value)
+        raise UserError(f"{source}: {key} is {shown}, not a positive whole number; plan with a preset or a model "
+                        "whose config.json has hidden_size, num_hidden_layers, num_attention_heads, "
+                        "intermediate_size and vocab_size")
+    return int(value)
+
+
 def shape_from_config(config: dict, source: str) -> ModelShape:
     """A transformers config.json (its text_config for multimodal models)."""
-    config = config.get("text_config") or config
-    try:
-        hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-        experts = int(config.get("num_local_experts") or config.get("num_experts") or 1)
-        return ModelShape(
-            hidden=hidden, layers=int(config["num_hidden_layers"]), heads=heads,
-            kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            intermediate=int(config.get("moe_intermediate_size") if experts > 1 and config.get("moe_intermediate_size")
-                             else config["intermediate_size"]),
-            vocab=int(config["vocab_size"]), tied=bool(config.get("tie_word_embeddings", False)),
-            qkv_bias=bool(config.get("attention_bias") or config.get("model_type") == "qwen2"),
-            experts=experts, active_experts=int(config.get("num_experts_per_tok") or 1) if experts > 1 else 1,
-            source=source)
-    except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"{source}: not a decoder config this plan can read (missing or odd {error}); plan with a "
-                        "preset or a model whose config.json has hidden_size, num_hidden_layers, "
-                        "num_attention_heads, intermediate_size and vocab_size") from None
+    if isinstance(config, dict) and isinstance(config.get("text_config"), dict):
+        config = config["text_config"]
+    if not isinstance(config, dict):
+        raise UserError(f"{source}: a model config is a JSON object, not {type(config).__name__}")
+    hidden, heads = size(config, "hidden_size", source), size(config, "num_attention_heads", source)
+    experts = size(config, "num_local_experts", source, config.get("num_experts") or 1)
+    moe = experts > 1 and config.get("moe_intermediate_size") is not None
+    return ModelShape(
+        hidden=hidden, layers=size(config, "num_hidden_layers", source), heads=heads,
+        kv_heads=size(config, "num_key_value_heads", source, config.get("num_key_value_heads") or heads),
+        head_dim=size(config, "head_dim", source, config.get("head_dim") or max(1, hidden // heads)),
+        intermediate=size(config, "moe_intermediate_size" if moe else "intermediate_size", source),
+        vocab=size(config, "vocab_size", source), tied=bool(config.get("tie_word_embeddings", False)),
+        qkv_bias=bool(config.get("attention_bias") or config.get("model_type") == "qwen2"),
+        experts=experts, active_experts=size(config, "num_experts_per_tok", source, 1) if experts > 1 else 1,
+        source=source)
 
 
 def shape_from_gguf(path: Path) -> ModelShape:
@@ -144,23 +158,21 @@ def shape_from_gguf(path: Path) -> ModelShape:
 
     try:
         reader = GGUFReader(path)
-    except (OSError, ValueError) as error:
-        raise UserError(f"model {path}: not a readable GGUF file ({error})") from None
-
-    def value(key, default=None):
-        field = reader.fields.get(key)
-        return default if field is None else field.contents()
-
-    arch = value("general.architecture", "llama")
-    heads = int(value(f"{arch}.attention.head_count"))
-    hidden = int(value(f"{arch}.embedding_length"))
-    tensors = {tensor.name for tensor in reader.tensors}
-    return ModelShape(hidden=hidden, layers=int(value(f"{arch}.block_count")), heads=heads,
-                      kv_heads=int(value(f"{arch}.attention.head_count_kv", heads)),
-                      head_dim=int(value(f"{arch}.attention.key_length", hidden // heads)),
-                      intermediate=int(value(f"{arch}.feed_forward_length")),
-                      vocab=len(value("tokenizer.ggml.tokens")), tied="output.weight" not in tensors,
-                      qkv_bias="blk.0.attn_q.bias" in tensors, source=f"GGUF header of {path}")
+        fields = {key: field.contents() for key, field in reader.fields.items()
+                  if not key.startswith("tokenizer.ggml.") or key == "tokenizer.ggml.tokens"}
+        tensors = {tensor.name for tensor in reader.tensors}
+    except Exception as error:  # noqa: BLE001 - the gguf reader fails in many ways on a damaged file
+        raise UserError(f"model {path}: not a readable GGUF file ({type(error).__name__}: {error})") from None
+    arch = fields.get("general.architecture", "llama")
+    metadata = {"hidden_size": fields.get(f"{arch}.embedding_length"),
+                "num_hidden_layers": fields.get(f"{arch}.block_count"),
+                "num_attention_heads": fields.get(f"{arch}.attention.head_count"),
+                "num_key_value_heads": fields.get(f"{arch}.attention.head_count_kv"),
+                "head_dim": fields.get(f"{arch}.attention.key_length"),
+                "intermediate_size": fields.get(f"{arch}.feed_forward_length"),
+                "vocab_size": len(fields.get("tokenizer.ggml.tokens") or []) or None,
+                "tie_word_embeddings": "output.weight" not in tensors, "attention_bias": "blk.0.attn_q.bias" in tensors}
+    return shape_from_config(metadata, f"GGUF header of {path}")
 
 
 def hub_cache_config(model_id: str) -> Path | None:

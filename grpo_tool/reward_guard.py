@@ -122,7 +122,12 @@ def held_out(component: Component, training: Callable[[], bool]) -> RewardFuncti
     def call(completions, **kwargs):
         if training():
             return [None] * len(completions)
-        return scorer(completions, **kwargs)
+        scores = scorer(completions, **kwargs)
+        if completions and all(score is None for score in scores):
+            raise RewardFunctionError(f"--eval-reward-fn {component.name} gave no score (None or NaN) for any of the "
+                                      f"{len(completions)} evaluation completions: a held-out score that never "
+                                      "scores measures nothing; return a number for each completion")
+        return scores
 
     call.__name__ = component.name
     return call

@@ -175,3 +175,28 @@ def test_a_hub_model_once_downloaded_is_read_from_the_hugging_face_cache(tmp_pat
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     shape = find_shape("someone/tiny-chat")
     assert (shape.hidden, shape.kv_heads, shape.tied) == (256, 8, False) and "Hugging Face cache" in shape.source
+
+
+@pytest.mark.parametrize("config", [[1, 2, 3], "hello", {"hidden_size": 1e300}, {"hidden_size": 0},
+                                    {"num_hidden_layers": -2}, {"vocab_size": "abc"}, {"num_attention_heads": None}])
+def test_a_config_json_that_is_no_model_shape_is_one_error(config):
+    from errors import UserError
+    from grpo_tool.model_shapes import shape_from_config
+
+    good = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+            "vocab_size": 512}
+    with pytest.raises(UserError, match="my config"):
+        shape_from_config({**good, **config} if isinstance(config, dict) else config, "my config")
+
+
+def test_a_gguf_file_without_a_models_keys_is_one_error(tmp_path):
+    import gguf
+
+    from errors import UserError
+
+    writer = gguf.GGUFWriter(str(tmp_path / "odd.gguf"), "llama")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    with pytest.raises(UserError, match="odd.gguf"):
+        find_shape(str(tmp_path / "odd.gguf"))
