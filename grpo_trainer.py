@@ -134,10 +134,10 @@ class GRPOTrainer:
         if self.best_metric and evaluate:
             args.metric_for_best_model, args.greater_is_better = self.best_metric
         hooks = [callbacks.MetricsLogCallback()]
-        if config.enable_generation_logging and config.max_generation_samples > 0:
+        logging_on = config.enable_generation_logging and config.max_generation_samples > 0
+        if logging_on:
             sampler = sampling.probe_sampler(config, data["eval"], self.components, view)
             hooks.append(GenerationLoggingCallback(sampler, log_dir or config.effective_generation_log_dir))
-        logging_on = config.enable_generation_logging and config.max_generation_samples > 0
         hooks.append(callbacks.AlarmCallback({c.name: c.weight for c in self.components}, config.max_completion_length,
                                              (log_dir or config.effective_generation_log_dir) if logging_on else None))
         self.interrupt = callbacks.InterruptCallback()

@@ -25,6 +25,7 @@ import logging
 import torch
 
 from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS
+from grpo_tool.models import model_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def choose_base(view: BaseView, model, trl_trainer, load_copy) -> None:
     if reference is not None:
         view.reference = reference
         return
-    parameters = sum(parameter.numel() for parameter in model.parameters())
+    parameters = model_parameters(model)
     if parameters <= BASE_COPY_MAX_PARAMETERS:
         view.reference = load_copy()
         return

@@ -29,6 +29,7 @@ Training, generation and evaluation take turns, so the peak is what stays plus t
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, replace
@@ -158,6 +159,7 @@ class Plan:
     checkpointing: bool
     parts: tuple[Part, ...]
     seconds_per_step: float
+    seconds_by_phase: dict
     time_note: str
 
     @property
@@ -171,6 +173,11 @@ class Plan:
     @property
     def fits(self) -> bool:
         return self.peak <= self.device.memory
+
+    @functools.cached_property
+    def would_fit(self) -> list[str]:
+        """what_would_fit(self), worked out once (it re-plans each setting by bisection)."""
+        return what_would_fit(self)
 
 
 def lora_parameters(shape: ModelShape, config: GRPOConfig) -> int:
@@ -242,7 +249,7 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
     add("gradients", trainable * state_bytes, "always", "one per trainable parameter")
     add("optimizer state", trainable * moments, "always", f"{optim}: two moments per trainable parameter")
     if config.beta > 0 and not config.use_lora:
-        add("reference model", shape.parameters * (4 if cpu else 2), "always", f"beta={config.beta:g}: a second copy")
+        add("reference model", shape.parameters * weight_bytes, "always", f"beta={config.beta:g}: a second copy")
     if (not config.use_lora and config.beta == 0 and config.max_eval_samples > 0
             and shape.parameters <= BASE_COPY_MAX_PARAMETERS):
         add("base copy", shape.parameters * weight_bytes, "always", "frozen starting weights for the base-model "
@@ -408,12 +415,12 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
     prompt_tokens, prompt_source = prompt or longest_prompt(config)
     checkpointing = checkpointing_on(config, shape, device)
     parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing)
-    seconds, note = 0.0, "not estimated"
+    seconds, split, note = 0.0, {}, "not estimated"
     if device.tflops:
         weights = next(part.bytes for part in parts if part.name == "weights")
-        seconds, _, note = step_seconds(config, shape, device, prompt_tokens, checkpointing, weights)
+        seconds, split, note = step_seconds(config, shape, device, prompt_tokens, checkpointing, weights)
     return Plan(config, shape, device, backend, prompt_tokens, prompt_source, checkpointing, tuple(parts), seconds,
-                note)
+                split, note)
 
 
 def resident_memory() -> float:
@@ -455,7 +462,7 @@ def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | No
                        "out of memory at the first step (its longest prompts go first). Would fit: %s. See "
                        "python train_grpo.py --plan with the same flags for the parts", plan.peak / GB,
                        "the GPU" if machine.cuda else "this machine", device.memory / GB,
-                       "; ".join(what_would_fit(plan)))
+                       "; ".join(plan.would_fit))
     return plan
 
 
@@ -530,15 +537,13 @@ def format_plan(plan: Plan) -> str:
     verdict = "fits" if plan.fits else "does NOT fit"
     lines += [f"  {'peak':<17}{plan.peak / scale:>8.{digits}f}  what stays plus the largest phase: {verdict} in "
               f"{device.memory / GB:.1f} GB", ""]
-    lines += [f"  would fit: {idea}" for idea in what_would_fit(plan)]
+    lines += [f"  would fit: {idea}" for idea in plan.would_fit]
     lines.append(f"  time: about {plan.seconds_per_step:.2g} s per step ({plan.time_note})")
     return "\n".join(lines)
 
 
 def plan_record(plan: Plan) -> dict:
     """plan.json: figures in GiB (bytes beside them), so a script can read `peak` and `fits` directly."""
-    _, split, _ = step_seconds(plan.config, plan.shape, plan.device, plan.prompt_tokens, plan.checkpointing,
-                               next(part.bytes for part in plan.parts if part.name == "weights"))
     return {
         "model": plan.config.model_name, "shape": {**plan.shape.__dict__, "parameters": plan.shape.parameters},
         "device": {**plan.device.__dict__, "memory_gib": round(plan.device.memory / GB, 3)},
@@ -550,8 +555,8 @@ def plan_record(plan: Plan) -> dict:
         "peak": round(plan.peak / GB, 4), "peak_bytes": int(plan.peak),
         # What torch.cuda.max_memory_allocated can see: the peak less the runtime (CUDA context, libraries).
         "allocated": round((plan.peak - plan.runtime) / GB, 4),
-        "memory": round(plan.device.memory / GB, 4), "fits": plan.fits, "would_fit": what_would_fit(plan),
-        "seconds_per_step": round(plan.seconds_per_step, 3), "seconds_by_phase": split, "time_note": plan.time_note,
+        "memory": round(plan.device.memory / GB, 4), "fits": plan.fits, "would_fit": plan.would_fit,
+        "seconds_per_step": round(plan.seconds_per_step, 3), "seconds_by_phase": plan.seconds_by_phase, "time_note": plan.time_note,
         "units": "GiB unless a key says bytes or seconds",
     }
 

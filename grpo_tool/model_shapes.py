@@ -109,11 +109,7 @@ def family_key(model_name: str) -> str:
     name = model_name.rsplit("/", 1)[-1].lower()
     name = re.sub(r"\.gguf$|\.(q\d|f16|f32|bf16).*$", "", name)
     name = re.sub(r"^meta-", "", name)
-    name = re.sub(r"-(instruct|it|chat|base|unsloth|bnb-4bit|4bit|awq|gptq|v0\.\d|\d{4})(?=-|$)", "", name)
-    while (shorter := re.sub(r"-(instruct|it|chat|base|unsloth|bnb-4bit|4bit|awq|gptq|v0\.\d|\d{4})$", "", name)) \
-            != name:
-        name = shorter
-    return name
+    return re.sub(r"-(instruct|it|chat|base|unsloth|bnb-4bit|4bit|awq|gptq|v0\.\d|\d{4})(?=-|$)", "", name)
 
 
 SIZE_LIMIT = 10**7  # no width, depth or vocabulary of a real model comes near this
