@@ -538,7 +538,9 @@ def format_plan(plan: Plan) -> str:
     lines += [f"  {'peak':<17}{plan.peak / scale:>8.{digits}f}  what stays plus the largest phase: {verdict} in "
               f"{device.memory / GB:.1f} GB", ""]
     lines += [f"  would fit: {idea}" for idea in plan.would_fit]
-    lines.append(f"  time: about {plan.seconds_per_step:.2g} s per step ({plan.time_note})")
+    seconds = plan.seconds_per_step
+    lines.append(f"  time: about {seconds:.2f}" if seconds < 1 else f"  time: about {seconds:.1f}")
+    lines[-1] += f" s per step ({plan.time_note})"
     return "\n".join(lines)
 
 
