@@ -25,7 +25,8 @@ from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_prese
 from grpo_tool.outputs import GENERATION_LOG_DIR
 from grpo_tool.trl_options import trl_option_problems
 from json_files import read_json_file, read_text_file, write_json_atomic
-from rewards import load_reward_config, reward_function_problem, rule_weights_problem
+from grpo_tool.custom_rewards import reward_function_problem
+from rewards import rule_weights_problem, run_reward_config
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 
@@ -62,8 +63,12 @@ class GRPOConfig:
                                                            "the CPU (unquantised weights), off elsewhere")
     # data
     dataset_name: str = setting("ultrafeedback", "a dataset preset", choices=DATASET_NAMES, flags=("--dataset",))
-    custom_data: str | None = setting(None, "a .jsonl, .json or .parquet file of {prompt, chosen, rejected} rows; "
-                                            "replaces --dataset")
+    custom_data: str | None = setting(None, "a .jsonl, .json or .parquet file (prompt + any columns, chosen/rejected, "
+                                            "question/answer, problem/solution, messages, Alpaca); replaces --dataset")
+    prompt_column: str | None = setting(None, "the column that holds the prompt (text or chat messages), for a "
+                                              "layout the tool does not detect; the other columns reach the rewards")
+    system_prompt: str | None = setting(None, "a system message put before every prompt that has none (through the "
+                                              "chat template; text models get it as a first paragraph)")
     max_samples: int | None = setting(None, "training prompts kept after conversion; unset: all")
     max_eval_samples: int = setting(100, "evaluation prompts kept; each evaluation generates for all of them")
     streaming: bool = setting(False, "read the training data while training runs; needs --max-steps")
@@ -100,13 +105,15 @@ class GRPOConfig:
     # rewards
     reward_function_type: str = setting("single", "one weighted reward (single) or one TRL reward per component "
                                                   "(multi)", choices=("single", "multi"), flags=("--reward-function",))
-    reward_config_name: str = setting("balanced", "a reward preset in config/rewards/")
+    reward_config_name: str | None = setting(None, "a reward preset in config/rewards/; unset: balanced, or none "
+                                                   "when --reward-fn / --reward-model give rewards of your own")
     reward_config_path: str | None = setting(None, "a reward config JSON file, or a preset name; replaces "
                                                    "reward_config_name", flags=("--reward-config",))
     reward_model: str | None = setting(None, "a sequence-classification model (hub id, directory, or tiny) as one "
                                              "more component (weight: reward_model_weight)")
-    reward_functions: list = setting([], "a custom reward FILE.py:FUNCTION(completions, **kwargs); repeatable "
-                                         "(weights: custom_weights)", flags=("--reward-fn",))
+    reward_functions: list = setting([], "a reward function FILE.py:FUNCTION or package.module:FUNCTION taking "
+                                         "(completions, **kwargs); repeatable (weights: custom_weights); alone, it "
+                                         "replaces the default preset", flags=("--reward-fn",))
     eval_reward_functions: list = setting([], "a held-out score FILE.py:FUNCTION(completions, **kwargs) computed at "
                                               "each evaluation only, never trained on; logged as "
                                               "eval_rewards/<function>/mean; repeatable", flags=("--eval-reward-fn",))
@@ -152,7 +159,10 @@ ALTERNATIVES = {"num_train_epochs": "max_steps", "max_steps": "num_train_epochs"
 
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
     "openai_summarize": {"max_completion_length": 128},
+    # Answers a program checks: the reward is whether the final answer is right. Rewards of your own replace it.
+    "gsm8k": {"reward_config_name": "verifiable"},
 }
+OWN_REWARDS = ("reward_functions", "reward_model")  # settings that bring rewards of the user's own
 
 MODE_PRESETS: dict[str, dict[str, Any]] = {
     # A smoke run well under a minute: short completions, three evaluations, one checkpoint. 60 steps is where the
@@ -298,6 +308,13 @@ def build_config(mode: str | None = None, config_file: str | None = None,
                                  f"{origin[other]}")
                 del settings[other]
             settings[key], origin[key] = value, label
+    if origin.get("reward_config_name") == "the dataset preset" and any(chosen.get(key) for key in OWN_REWARDS) \
+            and not ({"reward_config_name", "reward_config_path"} & chosen.keys()):
+        # The dataset's usual reward gives way to rewards the user brings, as no reward config at all would.
+        if notes is not None:
+            notes.append(f"your rewards replace reward_config_name={settings['reward_config_name']} from the dataset "
+                         "preset (name it with --reward-config to keep it)")
+        del settings["reward_config_name"]
     config = GRPOConfig(**settings)
     validate_config(config)
     return config
@@ -398,7 +415,7 @@ def path_problems(config: GRPOConfig) -> list[str]:
     if config.reward_model not in (None, TINY_MODEL):
         problems += [problem for problem in [model_name_problem(config.reward_model, "reward model")] if problem]
     try:
-        reward_config = load_reward_config(config.reward_config_path or config.reward_config_name)
+        reward_config = run_reward_config(config)
         problems += [problem for problem in [rule_weights_problem(reward_config, config.reward_functions,
                                                                   config.reward_model)] if problem]
     except UserError as error:

@@ -1,22 +1,18 @@
-"""Training data for GRPO: every source becomes a `prompt` column plus `chosen` / `rejected` reference answers.
+"""Training data for GRPO: every source becomes a `prompt` column plus its other columns, which reach the rewards.
 
-A prompt is plain text or a list of chat messages; `chosen` / `rejected` are the preferred and dispreferred answers as
-text, or None where the source has none (the accuracy reward uses them). This module knows sources and schemas,
-nothing of models: fitting prompts to a tokenizer happens in the trainer.
+A prompt is plain text or a list of chat messages. Every other column of the source (an `answer`, a `solution`,
+test cases, metadata) is kept and reaches every reward function as a keyword argument, one value per completion, as
+TRL passes dataset columns; preference sources have `chosen` / `rejected` as text (the accuracy reward uses them).
+The schemas, detected from the columns, are in grpo_tool/schemas.py. This module knows sources and splits, nothing
+of models: fitting prompts to a tokenizer happens in the trainer.
 
-Sources: the four hub datasets of the original (through `datasets.load_dataset`, streaming optional), the bundled
-sample data (`sample`), and local `.jsonl` / `.json` / `.parquet` files in any of the schemas below, detected from
-their columns:
-
-- custom: `{"prompt", "chosen"?, "rejected"?}`, the original's format; also prompt-only rows, chat-message prompts,
-  and TL;DR preference rows (trl-lib/tldr-preference has exactly these columns).
-- ultrafeedback_binarized: `prompt` text, `chosen` / `rejected` as [user turn, assistant turn] message lists.
-- hh_rlhf: `chosen` / `rejected` as whole "\\n\\nHuman: ... \\n\\nAssistant: ..." dialogues, no prompt column.
-- openbmb: `instruction` and rated `completions` (openbmb/UltraFeedback).
+Sources: the hub datasets of the presets (through `datasets.load_dataset`, streaming optional), the bundled sample
+data (`sample`), and local `.jsonl` / `.json` / `.parquet` files in any schema.
 
 Rows that repeat an earlier prompt are dropped (many preference pairs share a prompt; GRPO samples its own
 completions, so one row per prompt is what it needs). A local file's unusable row is an error naming its line; a hub
-dataset's unusable rows are dropped and counted.
+dataset's unusable rows are dropped and counted. A column no reward could receive under its name (`completions`,
+`trainer_state`, ...) is an error, found before any model loads.
 
     data_loader, dataset = create_grpo_dataloader(dataset_name="sample", max_samples=100)
     train, evaluation = dataset["train"], dataset["eval"]
@@ -26,17 +22,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
-from os.path import commonprefix
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from errors import UserError
 from grpo_tool.data_files import FILE_BUILDERS, file_rows, read_file_table, row_label
-from messages import answer_text, is_message_list, message_text
+from grpo_tool.schemas import (ROW_PROBLEM, SCHEMAS, Schema, detect_schema, passed_on, reward_column_problem,
+                               schema_for)
+from messages import message_text
 
 if TYPE_CHECKING:
     from config import GRPOConfig
@@ -49,10 +43,6 @@ EVAL_FRACTION = 0.1  # share of a source without an evaluation split that is hel
 MAX_HELD_OUT = 500  # ... but never more rows than this
 # An air-gapped cluster keeps copies of hub dataset repositories here, as {mirror}/{owner}/{name}/.
 MIRROR_VARIABLE = "GRPO_DATASET_MIRROR"
-OUTPUT_COLUMNS = ("prompt", "chosen", "rejected", "problem")
-HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
-HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
-EXCLUDED_OPENBMB_SOURCES = {"truthful_qa"}  # its completions were rated against answers outside the data
 
 
 @dataclass(frozen=True)
@@ -61,150 +51,30 @@ class HubSource:
     train_split: str
     eval_split: str | None  # None: hold out part of the training split
     schema: str
+    config_name: str | None = None  # the dataset's configuration, for repositories that hold several
 
 
-# The dataset registry: each preset's hub id, splits and schema, in one place.
+# The dataset registry: each preset's hub id, configuration, splits and schema, in one place.
 HUB_SOURCES = {
     "ultrafeedback": HubSource("HuggingFaceH4/ultrafeedback_binarized", "train_prefs", "test_prefs",
                                "ultrafeedback_binarized"),
     "ultrafeedback_large": HubSource("openbmb/UltraFeedback", "train", None, "openbmb"),
     "hh_rlhf": HubSource("Anthropic/hh-rlhf", "train", "test", "hh_rlhf"),
     "openai_summarize": HubSource("trl-lib/tldr-preference", "train", "validation", "custom"),
+    "gsm8k": HubSource("openai/gsm8k", "train", "test", "question_answer", config_name="main"),
 }
 SAMPLE_DATASET = "sample"  # the bundled data/sample_*.jsonl
 DATASET_NAMES = (*HUB_SOURCES, SAMPLE_DATASET)
-FORMATS_ACCEPTED = ('{"prompt", "chosen", "rejected"} (chosen/rejected optional; prompt text or chat messages), '
-                    "UltraFeedback-binarized rows (chosen/rejected message lists), hh-rlhf rows (chosen/rejected "
-                    "dialogues), openbmb/UltraFeedback rows (instruction, completions)")
 
 
 # schemas
 
-def detect_schema(columns: list[str], row: dict) -> str | None:
-    """Which schema a table with these columns (and this first row) is in; None when none fits."""
-    names = set(columns)
-    if {"instruction", "completions"} <= names:
-        return "openbmb"
-    if "prompt" in names:
-        return "ultrafeedback_binarized" if isinstance(row.get("chosen"), list) else "custom"
-    if {"chosen", "rejected"} <= names and HH_ASSISTANT in str(row.get("chosen") or ""):
-        return "hh_rlhf"
-    return None
-
-
-def prompt_problem(prompt: Any) -> str | None:
-    """Why a prompt cannot be trained on, or None."""
-    if isinstance(prompt, str):
-        return None if prompt.strip() else "'prompt' is empty"
-    if isinstance(prompt, list):
-        if not is_message_list(prompt):
-            return "'prompt' is a list but not of chat messages like {\"role\": \"user\", \"content\": \"...\"}"
-        if not any(m["role"] == "user" for m in prompt):
-            return "'prompt' has no user message"
-        return None
-    return f"'prompt' must be text or a list of chat messages, got {type(prompt).__name__}"
-
-
-def present_fields(batch: dict, index: int) -> str:
-    return ", ".join(name for name, values in batch.items() if values[index] is not None) or "nothing"
-
-
-def convert_custom(batch: dict) -> dict:
-    rows = len(next(iter(batch.values())))
-    output = {name: [] for name in OUTPUT_COLUMNS}
-    prompts = batch.get("prompt", [None] * rows)
-    for index in range(rows):
-        prompt = prompts[index]
-        problem = (f"no 'prompt' field (found: {present_fields(batch, index)})" if prompt is None
-                   else prompt_problem(prompt))
-        output["prompt"].append(None if problem else prompt)
-        output["problem"].append(problem)
-        for name in ("chosen", "rejected"):
-            output[name].append(answer_text(batch[name][index]) if name in batch else None)
-    return output
-
-
-def parse_hh_dialogue(text: str) -> list[dict]:
-    """'\\n\\nHuman: a\\n\\nAssistant: b' -> [{"role": "user", ...}, {"role": "assistant", ...}]."""
-    parts = HH_TURN.split(text)
-    roles = {"Human": "user", "Assistant": "assistant"}
-    return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts) - 1, 2)]
-
-
-def first_turn(text: str) -> str:
-    """The assistant answer at the start of `text`, up to the next human turn."""
-    end = text.find(HH_HUMAN)
-    return (text if end < 0 else text[:end]).strip()
-
-
-def extract_hh_prompt(chosen: str, rejected: str) -> tuple[list[dict] | None, str | None, str | None, str | None]:
-    """(prompt messages, chosen answer, rejected answer, problem) of one hh-rlhf pair.
-
-    The prompt is the dialogue both sides share, cut back to the last assistant turn they both start; the answers
-    are each side's first assistant turn after it. Where the two differ in an earlier turn, the prompt stops before
-    that turn, so it is still a real shared context.
-    """
-    if not isinstance(chosen, str) or not isinstance(rejected, str):
-        return None, None, None, "'chosen' and 'rejected' must both be dialogue strings"
-    cut = commonprefix([chosen, rejected]).rfind(HH_ASSISTANT)
-    if cut < 0:
-        return None, None, None, "no shared '\\n\\nHuman: ... \\n\\nAssistant:' dialogue in 'chosen' and 'rejected'"
-    messages = parse_hh_dialogue(chosen[:cut])
-    if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"]:
-        return None, None, None, "the dialogue does not end with a human turn before the answers"
-    start = cut + len(HH_ASSISTANT)
-    return messages, first_turn(chosen[start:]) or None, first_turn(rejected[start:]) or None, None
-
-
-def convert_hh_rlhf(batch: dict) -> dict:
-    output = {name: [] for name in OUTPUT_COLUMNS}
-    for chosen, rejected in zip(batch["chosen"], batch["rejected"]):
-        prompt, chosen_answer, rejected_answer, problem = extract_hh_prompt(chosen, rejected)
-        for name, value in zip(OUTPUT_COLUMNS, (prompt, chosen_answer, rejected_answer, problem)):
-            output[name].append(value)
-    return output
-
-
-def mean_rating(completion: dict) -> float | None:
-    """The mean of a completion's aspect ratings; ratings are strings and "N/A" ones are left out."""
-    ratings = []
-    for aspect in (completion.get("annotations") or {}).values():
-        for entry in aspect if isinstance(aspect, list) else [aspect]:
-            try:
-                ratings.append(float(entry["Rating"]))
-            except (TypeError, KeyError, ValueError):
-                continue
-    return sum(ratings) / len(ratings) if ratings else None
-
-
-def convert_openbmb(batch: dict) -> dict:
-    """Prompt = instruction; chosen / rejected = the best / worst rated completion (rejected None when one is rated)."""
-    output = {name: [] for name in OUTPUT_COLUMNS}
-    sources = batch.get("source") or [None] * len(batch["instruction"])
-    for instruction, completions, source in zip(batch["instruction"], batch["completions"], sources):
-        rated = sorted(((rating, c.get("response")) for c in completions or []
-                        if (rating := mean_rating(c)) is not None and c.get("response")), key=lambda pair: pair[0])
-        problem = prompt_problem(instruction) if instruction is not None else "no 'instruction' field"
-        keep = problem is None and source not in EXCLUDED_OPENBMB_SOURCES
-        output["prompt"].append(instruction if keep else None)
-        output["chosen"].append(rated[-1][1] if keep and rated else None)
-        output["rejected"].append(rated[0][1] if keep and len(rated) > 1 else None)
-        output["problem"].append(problem)
-    return output
-
-
-CONVERTERS = {
-    "custom": convert_custom,
-    # The same rule: answer_text takes the last assistant turn of the chosen and rejected conversations.
-    "ultrafeedback_binarized": convert_custom,
-    "hh_rlhf": convert_hh_rlhf,
-    "openbmb": convert_openbmb,
-}
-
-
-def convert(dataset, schema: str):
-    """Rows in the common shape (prompt, chosen, rejected, problem); prompt None marks a row to leave out."""
-    return dataset.map(CONVERTERS[schema], batched=True, batch_size=1000, remove_columns=dataset.column_names)
+def convert(dataset, schema: Schema, source: str):
+    """Rows in the common shape, ROW_PROBLEM saying which to leave out; the columns passed on are checked first."""
+    if problem := reward_column_problem(passed_on(dataset.column_names, schema), source):
+        raise UserError(problem)
+    return dataset.map(schema.convert, batched=True, batch_size=1000,
+                       remove_columns=[name for name in dataset.column_names if name in schema.replaces])
 
 
 def column_values(dataset, name: str) -> list:
@@ -219,7 +89,7 @@ def prompt_key(prompt: Any):
     return tuple((message.get("role"), message_text(message)) for message in prompt)
 
 
-def convert_local_file(path: Path):
+def convert_local_file(path: Path, prompt_column: str | None = None):
     """A local file converted to the common shape; an unusable row is an error naming its line."""
     import datasets
 
@@ -235,15 +105,11 @@ def convert_local_file(path: Path):
         # datasets keeps a column whose rows differ in type (text in some, message lists in others) as raw JSON.
         raise UserError(f"{path}: some prompts are text and some are message lists; use one form per file")
     try:
-        schema = detect_schema(table.column_names, table[0])
-        if schema is None:
-            raise UserError(f"{path}: unrecognised columns ({', '.join(table.column_names)}); accepted formats: "
-                            f"{FORMATS_ACCEPTED}")
-        rows = convert(table, schema)
+        rows = convert(table, schema_for(table.column_names, table[0], prompt_column, str(path)), str(path))
     except UnicodeDecodeError:
         file_rows(path)  # names the line that is not UTF-8
         raise
-    problems = column_values(rows, "problem")
+    problems = column_values(rows, ROW_PROBLEM)
     first_bad = next((index for index, problem in enumerate(problems) if problem), None)
     if first_bad is not None:
         raise UserError(f"{path} {row_label(path, first_bad)}: {problems[first_bad]}")
@@ -267,7 +133,7 @@ def finish(rows, source: str):
         logger.info("%s: left out %d unusable rows and %d repeated prompts", source, left_out, repeated)
     if len(keep) < len(rows):
         rows = rows.select(keep)
-    return rows.select_columns(["prompt", "chosen", "rejected"])
+    return rows.remove_columns(ROW_PROBLEM)
 
 
 def hub_location(repo_id: str) -> str:
@@ -282,7 +148,7 @@ def load_hub_split(source: HubSource, split: str, streaming: bool):
 
     location = hub_location(source.repo_id)
     try:
-        return datasets.load_dataset(location, split=split, streaming=streaming)
+        return datasets.load_dataset(location, source.config_name, split=split, streaming=streaming)
     except (ConnectionError, OSError, datasets.exceptions.DatasetsError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(f"dataset {source.repo_id} ({split}) could not be loaded: {first_line}. Without network "
@@ -291,12 +157,20 @@ def load_hub_split(source: HubSource, split: str, streaming: bool):
                         "convert it to JSONL and pass --custom-data FILE") from None
 
 
-def hub_split(source: HubSource, split: str):
+def hub_schema(source: HubSource, columns: list[str], row: dict, prompt_column: str | None) -> Schema:
+    """The preset's schema, checked against what was downloaded (a --prompt-column replaces it)."""
+    if prompt_column:
+        return schema_for(columns, row, prompt_column, source.repo_id)
+    if detect_schema(columns, row) != source.schema:
+        raise UserError(f"dataset {source.repo_id}: expected {source.schema} rows, found columns {', '.join(columns)}")
+    return SCHEMAS[source.schema]
+
+
+def hub_split(source: HubSource, split: str, prompt_column: str | None):
     table = load_hub_split(source, split, streaming=False)
-    if len(table) and detect_schema(table.column_names, table[0]) != source.schema:
-        raise UserError(f"dataset {source.repo_id}: expected {source.schema} rows, found columns "
-                        f"{', '.join(table.column_names)}")
-    return finish(convert(table, source.schema), f"{source.repo_id} ({split})")
+    name = f"{source.repo_id} ({split})"
+    schema = hub_schema(source, table.column_names, table[0], prompt_column) if len(table) else SCHEMAS[source.schema]
+    return finish(convert(table, schema, name), name)
 
 
 def hold_out(dataset, seed: int):
@@ -324,11 +198,15 @@ def as_dataset_dict(dataset, config: GRPOConfig):
             raise UserError(f"the dataset has splits {', '.join(dataset)}; a 'train' split is needed")
         if evaluation is None:
             train, evaluation = hold_out(train, config.seed)
-        return datasets.DatasetDict({"train": train, "eval": evaluation})
-    if isinstance(dataset, datasets.Dataset):
+    elif isinstance(dataset, datasets.Dataset):
         train, evaluation = hold_out(dataset, config.seed)
-        return datasets.DatasetDict({"train": train, "eval": evaluation})
-    raise UserError(f"train() takes a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
+    else:
+        raise UserError(f"train() takes a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
+    for split, rows in (("train", train), ("eval", evaluation)):
+        columns = [name for name in rows.column_names or () if name != "prompt"]
+        if problem := reward_column_problem(columns, f"the dataset's {split} split"):
+            raise UserError(problem)
+    return datasets.DatasetDict({"train": train, "eval": evaluation})
 
 
 def resolve_hub_source(name: str) -> HubSource | None:
@@ -337,19 +215,20 @@ def resolve_hub_source(name: str) -> HubSource | None:
     return next((source for source in HUB_SOURCES.values() if source.repo_id == name), None)
 
 
-def load_source(name: str, seed: int) -> tuple[Any, Any]:
+def load_source(name: str, seed: int, prompt_column: str | None = None) -> tuple[Any, Any]:
     """(train, eval) of a dataset name, a hub id or a local file, in memory."""
     if name == SAMPLE_DATASET:
-        return convert_local_file(SAMPLE_FILES["train"]), convert_local_file(SAMPLE_FILES["eval"])
+        return (convert_local_file(SAMPLE_FILES["train"], prompt_column),
+                convert_local_file(SAMPLE_FILES["eval"], prompt_column))
     source = resolve_hub_source(name)
     if source is not None:
-        train = hub_split(source, source.train_split)
+        train = hub_split(source, source.train_split, prompt_column)
         if source.eval_split is None:
             return hold_out(train, seed)
-        return train, hub_split(source, source.eval_split)
+        return train, hub_split(source, source.eval_split, prompt_column)
     path = Path(name)
     if path.suffix in FILE_BUILDERS or path.exists():
-        return hold_out(convert_local_file(path), seed)
+        return hold_out(convert_local_file(path, prompt_column), seed)
     raise UserError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}, a supported hub id "
                     f"({', '.join(s.repo_id for s in HUB_SOURCES.values())}), or a .jsonl/.json/.parquet file")
 
@@ -382,11 +261,11 @@ def unique_usable_rows(rows, name: str = "the stream"):
         if key in seen:
             continue
         seen.add(key)
-        yield {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}
+        yield {name: value for name, value in row.items() if name != ROW_PROBLEM}
 
 
-def open_stream(name: str, split: str | None = None):
-    """(streamed table, schema, hub source or None) of a hub dataset or a local file, nothing downloaded ahead."""
+def open_stream(name: str, prompt_column: str | None, split: str | None = None):
+    """(streamed table, its schema, its columns) of a hub dataset or a local file, nothing downloaded ahead."""
     import datasets
 
     source = resolve_hub_source(name)
@@ -401,17 +280,21 @@ def open_stream(name: str, split: str | None = None):
     first = next(readable(table, name), None)
     if first is None:
         raise UserError(f"{name}: no rows")
-    schema = detect_schema(list(first), first)
-    if schema is None or (source is not None and schema != source.schema):
-        raise UserError(f"{name}: unrecognised columns ({', '.join(first)}); accepted formats: {FORMATS_ACCEPTED}")
-    return table, schema, source
+    columns = list(table.column_names or first)
+    if source is not None:
+        schema = hub_schema(source, columns, first, prompt_column)
+    else:
+        schema = schema_for(columns, first, prompt_column, name)
+    if problem := reward_column_problem(passed_on(columns, schema), name):
+        raise UserError(problem)
+    return table, schema, columns
 
 
-def stream_rows(table, schema: str, name: str):
+def stream_rows(table, schema: Schema, columns: list[str], name: str):
     import datasets
 
-    converted = table.map(CONVERTERS[schema], batched=True, batch_size=1000,
-                          remove_columns=list(table.column_names or next(readable(table, name))))
+    converted = table.map(schema.convert, batched=True, batch_size=1000,
+                          remove_columns=[column for column in columns if column in schema.replaces])
     return datasets.IterableDataset.from_generator(unique_usable_rows, gen_kwargs={"rows": converted, "name": name})
 
 
@@ -419,15 +302,15 @@ def load_streaming(name: str, config: GRPOConfig):
     """(train as an IterableDataset read while training runs, eval in memory)."""
     import datasets
 
-    table, schema, source = open_stream(name)
-    train = stream_rows(table, schema, name)
+    source = resolve_hub_source(name)
+    train = stream_rows(*open_stream(name, config.prompt_column), name)
     if source is None or source.eval_split is None:
         # No evaluation split: the stream's first rows are held out for it.
         evaluation = list(train.take(config.max_eval_samples))
         train = train.skip(len(evaluation))
     else:
-        eval_table, eval_schema, _ = open_stream(name, source.eval_split)
-        evaluation = list(stream_rows(eval_table, eval_schema, name).take(config.max_eval_samples))
+        evaluation = list(stream_rows(*open_stream(name, config.prompt_column, source.eval_split), name)
+                          .take(config.max_eval_samples))
     if not evaluation:
         raise UserError(f"{name}: no usable evaluation rows")
     if config.max_samples is not None:
@@ -446,7 +329,7 @@ def load_grpo_dataset(config: GRPOConfig):
         train, evaluation = load_streaming(name, config)
         logger.info("data: streaming training prompts, %d evaluation prompts (%s)", len(evaluation), name)
         return datasets.DatasetDict({"train": train, "eval": evaluation})
-    train, evaluation = load_source(name, config.seed)
+    train, evaluation = load_source(name, config.seed, config.prompt_column)
     if config.max_samples is not None and len(train) > config.max_samples:
         train = train.select(range(config.max_samples))
     if len(evaluation) > config.max_eval_samples:

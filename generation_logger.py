@@ -10,6 +10,7 @@ follow one prompt's answer as training goes on. It only observes and writes: the
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,9 @@ def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[d
     """The file's rows: the original's keys first, then what we add.
 
     Each sample dict holds `prompt`, `completion` (text), and optionally `completion_tokens`, `truncated`,
-    `rewards` (component name -> value), and `base_nll` and `base_drift` (how the answer looks to the starting model,
-    nats per token: grpo_tool/base_view.py).
+    `rewards` (component name -> value), `base_nll` and `base_drift` (how the answer looks to the starting model,
+    nats per token: grpo_tool/base_view.py), and `columns`: the row's other columns as the rewards received them (a
+    reference answer, say), with values JSON cannot hold written as text.
     """
     entries = []
     for index, sample in enumerate(samples):
@@ -62,6 +64,8 @@ def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[d
         }
         entry.update({key: sample[key] for key in ("completion_tokens", "truncated", "rewards", "base_nll",
                                                    "base_drift") if key in sample})
+        if "columns" in sample:
+            entry["columns"] = json.loads(json.dumps(sample["columns"], ensure_ascii=False, default=str))
         entries.append(entry)
     return entries
 

@@ -1,13 +1,13 @@
 """The project's GRPOTrainer: a thin front that takes a run through its steps in order, each step one call into the
 module that owns it. TRL's GRPOTrainer of the same name runs the loop inside.
 
-The steps: config → rewards resolved once (rewards) → model loaded (grpo_tool.backend, grpo_tool.models) → data
-prepared (data_loader, prompt_budget) → TRL trainer built (grpo_tool.trl_setup, grpo_tool.callbacks) → run record
-written (grpo_tool.outputs) → train → save.
+The steps: config → rewards resolved once (rewards) → data read and checked (data_loader) → model loaded
+(grpo_tool.backend, grpo_tool.models) → data prepared for the model (prompt_budget) → TRL trainer built
+(grpo_tool.trl_setup, grpo_tool.callbacks) → run record written (grpo_tool.outputs) → train → save.
 
     config = GRPOConfig(model_name="tiny", dataset_name="sample", max_samples=16, max_eval_samples=4, max_steps=2,
                         group_size=4, gradient_accumulation_steps=1, max_completion_length=16, output_dir="api_run")
-    trainer = GRPOTrainer(config); trainer.load_model(); trainer.train(); trainer.save_model()
+    trainer = GRPOTrainer(config); data = trainer.load_data(); trainer.load_model(); trainer.train(data)
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from grpo_tool import backend, outputs, run_dir
 from json_files import write_json_atomic, write_text_atomic
 from prompt_budget import fit_to_model
 from grpo_tool.reward_guard import held_out
-from rewards import REWARD_MODEL, build_reward_functions, eval_components, resolve_rewards
+from rewards import (REWARD_MODEL, build_reward_functions, check_references, describe_rewards, eval_components,
+                     log_missing_references, resolve_rewards, reward_config_choice)
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "TrainingInterrupted"]
 
@@ -83,6 +84,8 @@ class GRPOTrainer:
         self.reward_config, self.components = resolve_rewards(self.config)
         self.eval_components = eval_components(self.config.eval_reward_functions, self.components)
         self.best_metric = best_metric(self.config.metric_for_best_model, self.components + self.eval_components)
+        reward_model_weight = self.reward_config["reward_model_weight"] if self.config.reward_model else None
+        logger.info("rewards: %s", describe_rewards(self.config, self.components, reward_model_weight))
         self.machine = None
         self.model = self.tokenizer = self.model_path = None
         self.trainer = None
@@ -105,13 +108,24 @@ class GRPOTrainer:
         self.model, self.tokenizer, self.model_path = models.load_policy(self.config, self.machine, path)
         return self.model, self.tokenizer
 
+    def load_data(self, dataset=None):
+        """The data as a DatasetDict of train and eval: `dataset` (a DatasetDict, a Dataset or the (data_loader,
+        dataset) pair), or the configured data when None. Needs no model, so the command line reads and checks the
+        data (its rows, its columns against the rewards) before any model loads; a mistake there costs no load."""
+        data = as_dataset_dict(dataset, self.config)
+        check_references(self.components, self.reward_config, data)
+        return data
+
     def prepare_data(self, dataset=None):
-        """The data as the model takes it: `dataset` (a DatasetDict, a Dataset or the (data_loader, dataset) pair), or
-        the configured data when None, with prompts in the model's form and token budget."""
+        """The data as the model takes it (see load_data for `dataset`), with prompts in the model's form and token
+        budget."""
+        data = self.load_data(dataset)
         if self.model is None:
             self.load_model()
         self.prompt_lengths = {}
-        return fit_to_model(as_dataset_dict(dataset, self.config), self.tokenizer, self.config, self.prompt_lengths)
+        data = fit_to_model(data, self.tokenizer, self.config, self.prompt_lengths)
+        log_missing_references(self.components, self.reward_config, data)
+        return data
 
     def build_trainer(self, data, evaluate: bool, log_dir: str | None = None):
         """TRL's trainer with our rewards and callbacks; generation logs go to `log_dir` (default: the run's)."""
@@ -164,7 +178,7 @@ class GRPOTrainer:
             "backend_reason": self.machine.reason if self.machine else None,
             "use_lora": config.use_lora, "data": config.custom_data or config.dataset_name,
             "reward_function_type": config.reward_function_type,
-            "reward_config": config.reward_config_path or config.reward_config_name,
+            "reward_config": reward_config_choice(config) or "none: the run's own rewards",
             "components": {c.name: c.weight for c in self.components},
             "eval_rewards": [c.name for c in self.eval_components],
             "eval_group_size": resolved_eval_group_size(config),

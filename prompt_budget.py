@@ -37,6 +37,31 @@ def uses_chat(prompt_format: str, tokenizer, model_name: str) -> bool:
     return prompt_format == "chat" or (prompt_format == "auto" and has_template)
 
 
+def takes_system_messages(tokenizer) -> bool:
+    """Whether the chat template renders a system message (Gemma 2's refuses one)."""
+    try:
+        tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                                      add_generation_prompt=True, tokenize=False)
+        return True
+    except Exception:  # noqa: BLE001 - jinja raises the template's own exception, whatever its type
+        return False
+
+
+def with_system_prompt(prompt, system_prompt: str, as_message: bool):
+    """The prompt with `system_prompt` first, unless it has a system message of its own. It goes in as a system
+    message, or (a template that takes none, a model without one) as the first paragraph of the first user turn."""
+    if isinstance(prompt, str):
+        return f"{system_prompt}\n\n{prompt}" if not as_message else [
+            {"role": "system", "content": system_prompt}, {"role": "user", "content": prompt}]
+    if any(message["role"] == "system" for message in prompt):
+        return prompt
+    if as_message:
+        return [{"role": "system", "content": system_prompt}, *prompt]
+    first_user = next(index for index, message in enumerate(prompt) if message["role"] == "user")
+    folded = {**prompt[first_user], "content": f"{system_prompt}\n\n{message_text(prompt[first_user])}"}
+    return [*prompt[:first_user], folded, *prompt[first_user + 1:]]
+
+
 def in_form(prompt, chat: bool):
     """A prompt in the form the model takes: text becomes one user message for a chat model, and messages become
     'Role: content' text for a model without a chat template."""
@@ -91,13 +116,17 @@ def fit_prompt(prompt, tokenizer, budget: int, truncate: bool):
     return shortened, "truncated", prompt_token_count(tokenizer, shortened)
 
 
-def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False, truncate: bool = False):
-    """Put prompts in the model's form and within `budget` tokens (TRL never truncates prompts), saying how many
-    were truncated or dropped."""
+def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False, truncate: bool = False,
+                system_prompt: str | None = None, system_as_message: bool = False):
+    """Put prompts in the model's form (with the system prompt, when there is one: see with_system_prompt) and within
+    `budget` tokens (TRL never truncates prompts), saying how many were truncated or dropped."""
     import datasets
 
     def fit(row):
-        prompt, outcome, tokens = fit_prompt(in_form(row["prompt"], chat), tokenizer, budget, truncate)
+        prompt = row["prompt"]
+        if system_prompt is not None:
+            prompt = with_system_prompt(prompt, system_prompt, system_as_message)
+        prompt, outcome, tokens = fit_prompt(in_form(prompt, chat), tokenizer, budget, truncate)
         return {"prompt": prompt, "fit": outcome, PROMPT_TOKENS: tokens}
 
     fitted = dataset.map(fit)
@@ -125,8 +154,13 @@ def fit_to_model(data, tokenizer, config, lengths: dict | None = None):
     `lengths`, when given, receives each in-memory split's prompt lengths in tokens, row by row."""
     budget = config.max_seq_length - config.max_completion_length
     chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
+    as_message = chat and config.system_prompt is not None and takes_system_messages(tokenizer)
+    if chat and config.system_prompt is not None and not as_message:
+        logger.info("system_prompt: the chat template of %s takes no system message, so it opens the first user "
+                    "turn instead", config.model_name)
     for split in ("train", "eval"):
-        data[split] = fit_prompts(data[split], tokenizer, budget, split, chat, config.prompt_overflow == "truncate")
+        data[split] = fit_prompts(data[split], tokenizer, budget, split, chat, config.prompt_overflow == "truncate",
+                                  config.system_prompt, as_message)
         if PROMPT_TOKENS in (data[split].column_names or ()):
             if lengths is not None:
                 lengths[split] = data[split][PROMPT_TOKENS]

@@ -9,6 +9,7 @@ the run record (components and their weights, the effective config), and draws e
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from grpo_tool.outputs import (ALARMS_FILE, CHECKPOINT_PREFIX, FINAL_MODEL_DIR, 
                                TRAINER_STATE_FILE, generation_log_name, logged_steps, read_json, read_run_record)
 from json_files import write_text_atomic
 
+COLUMN_PREVIEW = 120  # characters of a data column shown under its prompt
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP, PAD_RIGHT = 460, 220, 52, 28, 26, 12
 
@@ -88,6 +90,16 @@ def metric_series(logs: list[dict], key: str) -> list[tuple[float, float]]:
     return [(entry["step"], entry[key]) for entry in logs if isinstance(entry.get(key), (int, float))]
 
 
+def row_columns(by_step: dict[int, dict]) -> str:
+    """The prompt's other columns as the rewards saw them (a reference answer, say), each cut to one short line."""
+    columns = next((entry["columns"] for entry in by_step.values() if entry.get("columns")), {})
+    lines = []
+    for name, value in columns.items():
+        text = " ".join((value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)).split())
+        lines.append(f"{name}: {text if len(text) <= COLUMN_PREVIEW else text[:COLUMN_PREVIEW] + '...'}")
+    return f'<div class="columns">{html.escape(chr(10).join(lines))}</div>' if lines else ""
+
+
 def answers_table(log_dir: Path) -> str:
     """For each logged prompt, its answers across evaluations side by side."""
     steps = logged_steps(log_dir)
@@ -113,7 +125,7 @@ def answers_table(log_dir: Path) -> str:
                 else [])
             reward = f'<div class="reward">{", ".join(shown)}</div>' if shown else ""
             cells.append(f'<td><div class="answer">{html.escape(entry.get("full_response", ""))}</div>{reward}</td>')
-        rows.append(f'<tr><th class="prompt">{html.escape(prompt)}</th>{"".join(cells)}</tr>')
+        rows.append(f'<tr><th class="prompt">{html.escape(prompt)}{row_columns(by_step)}</th>{"".join(cells)}</tr>')
     return f'<table class="answers"><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>'
 
 
@@ -188,6 +200,7 @@ table.answers {{ border-collapse: collapse; font-size: 12px; }}
 table.answers th, table.answers td {{ border: 1px solid #ddd; padding: 6px; vertical-align: top; max-width: 320px; }}
 .answer {{ white-space: pre-wrap; word-break: break-word; }} .reward {{ color: #666; margin-top: 4px; }}
 .prompt {{ text-align: left; font-weight: normal; background: #f4f4f4; }}
+.columns {{ white-space: pre-wrap; color: #666; margin-top: 4px; font-size: 90%; }}
 </style></head><body>
 <h1>GRPO run report</h1>
 <table class="summary">{"".join(f"<tr><td>{name}</td><td>{html.escape(str(value))}</td></tr>" for name, value in summary)}</table>

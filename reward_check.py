@@ -23,7 +23,7 @@ from pathlib import Path
 
 from config import GRPOConfig, is_main_process
 from grpo_tool.outputs import REWARD_CHECK_FILE
-from grpo_tool.reward_guard import call_reward, clean_scores, sample_arguments
+from grpo_tool.reward_guard import call_reward, clean_scores, error_location, preview_text, sample_arguments
 from json_files import write_json_atomic
 from rewards import Component, weighted_totals
 
@@ -36,24 +36,31 @@ WEAK_ACCURACY = 0.6  # below this share of pairs, a component is said not to tel
 FLAT_SHARE = 0.5  # from this share of zero-variance groups on, a component is said to give little signal
 
 
-def score(component: Component, completions: list, prompts: list, columns: dict) -> tuple[list, int, float]:
-    """(scores with None for missing, exceptions raised, seconds). A failing batch is retried one sample at a time,
-    so one bad sample costs one score, not the batch."""
+def failure(error: Exception, component: Component, arguments: dict, index: int, completion) -> dict:
+    """What a person needs to fix a reward that raised: the exception, where, and the sample it failed on."""
+    return {"type": type(error).__name__, "message": str(error),
+            "where": error_location(error, component.function, ["completions", *arguments]), "sample": index,
+            "prompt": preview_text(arguments["prompts"][0]), "completion": preview_text(completion)}
+
+
+def score(component: Component, completions: list, prompts: list, columns: dict) -> tuple[list, list[dict], float]:
+    """(scores with None for missing, the failures, seconds). A failing batch is retried one sample at a time, so one
+    bad sample costs one score, not the batch, and each failure is known with its sample."""
     start = time.perf_counter()
     try:
         values = clean_scores(component.name, call_reward(component.function, completions=completions,
                                                           prompts=prompts, **columns), len(completions))
-        failures = 0
+        failures = []
     except Exception:  # noqa: BLE001 - counting failures is the point
-        values, failures = [], 0
+        values, failures = [], []
         for index, completion in enumerate(completions):
             arguments = sample_arguments({"prompts": prompts, **columns}, index, len(completions))
             try:
                 values += clean_scores(component.name, call_reward(component.function, completions=[completion],
                                                                    **arguments), 1)
-            except Exception:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001
                 values.append(None)
-                failures += 1
+                failures.append(failure(error, component, arguments, index, completion))
     return values, failures, time.perf_counter() - start
 
 
@@ -75,7 +82,9 @@ def as_completion(text: str, chat: bool):
 
 
 def check_pairs(components: list[Component], rows) -> dict:
-    rows = rows.filter(lambda row: bool(row.get("chosen")) and bool(row.get("rejected")))
+    if "chosen" not in rows.column_names or "rejected" not in rows.column_names:
+        return {"pairs": 0}
+    rows = rows.filter(lambda row: bool(row["chosen"]) and bool(row["rejected"]))
     rows = rows.select(range(min(PAIR_LIMIT, len(rows))))
     if len(rows) == 0:
         return {"pairs": 0}
@@ -83,11 +92,14 @@ def check_pairs(components: list[Component], rows) -> dict:
     chat = isinstance(prompts[0], list)
     chosen = [as_completion(text, chat) for text in rows["chosen"]]
     rejected = [as_completion(text, chat) for text in rows["rejected"]]
-    scores = {"chosen": {}, "rejected": {}}
+    # The other columns (an answer, metadata) reach the rewards as in training; the two references do not.
+    columns = {name: list(rows[name]) for name in rows.column_names if name not in ("prompt", "chosen", "rejected")}
+    scores, failures = {"chosen": {}, "rejected": {}}, {}
     steps = [(side, completions, component) for side, completions in (("chosen", chosen), ("rejected", rejected))
              for component in components]
     for side, completions, component in progress(steps, "scoring chosen and rejected answers"):
-        scores[side][component.name] = score(component, completions, prompts, {})[0]
+        scores[side][component.name], failed, _ = score(component, completions, prompts, columns)
+        failures.setdefault(component.name, []).extend(failed)
     scores = {side: with_total(components, values) for side, values in scores.items()}
     result = {"pairs": len(rows), "components": {}}
     for name in scores["chosen"]:
@@ -97,8 +109,13 @@ def check_pairs(components: list[Component], rows) -> dict:
             "pairwise_accuracy": round(sum(m > TIE for m in margins) / len(margins), 4) if margins else None,
             "ties": round(sum(abs(m) <= TIE for m in margins) / len(margins), 4) if margins else None,
             "mean_margin": round(statistics.fmean(margins), 4) if margins else None,
+            **failure_summary(failures.get(name, [])),
         }
     return result
+
+
+def failure_summary(failures: list[dict]) -> dict:
+    return {"exceptions": len(failures), "first_exception": failures[0] if failures else None}
 
 
 def check_groups(components: list[Component], samples: list[dict], group_size: int, columns: dict) -> dict:
@@ -110,15 +127,15 @@ def check_groups(components: list[Component], samples: list[dict], group_size: i
     for component in progress(components, "scoring sampled completions"):
         values, failures, seconds = score(component, completions, prompts, columns)
         per_component[component.name] = values
-        results[component.name] = {"exceptions": failures, "ms_per_1000": round(1000 * 1000 * seconds / len(samples),
-                                                                                 2)}
+        results[component.name] = {**failure_summary(failures),
+                                   "ms_per_1000": round(1000 * 1000 * seconds / len(samples), 2)}
     for name, values in with_total(components, per_component).items():
         present = [value for value in values if value is not None]
         groups = [values[start:start + group_size] for start in range(0, len(values), group_size)]
         flat = [group for group in groups
                 if len([v for v in group if v is not None]) < 2
                 or max(v for v in group if v is not None) - min(v for v in group if v is not None) <= TIE]
-        results.setdefault(name, {"exceptions": 0, "ms_per_1000": None})
+        results.setdefault(name, {**failure_summary([]), "ms_per_1000": None})
         results[name].update({
             "mean": round(statistics.fmean(present), 4) if present else None,
             "std": round(statistics.pstdev(present), 4) if len(present) > 1 else 0.0,
@@ -138,6 +155,9 @@ def warnings_for(report: dict) -> list[str]:
         if accuracy is not None and accuracy < WEAK_ACCURACY:
             found.append(f"{name} cannot tell chosen from rejected answers: it scores the chosen one higher in only "
                          f"{accuracy:.0%} of {pairs['pairs']} pairs (ties {stats['ties']:.0%})")
+        if stats.get("exceptions"):
+            found.append(f"{name} raised an exception on {stats['exceptions']} of {2 * pairs['pairs']} chosen and "
+                         f"rejected answers; {first_exception_text(stats['first_exception'])}")
     groups = report["groups"]
     for name, stats in groups.get("components", {}).items():
         if stats["zero_variance_groups"] >= FLAT_SHARE:
@@ -145,7 +165,8 @@ def warnings_for(report: dict) -> list[str]:
                          f"{stats['zero_variance_groups']:.0%} of groups: GRPO learns nothing from those")
         if stats["exceptions"]:
             found.append(f"{name} raised an exception on {stats['exceptions']} of {groups['completions']} "
-                         "completions; training would stop at the first one")
+                         f"completions, and training would stop at the first one; "
+                         f"{first_exception_text(stats['first_exception'])}")
         if stats["missing"]:
             found.append(f"{name} returned None or NaN for {stats['missing']} of {groups['completions']} "
                          "completions (left out of its mean)")
@@ -155,13 +176,20 @@ def warnings_for(report: dict) -> list[str]:
     return found
 
 
+def first_exception_text(failure: dict) -> str:
+    where = f", {failure['where']}" if failure["where"] else ""
+    return (f"the first: {failure['type']}: {failure['message']}{where}, on sample {failure['sample']} (prompt "
+            f"{failure['prompt']!r}, completion {failure['completion']!r})")
+
+
 def run_reward_check(config: GRPOConfig) -> dict:
     """Score pairs and sampled groups, write {output_dir}/reward_check.json (and nothing else), return the report."""
     from grpo_trainer import GRPOTrainer  # imports nothing heavy itself; the model modules load in load_model
 
     trainer = GRPOTrainer(config)
+    data = trainer.load_data()  # a data mistake costs no model load
     trainer.load_model()
-    data = trainer.prepare_data()
+    data = trainer.prepare_data(data)
     from grpo_tool.sampling import sample  # heavy: after load_model decided the backend (grpo_tool/__init__.py)
 
     pairs = check_pairs(trainer.components, data["train"])

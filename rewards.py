@@ -1,14 +1,15 @@
-"""Reward functions for GRPO: the original's accuracy, length and quality components, and their TRL wiring.
+"""Reward functions for GRPO: the original's accuracy, length and quality components, answer checking, and their TRL
+wiring.
 
 Every reward function has TRL's signature, `f(completions, **kwargs) -> list[float]`: completions arrive as strings
 (plain-text prompts) or as `[{"role": "assistant", "content": ...}]` (chat prompts), and dataset columns such as
-`chosen` / `rejected` arrive as keyword lists with one entry per completion.
+`chosen` / `rejected` or `answer` arrive as keyword lists with one entry per completion.
 
     from config import GRPOConfig
     reward_config, components = resolve_rewards(GRPOConfig(reward_config_name="balanced"))
     functions, weights = build_reward_functions(components, "multi")
 
-The components, each bounded:
+The components, each bounded; a component takes part when its weight (`<name>_weight`) is above 0:
 
 - accuracy in [-0.5, 1]. `keyword` is 1 when a correct keyword appears, else 0. When the row has a `chosen`
   answer, `reference = overlap(c, chosen) - overlap(c, rejected)` (the rejected term is 0 when there is none), where
@@ -20,19 +21,29 @@ The components, each bounded:
   words off scores 0.5.
 - quality in [penalty_scale, reward_scale] (either order): reward_scale when a quality keyword appears, plus
   penalty_scale when a negative keyword appears; 0 when neither does.
+- answer_match in {0, 1}: 1 when the completion's final answer (its `<answer>` tag, `\\boxed{}`, `#### N`, else its
+  last number) is the row's reference answer: equal text, a number within answer_match.tolerance (relative), or
+  mathematically equivalent by math-verify (grpo_tool/answers.py). The reference is the column
+  answer_match.reference_column, by default the first the data has of REFERENCE_COLUMNS; a list there holds answers
+  that are all accepted. A row without a reference scores None: left out of the mean, counted as
+  rewards/answer_match/missing.
+- format in {0, 0.5, 1}: 1 when the completion is exactly the tags of format.tags in order
+  (`<think>...</think><answer>...</answer>` by default; whitespace around them allowed), 0.5 when those tags appear in
+  that order with other text around them, else 0.
 
 Keywords match case-insensitively where a word starts, and may run on: "correct" matches "Correctly" but not
 "incorrect"; "맞아" matches "맞아요" (Korean attaches endings to the word) but "정확" does not match "부정확".
-The weighted total is sum(weight_i * component_i) over the three components.
+The weighted total is sum(weight_i * component_i) over the components.
+
+Which components a run has: those of the reward config it names (`--reward-config`, a preset or a file), plus its
+own `--reward-fn` functions and `--reward-model`. Naming none means `balanced` (the original's), except for a run that
+brings rewards of its own: its rewards are then exactly those, as TRL's `reward_funcs` are exactly what it is given.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib.util
-import io
-import inspect
+import logging
 import math
 import re
 import string
@@ -43,11 +54,18 @@ from typing import Any, NamedTuple
 from errors import UserError
 from grpo_tool.reward_guard import call_reward, clean_scores, guarded
 from json_files import read_json_file
-from messages import answer_text, message_text, messages_as_text
+from grpo_tool.answers import final_answer, reference_answer, same_answer
+from grpo_tool.custom_rewards import load_custom_reward, reward_name
+from messages import answer_text, is_message_list, message_text, messages_as_text
+
+logger = logging.getLogger(__name__)
 
 REWARD_PRESET_DIR = Path(__file__).resolve().parent / "config" / "rewards"
 REWARD_MODEL = "reward_model"  # the component name of a --reward-model
-COMPONENTS = ("accuracy", "length", "quality")
+DEFAULT_REWARD_PRESET = "balanced"  # the reward config of a run that names none and brings no rewards of its own
+# Where answer_match finds a row's reference answer when answer_match.reference_column is unset: the names GSM8K
+# (answer), MATH and open-r1 (solution), Alpaca (output) and verl (ground_truth) give it.
+REFERENCE_COLUMNS = ("answer", "solution", "output", "ground_truth", "reference")
 REFERENCE_SHARE = 0.5  # the share of the accuracy component given to closeness to the reference answers
 
 # The original's config/reward_config.json: every loaded reward config is these values overlaid with the file's.
@@ -65,9 +83,18 @@ DEFAULT_REWARD_CONFIG: dict[str, Any] = {
     },
 }
 
-# Keys beyond the original's: what a preset is for, and the weights of a --reward-model and of --reward-fn functions
-# (by function name; 1.0 when not given).
-EXTENSION_DEFAULTS: dict[str, Any] = {"description": "", "reward_model_weight": 1.0, "custom_weights": {}}
+# Keys beyond the original's: what a preset is for, the answer-checking components (off unless weighted), and the
+# weights of a --reward-model and of --reward-fn functions (by function name; 1.0 when not given).
+EXTENSION_DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "answer_match_weight": 0.0,
+    "format_weight": 0.0,
+    "answer_match": {"reference_column": None, "tolerance": 1e-6},
+    "format": {"tags": ["think", "answer"]},
+    "reward_model_weight": 1.0,
+    "custom_weights": {},
+}
+TAG_NAME = re.compile(r"[A-Za-z_][\w.-]*")
 
 RewardFunction = Callable[..., list[float]]
 
@@ -122,7 +149,7 @@ def reference_score(words: frozenset[bytes], chosen: frozenset[bytes] | None,
     return score
 
 
-def column(kwargs: dict, name: str, count: int) -> list:
+def column_values(kwargs: dict, name: str, count: int) -> list:
     values = kwargs.get(name)
     return list(values) if values is not None else [None] * count
 
@@ -131,8 +158,8 @@ def make_accuracy_reward(settings: dict) -> RewardFunction:
     pattern = keyword_pattern(settings["correct_keywords"])
 
     def accuracy_reward(completions, **kwargs) -> list[float]:
-        chosen = column(kwargs, "chosen", len(completions))
-        rejected = column(kwargs, "rejected", len(completions))
+        chosen = column_values(kwargs, "chosen", len(completions))
+        rejected = column_values(kwargs, "rejected", len(completions))
         references: dict[str, frozenset[bytes]] = {}  # a group's completions share their references
 
         def reference_words(value) -> frozenset[bytes] | None:
@@ -184,10 +211,91 @@ def make_quality_reward(settings: dict) -> RewardFunction:
     return quality_reward
 
 
+def reference_column(settings: dict, columns) -> str | None:
+    """The column answer_match reads references from: the one set, else the first of REFERENCE_COLUMNS present."""
+    if settings["reference_column"]:
+        return settings["reference_column"]
+    return next((name for name in REFERENCE_COLUMNS if name in columns), None)
+
+
+def reference_answers(value) -> list[str]:
+    """The accepted answers of one reference value: a text or number, or a list of them; none when it is empty."""
+    values = value if isinstance(value, (list, tuple)) and not is_message_list(value) else [value]
+    return [answer for item in values if (text := answer_text(item)) and (answer := reference_answer(text))]
+
+
+def reference_rows(data):
+    """The split whose references are checked: training, unless it is streamed (read only while training runs)."""
+    return ("train", data["train"]) if hasattr(data["train"], "__len__") else ("eval", data["eval"])
+
+
+def check_references(components: list[Component], reward_config: dict, data) -> str | None:
+    """The column answer_match reads references from (None when answer_match takes no part). Data without it is an
+    error that names the columns it has, found before any model loads."""
+    if not any(component.name == "answer_match" for component in components):
+        return None
+    columns = [name for name in reference_rows(data)[1].column_names or () if name != "prompt"]
+    column = reference_column(reward_config["answer_match"], columns)
+    if column not in columns:
+        wanted = f"the column {column!r}" if column else f"one of the columns {', '.join(REFERENCE_COLUMNS)}"
+        raise UserError(f"answer_match checks each completion against the row's reference answer, in {wanted}, but "
+                        f"the data has {', '.join(columns) or 'no column besides the prompt'}: set "
+                        "answer_match.reference_column in the reward config to the column that holds it")
+    return column
+
+
+def log_missing_references(components: list[Component], reward_config: dict, data) -> None:
+    """How many rows answer_match will skip for want of a reference (they score None, not 0)."""
+    column = check_references(components, reward_config, data)
+    if column is None:
+        return
+    split, rows = reference_rows(data)
+    missing = sum(not reference_answers(value) for value in rows.with_format("arrow")[column].to_pylist())
+    if missing:
+        logger.info("answer_match: %d of %d %s prompts have no reference answer in %r; they are skipped (None), not "
+                    "scored 0", missing, len(rows), "training" if split == "train" else "evaluation", column)
+
+
+def make_answer_match_reward(settings: dict) -> RewardFunction:
+    tolerance = settings["tolerance"]
+
+    def answer_match_reward(completions, **kwargs) -> list[float | None]:
+        column = reference_column(settings, kwargs)
+        references = column_values(kwargs, column, len(completions)) if column else [None] * len(completions)
+        accepted: dict[str, list[str]] = {}  # a group's completions share their reference
+        scores = []
+        for completion, reference in zip(completions, references):
+            key = repr(reference)
+            if key not in accepted:
+                accepted[key] = reference_answers(reference)
+            if not accepted[key]:
+                scores.append(None)  # nothing to check against: skipped, as TRL allows
+                continue
+            answer = final_answer(message_text(completion))
+            scores.append(1.0 if any(same_answer(answer, expected, tolerance) for expected in accepted[key]) else 0.0)
+        return scores
+
+    return answer_match_reward
+
+
+def make_format_reward(settings: dict) -> RewardFunction:
+    spans = [rf"<{re.escape(tag)}>.*?</{re.escape(tag)}>" for tag in settings["tags"]]
+    exact = re.compile(r"\s*" + r"\s*".join(spans) + r"\s*", re.DOTALL)
+    in_order = re.compile(".*?".join(spans), re.DOTALL)
+
+    def format_reward(completions, **kwargs) -> list[float]:
+        texts = [message_text(c) for c in completions]
+        return [1.0 if exact.fullmatch(text) else 0.5 if in_order.search(text) else 0.0 for text in texts]
+
+    return format_reward
+
+
 REWARD_COMPONENTS: dict[str, Callable[[dict], RewardFunction]] = {
     "accuracy": make_accuracy_reward,
     "length": make_length_reward,
     "quality": make_quality_reward,
+    "answer_match": make_answer_match_reward,
+    "format": make_format_reward,
 }
 
 
@@ -200,58 +308,11 @@ class Component(NamedTuple):
 
 
 def rule_components(reward_config: dict) -> list[Component]:
-    """The original's three components, weighted as the reward config says."""
+    """The built-in components the reward config weighs above 0. One at weight 0 takes no part: it would score data it
+    may not fit (answer_match on preference data) and fill the logs; a score to watch but not train on is what
+    --eval-reward-fn is for."""
     return [Component(name, factory(reward_config[name]), float(reward_config[f"{name}_weight"]))
-            for name, factory in REWARD_COMPONENTS.items()]
-
-
-# custom reward functions from files
-
-def load_custom_reward(spec: str, flag: str = "--reward-fn") -> RewardFunction:
-    """The function named by 'path/to/file.py:function_name', checked to take TRL's keyword arguments."""
-    problem = reward_function_problem(spec, flag)
-    if problem:
-        raise UserError(problem)
-    path_text, _, function_name = spec.rpartition(":")
-    path = Path(path_text)
-    module_spec = importlib.util.spec_from_file_location(f"custom_reward_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    printed = io.StringIO()
-    try:
-        # What the file prints while importing (argparse's usage, say) would break the one-line error.
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            module_spec.loader.exec_module(module)
-    except SystemExit as stop:
-        said = " ".join(printed.getvalue().split())[-200:]
-        raise UserError(f"{flag} {spec!r}: importing {path} ended the program (exit status {stop.code}); a "
-                        "reward file must not parse arguments or exit at import: put that under "
-                        f"if __name__ == '__main__'" + (f" (it printed: {said})" if said else "")) from None
-    except Exception as error:  # noqa: BLE001 - any failure in the user's file is reported as theirs
-        where = f" at line {error.lineno}" if isinstance(error, SyntaxError) else ""
-        raise UserError(f"{flag} {spec!r}: importing {path} failed{where}: {type(error).__name__}: "
-                        f"{error}") from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        found = sorted(name for name, value in vars(module).items() if callable(value) and not name.startswith("_")
-                       and getattr(value, "__module__", None) == module.__name__)
-        raise UserError(f"{flag} {spec!r}: {path} has no function {function_name!r} "
-                        f"(functions there: {', '.join(found) or 'none'})")
-    parameters = inspect.signature(function).parameters.values()
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        raise UserError(f"{flag} {spec!r}: {function_name}{inspect.signature(function)} cannot take the keyword "
-                        "arguments TRL passes (prompts, completion_ids, trainer_state and the dataset's columns): "
-                        f"define it as def {function_name}(completions, **kwargs)")
-    return function
-
-
-def reward_function_problem(spec: str, flag: str = "--reward-fn") -> str | None:
-    """What is wrong with a --reward-fn spec that can be seen without importing the file, or None."""
-    path_text, _, function_name = spec.rpartition(":")
-    if not path_text or not function_name:
-        return f"{flag} {spec!r}: give it as path/to/file.py:function_name"
-    if not Path(path_text).is_file():
-        return f"{flag} {spec!r}: no such file {path_text}"
-    return None
+            for name, factory in REWARD_COMPONENTS.items() if reward_config.get(f"{name}_weight", 0) > 0]
 
 
 def eval_components(specs: Sequence[str], training: list[Component]) -> list[Component]:
@@ -259,7 +320,7 @@ def eval_components(specs: Sequence[str], training: list[Component]) -> list[Com
     components: list[Component] = []
     for spec in specs:
         function = load_custom_reward(spec, "--eval-reward-fn")
-        name = function.__name__
+        name = reward_name(function, spec)
         if name in {c.name for c in training + components} or name in REWARD_COMPONENTS or name == REWARD_MODEL:
             raise UserError(f"--eval-reward-fn {spec!r}: a reward component is already named {name!r}; a held-out "
                             "score needs a name of its own (its name is the metric name)")
@@ -271,7 +332,7 @@ def custom_components(specs: Sequence[str], reward_config: dict) -> list[Compone
     components = []
     for spec in specs:
         function = load_custom_reward(spec)
-        name = function.__name__
+        name = reward_name(function, spec)
         if name in {c.name for c in components} or name in REWARD_COMPONENTS or name == REWARD_MODEL:
             raise UserError(f"--reward-fn {spec!r}: another reward component is already named {name!r}; rename "
                             "the function (its name is the metric name)")
@@ -343,11 +404,46 @@ def weighted_totals(components: list[Component], scores: dict[str, list], count:
     return [sum(c.weight * (scores[c.name][index] or 0.0) for c in components) for index in range(count)]
 
 
+def reward_config_choice(config) -> str | None:
+    """The reward config a run uses: the preset or file it names; naming none, balanced (the original's), unless the
+    run brings rewards of its own (--reward-fn, --reward-model): None, and those rewards alone, as TRL's reward_funcs
+    are exactly what it is given. Naming a reward config as well keeps its components beside them."""
+    named = config.reward_config_path or config.reward_config_name
+    if named:
+        return named
+    return None if config.reward_functions or config.reward_model else DEFAULT_REWARD_PRESET
+
+
+def run_reward_config(config) -> dict:
+    """The reward config of a run config (see reward_config_choice); with none, every built-in weight is 0."""
+    choice = reward_config_choice(config)
+    if choice is None:
+        return validate_reward_config({f"{name}_weight": 0 for name in REWARD_COMPONENTS},
+                                      source="the run's own rewards")
+    return load_reward_config(choice)
+
+
+def describe_rewards(config, components: list[Component], reward_model_weight: float | None) -> str:
+    """The start-up line that says which rewards a run trains on, their weights, and where they came from."""
+    weighted = [f"{c.name} ({float(c.weight)})" for c in components]
+    if reward_model_weight is not None:
+        weighted.append(f"{REWARD_MODEL} ({float(reward_model_weight)})")
+    choice = reward_config_choice(config)
+    if choice is None:
+        origin = ("your own rewards only: with --reward-fn or --reward-model and no --reward-config, no preset's "
+                  "components join them (name one, e.g. --reward-config balanced, to add its components)")
+    elif config.reward_config_path or config.reward_config_name:
+        origin = f"reward config {choice}"
+    else:
+        origin = f"the {choice} preset, the default"
+    return f"{', '.join(weighted)}; {origin}"
+
+
 def resolve_rewards(config) -> tuple[dict, list[Component]]:
     """(reward config, components) of a run config: the rules and the --reward-fn functions, each file imported
     once. A --reward-model joins the components when it is loaded (grpo_tool.models.load_reward_model), after the
     backend is decided; its weight already counts here."""
-    reward_config = load_reward_config(config.reward_config_path or config.reward_config_name)
+    reward_config = run_reward_config(config)
     components = rule_components(reward_config) + custom_components(config.reward_functions, reward_config)
     weights = [c.weight for c in components] + ([reward_config["reward_model_weight"]] if config.reward_model else [])
     if not any(weight > 0 for weight in weights):
@@ -360,7 +456,7 @@ ZERO_WEIGHTS = "every reward component has weight 0: give at least one a positiv
 
 def rule_weights_problem(reward_config: dict, reward_functions: Sequence[str], reward_model: str | None) -> str | None:
     """The all-zero-weights mistake, seen before any --reward-fn file is imported (they count 1.0 unless set)."""
-    weights = [reward_config[f"{name}_weight"] for name in COMPONENTS]
+    weights = [reward_config[f"{name}_weight"] for name in REWARD_COMPONENTS]
     if reward_functions:
         weights.append(max([1.0, *reward_config["custom_weights"].values()]))
     if reward_model:
@@ -447,7 +543,7 @@ def is_number(value: Any) -> bool:
 
 def reward_config_problems(config: dict) -> list[str]:
     problems = []
-    for name in COMPONENTS:
+    for name in REWARD_COMPONENTS:
         weight = config[f"{name}_weight"]
         if not is_number(weight) or weight < 0:
             problems.append(f"{name}_weight={weight!r} must be a number >= 0")
@@ -470,4 +566,17 @@ def reward_config_problems(config: dict) -> list[str]:
     for key in ("reward_scale", "penalty_scale"):
         if not is_number(config["quality"][key]):
             problems.append(f"quality.{key}={config['quality'][key]!r} must be a number")
+    column = config["answer_match"]["reference_column"]
+    if column is not None and not (isinstance(column, str) and column.strip()):
+        problems.append(f"answer_match.reference_column={column!r} must be a column name, or null for the first of "
+                        f"{', '.join(REFERENCE_COLUMNS)} the data has")
+    tolerance = config["answer_match"]["tolerance"]
+    if not is_number(tolerance) or tolerance < 0:
+        problems.append(f"answer_match.tolerance={tolerance!r} must be a number >= 0 (relative: 1e-6 accepts 1000000 "
+                        "for 1000001)")
+    tags = config["format"]["tags"]
+    if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) and TAG_NAME.fullmatch(tag)
+                                                         for tag in tags):
+        problems.append(f"format.tags={tags!r} must be a list of tag names such as [\"think\", \"answer\"] (letters, "
+                        "digits, _ . -; no angle brackets)")
     return problems

@@ -76,7 +76,7 @@ def value_parser(name: str):
         return (or_unset(finite_float) if optional else finite_float), "X"
     if FIELDS[name].metadata["choices"]:
         return str, None  # argparse shows the choices
-    if name.endswith(("model", "model_name")):
+    if name.endswith(("model", "model_name", "column")):
         return str, "NAME"
     return str, ("PATH" if any(word in name for word in ("dir", "data", "path", "checkpoint")) else "TEXT")
 

@@ -30,8 +30,9 @@ def run_training(config: GRPOConfig) -> dict:
     check_output_dir(config)  # a used dir is refused before the lock creates anything
     with output_dir_lock(config):
         trainer = GRPOTrainer(config)  # config checked, rewards resolved once
+        data = trainer.load_data()  # every data mistake found before a model loads
         trainer.load_model()
-        trainer.train()  # data prepared, TRL trainer built, run record written, trained
+        trainer.train(data)  # data fitted to the model, TRL trainer built, run record written, trained
         final = trainer.save_model()
         report = build_report(config.output_dir) if is_main_process() else None
     state = trainer.trainer.state
@@ -63,7 +64,8 @@ def run_evaluation(config: GRPOConfig) -> dict:
     saved = (final / "config.json").is_file() or (final / "adapter_config.json").is_file()
     with output_dir_lock(config):
         trainer = GRPOTrainer(config)
+        data = trainer.load_data()
         trainer.load_model(checkpoint or (str(final) if saved else None))
-        metrics = trainer.evaluate()
+        metrics = trainer.evaluate(data)
     metrics["model"] = trainer.model_path
     return metrics

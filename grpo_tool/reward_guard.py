@@ -25,12 +25,26 @@ class RewardFunctionError(UserError):
     """A reward component raised while training: names the component, the sample and where in its code."""
 
 
+def error_location(error: BaseException, function: RewardFunction, arguments) -> str | None:
+    """Where a reward function failed: the file:line of the innermost frame, or, when the call itself failed (its
+    parameters do not take the arguments: a dataset column it needs is missing, say), the call with the arguments
+    it was given."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return None
+    if frames[-1].filename == __file__:
+        try:
+            signature = str(inspect.signature(function))
+        except (TypeError, ValueError):
+            signature = "(...)"
+        name = getattr(function, "__name__", "the reward function")
+        return f"calling {name}{signature} with {', '.join(arguments)}"
+    return f"at {frames[-1].filename}:{frames[-1].lineno}"
+
+
 def describe_failure(name: str, function: RewardFunction, completions: list, kwargs: dict, error: Exception) -> str:
     index = first_failing_sample(function, completions, kwargs)
-    where = ""
-    frames = traceback.extract_tb(error.__traceback__)
-    if frames:
-        where = f" at {frames[-1].filename}:{frames[-1].lineno}"
+    where = f", {location}" if (location := error_location(error, function, ["completions", *kwargs])) else ""
     detail = f"reward component {name!r} raised {type(error).__name__}: {error}{where}"
     if index is not None:
         prompts = kwargs.get("prompts") or [None] * len(completions)

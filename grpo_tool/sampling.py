@@ -74,8 +74,9 @@ def probe_sampler(config: GRPOConfig, evaluation, components: list[Component], v
         samples = sample(model, tokenizer, rows, config, view=view)
         completions = [entry.pop("reward_input") for entry in samples]
         scores = score_completions(components, completions, prompts=list(rows["prompt"]), **columns)
-        for entry, score in zip(samples, scores):
+        for index, (entry, score) in enumerate(zip(samples, scores)):
             entry["rewards"] = {name: None if value is None else round(value, 4) for name, value in score.items()}
+            entry["columns"] = {name: values[index] for name, values in columns.items()}  # what the rewards saw
         return samples
 
     return sample_and_score

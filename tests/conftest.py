@@ -65,14 +65,22 @@ def smollm2_gguf() -> Path:
         pytest.skip(str(error))
 
 
-# Copies of the four hub datasets, laid out as their repositories are (data/{split}-00000-of-00001.parquet) and
-# filled from the fixture files of the same schemas: the hub code path, run offline.
+# Copies of the hub datasets, laid out as their repositories are (data/{split}-00000-of-00001.parquet, or for a
+# repository of several configurations {config}/{split}-... with the README that declares them) and filled from the
+# fixture files of the same schemas: the hub code path, run offline.
 MIRROR_LAYOUT = {
     "HuggingFaceH4/ultrafeedback_binarized": ("ultrafeedback_binarized.jsonl", {"train_prefs": 4, "test_prefs": 2}),
     "openbmb/UltraFeedback": ("openbmb_ultrafeedback.jsonl", {"train": 5}),
     "Anthropic/hh-rlhf": ("hh_rlhf.jsonl", {"train": 3, "test": 2}),
     "trl-lib/tldr-preference": ("tldr_preference.jsonl", {"train": 3, "validation": 2}),
+    "openai/gsm8k": ("gsm8k.jsonl", {"train": 3, "test": 2}, "main"),
 }
+
+
+def configurations_readme(config: str, splits) -> str:
+    """The dataset card header by which a repository of several configurations declares them (as openai/gsm8k's)."""
+    files = "".join(f"  - split: {split}\n    path: {config}/{split}-*\n" for split in splits)
+    return f"---\nconfigs:\n- config_name: {config}\n  data_files:\n{files}---\n"
 
 
 @pytest.fixture(scope="session")
@@ -80,12 +88,15 @@ def hub_mirror(tmp_path_factory):
     import datasets
 
     root = tmp_path_factory.mktemp("mirror")
-    for repo_id, (fixture, splits) in MIRROR_LAYOUT.items():
+    for repo_id, (fixture, splits, *config) in MIRROR_LAYOUT.items():
         rows = datasets.load_dataset("json", data_files=str(FIXTURES / fixture), split="train")
+        folder = config[0] if config else "data"
         start = 0
         for split, count in splits.items():
-            target = root / repo_id / "data" / f"{split}-00000-of-00001.parquet"
+            target = root / repo_id / folder / f"{split}-00000-of-00001.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             rows.select(range(start, start + count)).to_parquet(str(target))
             start += count
+        if config:
+            (root / repo_id / "README.md").write_text(configurations_readme(config[0], splits), encoding="utf-8")
     return root

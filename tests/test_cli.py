@@ -46,12 +46,12 @@ def test_a_mistake_prints_exactly_one_line_in_a_real_process(tmp_path):
     result = run_cli("--quick-test", "--batch-size", "0", "--output-dir", str(tmp_path / "out"))
     assert (result.returncode, result.stdout, result.stderr) == (2, "", "error: --batch-size 0 must be at least 1\n")
     assert not (tmp_path / "out").exists()
-    # Found after the model loaded: our start-up lines, then the error; no library's own report of the same fault.
+    # Found before any model loads: our start-up line, then the error; no library's own report of the same fault.
     result = run_cli("--quick-test", "--custom-data", str(FIXTURES / "malformed_line3.jsonl"), "--output-dir",
                      str(tmp_path / "out"))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and lines[-1].startswith("error: ") and "line 3" in lines[-1]
-    assert [line.split(":")[0] for line in lines[:-1]] == ["backend", "model"], lines
+    assert [line.split(":")[0] for line in lines[:-1]] == ["rewards"], lines
 
 
 def write_config(tmp_path, text):
@@ -155,8 +155,22 @@ MISTAKES = {
                                               "does not know qkv"),
     "hub model not cached offline": (["--quick-test", "--model", "nobody/not-a-model-xyz"], "cannot be loaded"),
     "hub dataset offline": (["--quick-test", "--dataset", "hh_rlhf"], "GRPO_DATASET_MIRROR"),
-    "unrecognised data schema": (["--quick-test", "--custom-data", "@questions.jsonl"],
-                                 "unrecognised columns (question, answer)"),
+    "unrecognised data schema": (["--quick-test", "--custom-data", "@labels.jsonl"],
+                                 "unrecognised columns (text, label)"),
+    "column named like a TRL argument": (["--quick-test", "--custom-data", "@completions_column.jsonl"],
+                                         "the column 'completions' has the name of an argument TRL passes"),
+    "prompt column that is not there": (["--quick-test", "--custom-data", "@labels.jsonl", "--prompt-column", "query"],
+                                        "--prompt-column query: no such column (columns: text, label)"),
+    "answer checking without references": (["--quick-test", "--reward-config", "verifiable"],
+                                           "the data has chosen, rejected: set answer_match.reference_column"),
+    "reference column that is not there": (["--quick-test", "--custom-data", "@questions.jsonl", "--reward-config",
+                                            "@reference_typo.json"], "in the column 'anser', but the data has answer"),
+    "reward module not installed": (["--quick-test", "--reward-fn", "nosuchpackage.rewards:f"],
+                                    "no module named 'nosuchpackage' is installed"),
+    "format tags with brackets": (["--quick-test", "--reward-config", '{"format_weight": 1, "format": {"tags": '
+                                                                      '["<think>"]}}'], "format.tags=['<think>']"),
+    "negative answer tolerance": (["--quick-test", "--reward-config", '{"answer_match": {"tolerance": -1}}'],
+                                  "answer_match.tolerance=-1 must be a number >= 0"),
     "streaming without max_steps": (["--dataset", "hh_rlhf", "--config", '{"streaming": true}'],
                                     "streaming=true needs max_steps"),
     "prompt format typo": (["--quick-test", "--config", '{"prompt_format": "chatml"}'], "prompt_format='chatml'"),
@@ -197,7 +211,10 @@ MISTAKES = {
 
 # Files the mistakes above point at ("@name"), written into each test's own folder.
 MISTAKE_FILES = {
-    "questions.jsonl": '{"question": "q", "answer": "a"}\n{"question": "r", "answer": "b"}\n',
+    "questions.jsonl": "".join(f'{{"question": "q{i}", "answer": "#### {i}"}}\n' for i in range(20)),
+    "labels.jsonl": '{"text": "q", "label": "a"}\n{"text": "r", "label": "b"}\n',
+    "completions_column.jsonl": '{"prompt": "q", "completions": ["a"]}\n',
+    "reference_typo.json": '{"answer_match_weight": 1, "answer_match": {"reference_column": "anser"}}',
     "typo_rewards.json": '{"qualty_weight": 0.5}',
     "broken_rewards.json": '{"accuracy_weight": ',
     "data.csv": "prompt,chosen\nhello,hi\n",

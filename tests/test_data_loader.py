@@ -9,8 +9,8 @@ import pytest
 from torch.utils.data import DataLoader
 
 from config import GRPOConfig
-from data_loader import (SAMPLE_FILES, convert_local_file, create_grpo_dataloader, extract_hh_prompt,
-                         load_grpo_dataset, mean_rating)
+from data_loader import SAMPLE_FILES, convert_local_file, create_grpo_dataloader, load_grpo_dataset
+from grpo_tool.schemas import extract_hh_prompt, mean_rating
 from errors import UserError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -61,8 +61,13 @@ def test_chat_prompts_and_missing_references():
 
 def test_ultrafeedback_binarized_rows():
     rows = rows_of(convert_local_file(FIXTURES / "ultrafeedback_binarized.jsonl"))
-    assert rows[0] == {"prompt": "What is the capital of France?", "chosen": "The capital of France is Paris.",
-                       "rejected": "I don't know."}
+    first = rows[0]
+    assert {key: first[key] for key in ("prompt", "chosen", "rejected")} == {
+        "prompt": "What is the capital of France?", "chosen": "The capital of France is Paris.",
+        "rejected": "I don't know."}
+    # The source's other columns pass on to the rewards as they are.
+    assert set(first) == {"prompt", "chosen", "rejected", "prompt_id", "messages", "score_chosen", "score_rejected"}
+    assert first["messages"][-1] == {"role": "assistant", "content": "The capital of France is Paris."}
     assert len(rows) == 5  # the repeated France prompt is dropped
 
 
@@ -122,19 +127,116 @@ def test_json_and_parquet_files(tmp_path, suffix):
     assert converted == rows_of(convert_local_file(FIXTURES / "hh_rlhf.jsonl"))
 
 
+# the formats of answer-checked data: the prompt, and every other column for the rewards
+
+USER_FORMATS = {
+    "prompt-only text with extra columns": (
+        {"prompt": "What is 2 + 2?", "answer": "4", "difficulty": 1},
+        {"prompt": "What is 2 + 2?", "answer": "4", "difficulty": 1}),
+    "prompt-only chat": (
+        {"prompt": [{"role": "user", "content": "What is 2 + 2?"}], "ground_truth": "4"},
+        {"prompt": [{"role": "user", "content": "What is 2 + 2?"}], "ground_truth": "4"}),
+    "GSM8K question/answer": (
+        {"question": "Sam has 3 bags of 4. How many?", "answer": "3 * 4 = <<3*4=12>>12\n#### 12", "id": "a1"},
+        {"prompt": "Sam has 3 bags of 4. How many?", "answer": "12", "solution": "3 * 4 = <<3*4=12>>12\n#### 12",
+         "id": "a1"}),
+    "MATH problem/solution": (
+        {"problem": "Solve x + 1 = 3.", "solution": "Subtract 1: \\boxed{2}", "level": "Level 1"},
+        {"prompt": "Solve x + 1 = 3.", "solution": "Subtract 1: \\boxed{2}", "level": "Level 1"}),
+    "chat messages": (
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+                      {"role": "assistant", "content": "Paris"}]},
+        {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+         "answer": "Paris"}),
+    "Alpaca with input": (
+        {"instruction": "Translate to French.", "input": "cat", "output": "chat"},
+        {"prompt": "Translate to French.\n\ncat", "output": "chat"}),
+    "Alpaca without input": (
+        {"instruction": "Name a prime.", "input": "", "output": "7"},
+        {"prompt": "Name a prime.", "output": "7"}),
+}
+
+
+@pytest.mark.parametrize("name", USER_FORMATS)
+def test_each_format_gives_a_prompt_and_passes_the_other_columns_on(tmp_path, name):
+    row, expected = USER_FORMATS[name]
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    assert rows_of(convert_local_file(path)) == [expected]
+
+
+def test_a_conversation_that_does_not_end_with_the_assistant_is_all_prompt(tmp_path):
+    path = tmp_path / "data.jsonl"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "What is 2 + 2?"}]
+    path.write_text(json.dumps({"messages": turns}) + "\n", encoding="utf-8")
+    assert rows_of(convert_local_file(path)) == [{"prompt": turns, "answer": None}]
+
+
+def test_prompt_column_names_the_prompt_of_any_layout(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"query": "Capital of Peru?", "gold": "Lima", "chosen": [
+        {"role": "user", "content": "Capital of Peru?"}, {"role": "assistant", "content": "Lima."}]}) + "\n",
+        encoding="utf-8")
+    assert rows_of(convert_local_file(path, prompt_column="query")) == [
+        {"prompt": "Capital of Peru?", "gold": "Lima", "chosen": "Lima."}]
+    with pytest.raises(UserError, match=r"--prompt-column question: no such column \(columns: query, gold, chosen\)"):
+        convert_local_file(path, prompt_column="question")
+
+
+def test_columns_stream_to_the_rewards_too(tmp_path):
+    path = tmp_path / "gsm.jsonl"
+    path.write_text((FIXTURES / "gsm8k.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    data = load_grpo_dataset(GRPOConfig(custom_data=str(path), streaming=True, max_steps=5, max_eval_samples=1))
+    streamed = list(data["train"])
+    assert [row["answer"] for row in streamed] == ["48", "27", "27", "2,000"]
+    assert streamed[0]["solution"].endswith("#### 48") and "question" not in streamed[0]
+    assert data["eval"][0]["answer"] == "27"
+
+
+def test_a_column_no_reward_could_receive_is_refused_when_streaming_too(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"prompt": "q", "log_metric": 1}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="the column 'log_metric' has the name of an argument TRL passes"):
+        load_grpo_dataset(GRPOConfig(custom_data=str(path), streaming=True, max_steps=5))
+
+
+def test_a_users_dataset_with_such_a_column_is_refused():
+    from data_loader import as_dataset_dict
+
+    dataset = datasets.Dataset.from_list([{"prompt": f"q{i}", "completions": "x"} for i in range(4)])
+    with pytest.raises(UserError, match="the column 'completions'"):
+        as_dataset_dict(dataset, GRPOConfig())
+
+
 # the hub path, offline through a mirror of each repository
 
-@pytest.mark.parametrize("name, train_rows, eval_rows", [
-    ("ultrafeedback", 3, 2),            # train_prefs has the France prompt twice
-    ("HuggingFaceH4/ultrafeedback_binarized", 3, 2),
-    ("ultrafeedback_large", 3, 1),      # no eval split: one of the four usable rows is held out
-    ("hh_rlhf", 3, 2),
-    ("openai_summarize", 2, 2),         # train repeats a post
+UFB_EXTRAS = {"prompt_id", "messages", "score_chosen", "score_rejected"}
+
+
+@pytest.mark.parametrize("name, train_rows, eval_rows, extras", [
+    ("ultrafeedback", 3, 2, UFB_EXTRAS),            # train_prefs has the France prompt twice
+    ("HuggingFaceH4/ultrafeedback_binarized", 3, 2, UFB_EXTRAS),
+    # No eval split: one of the four usable rows is held out. instruction and completions become prompt, chosen and
+    # rejected; the rest pass on.
+    ("ultrafeedback_large", 3, 1, {"source", "models", "correct_answers", "incorrect_answers"}),
+    ("hh_rlhf", 3, 2, set()),
+    ("openai_summarize", 2, 2, set()),              # train repeats a post
+    ("gsm8k", 3, 2, {"answer", "solution"}),
 ])
-def test_hub_datasets_through_a_mirror(mirror, name, train_rows, eval_rows):
+def test_hub_datasets_through_a_mirror(mirror, name, train_rows, eval_rows, extras):
     data = load_grpo_dataset(GRPOConfig(dataset_name=name))
     assert (len(data["train"]), len(data["eval"])) == (train_rows, eval_rows)
-    assert data["train"].column_names == ["prompt", "chosen", "rejected"]
+    references = {"chosen", "rejected"} if name != "gsm8k" else set()
+    assert set(data["train"].column_names) == {"prompt"} | references | extras
+
+
+def test_gsm8k_preset_reads_the_main_configuration(mirror):
+    data = load_grpo_dataset(GRPOConfig(dataset_name="gsm8k"))
+    first = data["train"][0]
+    assert first["prompt"].startswith("A baker makes 12 loaves")
+    assert first["answer"] == "27" and first["solution"].endswith("#### 27")
+    assert data["eval"]["answer"] == ["27", "2,000"]  # the test split
 
 
 def test_hub_dataset_streams(mirror):
@@ -195,7 +297,14 @@ def test_missing_prompt_is_named_with_the_fields_found():
     ('{"prompt": 5}\n', "line 1: 'prompt' must be text or a list of chat messages"),
     ('{"prompt": "a"}\n{"prompt": [{"role": "user", "content": "b"}]}\n', "use one form per file"),
     ('{"prompt": [{"role": "system", "content": "Be nice."}]}\n', "line 1: 'prompt' has no user message"),
-    ('{"question": "q", "answer": "a"}\n', "unrecognised columns (question, answer); accepted formats:"),
+    ('{"text": "q", "label": "a"}\n', "unrecognised columns (text, label); accepted formats:"),
+    ('{"prompt": "q", "completions": 3}\n', "the column 'completions' has the name of an argument TRL passes"),
+    ('{"question": "q", "trainer_state": 1}\n', "the column 'trainer_state' has the name of an argument"),
+    ('{"prompt": "q", "completion": "a"}\n', "the column 'completion' is one TRL leaves out"),
+    ('{"prompt": "q", "image": "a.png"}\n', "the column 'image' would be read by TRL as the prompts' images"),
+    ('{"messages": [{"role": "assistant", "content": "hi"}]}\n', "line 1: 'messages' has no user message"),
+    ('{"question": "", "answer": "#### 1"}\n', "line 1: 'question' is empty"),
+    ('{"instruction": 3, "output": "x"}\n', "line 1: 'instruction' must be text"),
 ])
 def test_bad_rows(tmp_path, content, fragment):
     path = tmp_path / "data.jsonl"
@@ -209,8 +318,7 @@ def test_blank_lines_chosen_without_rejected_and_duplicates(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text('\n{"prompt": "a", "chosen": "x"}\n  \n{"prompt": "b"}\n{"prompt": "a", "chosen": "y"}\n',
                     encoding="utf-8")
-    assert rows_of(convert_local_file(path)) == [{"prompt": "a", "chosen": "x", "rejected": None},
-                                                 {"prompt": "b", "chosen": None, "rejected": None}]
+    assert rows_of(convert_local_file(path)) == [{"prompt": "a", "chosen": "x"}, {"prompt": "b", "chosen": None}]
 
 
 def test_bytes_that_are_not_utf8(tmp_path):

@@ -75,3 +75,39 @@ def test_streamed_prompts_are_fitted_lazily(tiny_tokenizer):
     rows = datasets.Dataset.from_list([{"prompt": "short"}, {"prompt": "long " * 200}]).to_iterable_dataset()
     fitted = fit_prompts(rows, tiny_tokenizer, budget=20, split="train", chat=True)
     assert [row["prompt"] for row in fitted] == [[{"role": "user", "content": "short"}]]
+
+
+SYSTEM = "Think, then give the final answer after ####."
+
+
+def test_system_prompt_goes_first_unless_the_row_has_its_own(tiny_tokenizer):
+    from config import GRPOConfig
+    from prompt_budget import fit_to_model
+
+    rows = datasets.Dataset.from_list([{"prompt": "What is 2 + 2?", "answer": "4"}])
+    own = datasets.Dataset.from_list([{"prompt": [{"role": "system", "content": "Be brief."},
+                                                  {"role": "user", "content": "Hi"}]}])
+    config = GRPOConfig(model_name="tiny", system_prompt=SYSTEM, max_seq_length=512, max_completion_length=32)
+    data = fit_to_model(datasets.DatasetDict({"train": rows, "eval": own}), tiny_tokenizer, config)
+    assert data["train"][0]["prompt"] == [{"role": "system", "content": SYSTEM},
+                                          {"role": "user", "content": "What is 2 + 2?"}]
+    assert data["train"][0]["answer"] == "4"  # the other columns are untouched
+    assert data["eval"][0]["prompt"][0] == {"role": "system", "content": "Be brief."}
+    rendered = tiny_tokenizer.apply_chat_template(data["train"][0]["prompt"], tokenize=False)
+    assert SYSTEM in rendered  # the chat template renders it
+    text = fit_prompts(rows, tiny_tokenizer, budget=100, split="train", system_prompt=SYSTEM)
+    assert text[0]["prompt"] == f"{SYSTEM}\n\nWhat is 2 + 2?"  # a model without a chat template reads a paragraph
+
+
+def test_a_template_without_system_messages_gets_it_in_the_first_user_turn(tiny_tokenizer):
+    refusing = copy.copy(tiny_tokenizer)
+    refusing.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                              "{{ raise_exception('System role not supported') }}{% endif %}"
+                              "<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>")
+    rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "Hi"}]}])
+    fitted = fit_prompts(rows, refusing, budget=100, split="train", chat=True, system_prompt=SYSTEM,
+                         system_as_message=False)
+    assert fitted[0]["prompt"] == [{"role": "user", "content": f"{SYSTEM}\n\nHi"}]
+    from prompt_budget import takes_system_messages
+
+    assert not takes_system_messages(refusing) and takes_system_messages(tiny_tokenizer)

@@ -12,9 +12,10 @@ from conftest import FIXTURES, run_main
 from errors import UserError
 from reward_check import check_groups, check_pairs, warnings_for
 from grpo_tool.reward_guard import RewardFunctionError, guarded
-from rewards import (DEFAULT_REWARD_CONFIG, Component, build_reward_functions, custom_components, load_custom_reward,
-                     load_reward_config, rule_components,
-                     make_reward_model_reward, reward_preset_names, validate_reward_config)
+from grpo_tool.custom_rewards import load_custom_reward
+from rewards import (DEFAULT_REWARD_CONFIG, Component, build_reward_functions, custom_components, describe_rewards,
+                     load_reward_config, make_reward_model_reward, resolve_rewards, reward_preset_names, rule_components,
+                     validate_reward_config)
 
 CUSTOM = FIXTURES / "custom_rewards.py"
 CONFIG = validate_reward_config({})
@@ -48,6 +49,76 @@ def test_custom_function_mistakes(spec, fragment):
     with pytest.raises(UserError) as error:
         load_custom_reward(spec)
     assert fragment in str(error.value)
+
+
+def test_an_importable_function_by_its_dotted_path():
+    accuracy = load_custom_reward("trl.rewards:accuracy_reward")  # as `trl grpo --reward_funcs` names it
+    completions = [[{"role": "assistant", "content": "So \\boxed{\\frac{1}{2}}"}],
+                   [{"role": "assistant", "content": "\\boxed{3}"}]]
+    assert accuracy(completions, solution=["$0.5$", "$0.5$"]) == [1.0, 0.0]
+    assert custom_components(["trl.rewards:accuracy_reward"], CONFIG)[0].name == "accuracy_reward"
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("nosuchpackage.rewards:f", "no module named 'nosuchpackage' is installed"),
+    ("json:nope", "json has no function 'nope'"),
+    ("grpo_tool.answers:final_answer", "cannot take the keyword arguments TRL passes"),
+    ("not a module:f", "is neither a file nor a module name"),
+    ("trl.no_such_module:f", "importing module trl.no_such_module failed: ModuleNotFoundError"),
+])
+def test_dotted_path_mistakes(spec, fragment):
+    with pytest.raises(UserError) as error:
+        load_custom_reward(spec)
+    assert fragment in str(error.value)
+
+
+# which rewards a run has
+
+def run_rewards(*flags: str) -> tuple[dict, list[str], str]:
+    """(components and weights, settings notes, the start-up rewards line) of a command line."""
+    from train_grpo import build_parser, config_from_args
+
+    notes: list[str] = []
+    config = config_from_args(build_parser().parse_args(["--model", "tiny", *flags]), notes)
+    reward_config, components = resolve_rewards(config)
+    line = describe_rewards(config, components, reward_config["reward_model_weight"] if config.reward_model else None)
+    return {c.name: c.weight for c in components}, notes, line
+
+
+def test_the_default_is_the_balanced_preset():
+    components, _, line = run_rewards()
+    assert components == {"accuracy": 0.4, "length": 0.2, "quality": 0.4}
+    assert line == "accuracy (0.4), length (0.2), quality (0.4); the balanced preset, the default"
+
+
+def test_rewards_of_your_own_replace_the_default_preset():
+    components, _, line = run_rewards("--reward-fn", f"{CUSTOM}:exclamation_reward")
+    assert components == {"exclamation_reward": 1.0}
+    assert line.startswith("exclamation_reward (1.0); your own rewards only")
+    _, _, line = run_rewards("--reward-model", "tiny")
+    assert line.startswith("reward_model (1.0); your own rewards only")
+
+
+def test_a_named_reward_config_keeps_its_components_beside_your_own(tmp_path):
+    components, _, line = run_rewards("--reward-fn", f"{CUSTOM}:exclamation_reward", "--reward-config", "balanced")
+    assert components == {"accuracy": 0.4, "length": 0.2, "quality": 0.4, "exclamation_reward": 1.0}
+    assert line.endswith("; reward config balanced")
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0,
+                                   "custom_weights": {"exclamation_reward": 0.5, "picky_reward": 2}}))
+    components, _, line = run_rewards("--reward-fn", f"{CUSTOM}:exclamation_reward", "--reward-fn",
+                                      f"{CUSTOM}:picky_reward", "--reward-config", str(weights))
+    assert line.startswith("exclamation_reward (0.5), picky_reward (2.0);")
+
+
+def test_gsm8k_checks_answers_unless_you_bring_your_own_rewards():
+    assert run_rewards("--dataset", "gsm8k")[0] == {"answer_match": 1.0}
+    components, notes, _ = run_rewards("--dataset", "gsm8k", "--reward-fn", f"{CUSTOM}:exclamation_reward")
+    assert components == {"exclamation_reward": 1.0}
+    assert any("your rewards replace reward_config_name=verifiable from the dataset preset" in n for n in notes)
+    components, _, _ = run_rewards("--dataset", "gsm8k", "--reward-fn", f"{CUSTOM}:exclamation_reward",
+                                   "--reward-config", "verifiable")
+    assert components == {"answer_match": 1.0, "exclamation_reward": 1.0}
 
 
 def test_custom_weights_must_name_a_given_function():
@@ -194,7 +265,7 @@ def test_group_check_finds_flat_groups_errors_and_missing_scores():
 def test_check_rewards_cli_spends_no_training_step(tmp_path):
     output_dir = tmp_path / "out"
     result = run_main("--quick-test", "--check-rewards", "--reward-model", "tiny", "--reward-fn",
-                     f"{CUSTOM}:exclamation_reward", "--output-dir", str(output_dir))
+                     f"{CUSTOM}:exclamation_reward", "--reward-config", "balanced", "--output-dir", str(output_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     for fragment in ("pair acc", "accuracy", "exclamation_reward", "reward_model", "total", "warning:"):
         assert fragment in result.stdout
