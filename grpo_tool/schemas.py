@@ -193,11 +193,17 @@ def convert_question_answer(batch: dict) -> dict:
     return output
 
 
-def alpaca_prompt(batch: dict) -> list:
-    """instruction, then the input (when there is one) after a blank line."""
+def convert_alpaca(batch: dict) -> dict:
+    """The instruction, then the input (when there is one) after a blank line."""
     inputs = batch.get("input") or [None] * rows_in(batch)
-    return [instruction if not (isinstance(extra, str) and extra.strip()) or not isinstance(instruction, str)
-            else f"{instruction}\n\n{extra}" for instruction, extra in zip(batch["instruction"], inputs)]
+    joined = [f"{instruction}\n\n{extra}" if isinstance(instruction, str) and isinstance(extra, str) and extra.strip()
+              else instruction for instruction, extra in zip(batch["instruction"], inputs)]
+    output = prompts_from({**batch, "instruction": joined}, "instruction")
+    for index, extra in enumerate(inputs):
+        if extra is not None and not isinstance(extra, str) and output[ROW_PROBLEM][index] is None:
+            output["prompt"][index] = None
+            output[ROW_PROBLEM][index] = f"'input' must be text, got {type(extra).__name__}"
+    return output
 
 
 @dataclass(frozen=True)
@@ -215,8 +221,7 @@ SCHEMAS = {
     "messages": Schema(convert_messages, ("messages",)),
     "question_answer": Schema(convert_question_answer, ("question", "answer")),
     "problem_solution": Schema(lambda batch: prompts_from(batch, "problem"), ("problem",)),
-    "alpaca": Schema(lambda batch: prompts_from({**batch, "instruction": alpaca_prompt(batch)}, "instruction"),
-                     ("instruction", "input")),
+    "alpaca": Schema(convert_alpaca, ("instruction", "input")),
 }
 
 

@@ -305,6 +305,8 @@ def test_missing_prompt_is_named_with_the_fields_found():
     ('{"messages": [{"role": "assistant", "content": "hi"}]}\n', "line 1: 'messages' has no user message"),
     ('{"question": "", "answer": "#### 1"}\n', "line 1: 'question' is empty"),
     ('{"instruction": 3, "output": "x"}\n', "line 1: 'instruction' must be text"),
+    ('{"instruction": "a", "input": "", "output": "x"}\n{"instruction": "b", "input": [1], "output": "y"}\n',
+     "line 2: 'input' must be text, got list"),
 ])
 def test_bad_rows(tmp_path, content, fragment):
     path = tmp_path / "data.jsonl"
