@@ -149,7 +149,8 @@ def reference_score(words: frozenset[bytes], chosen: frozenset[bytes] | None,
     return score
 
 
-def column_values(kwargs: dict, name: str, count: int) -> list:
+def passed_column(kwargs: dict, name: str, count: int) -> list:
+    """A dataset column as TRL passed it, one value per completion; Nones when the data has no such column."""
     values = kwargs.get(name)
     return list(values) if values is not None else [None] * count
 
@@ -158,8 +159,8 @@ def make_accuracy_reward(settings: dict) -> RewardFunction:
     pattern = keyword_pattern(settings["correct_keywords"])
 
     def accuracy_reward(completions, **kwargs) -> list[float]:
-        chosen = column_values(kwargs, "chosen", len(completions))
-        rejected = column_values(kwargs, "rejected", len(completions))
+        chosen = passed_column(kwargs, "chosen", len(completions))
+        rejected = passed_column(kwargs, "rejected", len(completions))
         references: dict[str, frozenset[bytes]] = {}  # a group's completions share their references
 
         def reference_words(value) -> frozenset[bytes] | None:
@@ -261,7 +262,7 @@ def make_answer_match_reward(settings: dict) -> RewardFunction:
 
     def answer_match_reward(completions, **kwargs) -> list[float | None]:
         column = reference_column(settings, kwargs)
-        references = column_values(kwargs, column, len(completions)) if column else [None] * len(completions)
+        references = passed_column(kwargs, column, len(completions)) if column else [None] * len(completions)
         accepted: dict[str, list[str]] = {}  # a group's completions share their reference
         scores = []
         for completion, reference in zip(completions, references):

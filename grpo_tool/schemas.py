@@ -74,14 +74,13 @@ def rows_in(batch: dict) -> int:
     return len(next(iter(batch.values())))
 
 
-def prompts_from(batch: dict, field: str, build: Callable[[Any], Any] = lambda value: value) -> dict:
-    """prompt and ROW_PROBLEM columns from one source column, each value turned into a prompt by `build`."""
+def prompts_from(batch: dict, field: str) -> dict:
+    """prompt and ROW_PROBLEM columns from one source column, whose values are the prompts."""
     prompts, problems = [], []
     for index, value in enumerate(batch.get(field) or [None] * rows_in(batch)):
-        prompt = None if value is None else build(value)
         problem = (f"no '{field}' field (found: {present_fields(batch, index)})" if value is None
-                   else prompt_problem(prompt, field))
-        prompts.append(None if problem else prompt)
+                   else prompt_problem(value, field))
+        prompts.append(None if problem else value)
         problems.append(problem)
     return {"prompt": prompts, ROW_PROBLEM: problems}
 
