@@ -49,7 +49,8 @@ class GRPOConfig:
                            choices=("auto", "unsloth", "transformers"))
     trust_remote_code: bool = setting(False, "run model code shipped with a hub checkpoint (only ones you trust)")
     max_seq_length: int = setting(2048, "tokens of prompt + completion; longer prompts are dropped or truncated")
-    load_in_4bit: bool = setting(True, "4-bit weights (bitsandbytes) on a CUDA GPU; the CPU runs full precision")
+    load_in_4bit: bool = setting(True, "4-bit base weights (bitsandbytes) for a LoRA run on a CUDA GPU (QLoRA); full "
+                                       "fine-tuning trains float32 weights, the CPU full precision")
     use_lora: bool = setting(True, "train a LoRA adapter (on) or every weight (off)", flags=("--lora",))
     lora_r: int = setting(16, "LoRA rank")
     lora_alpha: int = setting(16, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")
@@ -145,6 +146,12 @@ class GRPOConfig:
         # The original's example config says "systematic" for the per-component reward.
         if self.reward_function_type == "systematic":
             self.reward_function_type = "multi"
+
+    @property
+    def four_bit(self) -> bool:
+        """Whether the base weights load in 4 bits on a GPU: asked for, and a LoRA run, since full fine-tuning trains
+        every weight and 4-bit weights cannot be trained."""
+        return self.load_in_4bit and self.use_lora
 
     @property
     def effective_generation_log_dir(self) -> str:
@@ -315,6 +322,9 @@ def build_config(mode: str | None = None, config_file: str | None = None,
             notes.append(f"your rewards replace reward_config_name={settings['reward_config_name']} from the dataset "
                          "preset (name it with --reward-config to keep it)")
         del settings["reward_config_name"]
+    if settings.get("use_lora") is False and chosen.get("load_in_4bit") is True:
+        raise UserError("load_in_4bit=true with full fine-tuning (use_lora=false): 4-bit weights cannot be trained; "
+                        "give --lora for LoRA on 4-bit weights (QLoRA), or leave load_in_4bit unset")
     config = GRPOConfig(**settings)
     validate_config(config)
     return config

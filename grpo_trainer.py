@@ -24,6 +24,7 @@ from config import GRPOConfig, is_main_process, resolved_eval_group_size, steps_
 from data_loader import as_dataset_dict
 from errors import Interrupted, UserError, near_miss
 from grpo_tool import backend, outputs, run_dir
+from grpo_tool.trl_options import DEFAULT_OPTIMIZER
 from json_files import write_json_atomic, write_text_atomic
 from prompt_budget import fit_to_model
 from grpo_tool.reward_guard import held_out
@@ -52,6 +53,11 @@ EVAL_METRICS = ("reward", "reward_std", "loss", "base_nll", "base_drift", "frac_
                 "completions/mean_length", "completions/min_length", "completions/max_length",
                 "completions/clipped_ratio", "completions/mean_terminated_length",
                 "completions/min_terminated_length", "completions/max_terminated_length")
+
+
+def optimizer_name(config: GRPOConfig) -> str:
+    """The optimizer a run uses: trl_options' optim, else the one every backend is given."""
+    return str(config.trl_options.get("optim", DEFAULT_OPTIMIZER))
 
 
 def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
@@ -102,10 +108,13 @@ class GRPOTrainer:
         self.machine = backend.prepare(self.config)
         from grpo_tool import models
 
+        self.model, self.tokenizer, self.model_path = models.load_policy(self.config, self.machine, path)
+        # The reward model comes second: Unsloth patches a model family's classes in place when it loads the policy,
+        # and a reward model of that family built before the patch would meet Unsloth's forward with transformers'
+        # own rotary embedding at its first call.
         if self.config.reward_model and not any(c.name == REWARD_MODEL for c in self.components):
             weight = float(self.reward_config["reward_model_weight"])
             self.components.append(models.load_reward_model(self.config, self.machine, weight))
-        self.model, self.tokenizer, self.model_path = models.load_policy(self.config, self.machine, path)
         return self.model, self.tokenizer
 
     def load_data(self, dataset=None):
@@ -160,6 +169,8 @@ class GRPOTrainer:
             eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
             callbacks=[*hooks, self.interrupt, *self.callbacks])
         built["trainer"] = self.trainer
+        if cast := trl_setup.keep_trainable_weights_in_fp32(self.model):
+            logger.info("kept %d trainable weight tensors in float32 (TRL had cast them to 16 bits)", cast)
         self.trainer.merge_lora_for_generation = trl_setup.merges_lora_for_generation(config, self.machine, self.model)
         if evaluate:
             choose_base(view, self.model, self.trainer, lambda: models.load_base_copy(config, self.machine))
@@ -186,6 +197,10 @@ class GRPOTrainer:
         }
         if data is not None and hasattr(data["train"], "__len__"):
             record["prompts"] = {"train": len(data["train"]), "eval": len(data["eval"])}
+        if self.trainer is not None:
+            from grpo_tool.trl_setup import effective_arguments
+
+            record["trl_arguments"] = effective_arguments(self.trainer.args)
         return record
 
     def write_run_record(self, data, replacing: list[str] = ()) -> None:
@@ -212,7 +227,8 @@ class GRPOTrainer:
         replacing = run_dir.check_output_dir(self.config) if is_main_process() else []
         checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
         if checkpoint and (problem := outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
-                           or outputs.finished_problem(checkpoint, self.config.max_steps)):
+                           or outputs.finished_problem(checkpoint, self.config.max_steps)
+                           or outputs.optimizer_problem(checkpoint, optimizer_name(self.config))):
             raise UserError(problem)
         data = self.prepare_data(dataset)
         if hasattr(data["train"], "__len__") and (problem := steps_problem(self.config, len(data["train"]))):
@@ -296,11 +312,19 @@ class GRPOTrainer:
         self.tokenizer.save_pretrained(staging)
         write_text_atomic(staging / "README.md", outputs.model_card(
             self.record or self.run_record(), state.log_history if state else [], state.global_step if state else 0))
-        if self.config.save_merged:
-            from grpo_tool import models
-
-            models.save_merged(self.config, self.machine, self.model, self.tokenizer, staging,
-                               staging / outputs.MERGED_DIR)
         outputs.replace_directory(staging, target)
         logger.info("model saved to %s", target)
+        if self.config.save_merged:
+            self.save_merged(target)
         return target
+
+    def save_merged(self, final: Path) -> None:
+        """The merged export, after the trained model is safely in place: a failure there (memory, a base that cannot
+        be loaded again) is reported and leaves final/ as it is, with the adapter that can be merged later."""
+        from grpo_tool import models
+
+        try:
+            models.save_merged(self.config, self.machine, self.tokenizer, final, final / outputs.MERGED_DIR)
+        except (UserError, RuntimeError, OSError) as error:
+            logger.error("merged export failed, so there is no %s; %s holds the trained adapter as it was saved: %s",
+                         final / outputs.MERGED_DIR, final, str(error).strip().splitlines()[0])

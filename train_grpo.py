@@ -175,6 +175,7 @@ def format_summary(result: dict, eval_only: bool) -> str:
         return "\n".join(lines)
     lines = [f"done: {result['steps']} steps in {result['seconds']} s",
              f"  model:           {result['model']}",
+             *([f"  merged model:    {result['merged']}"] if "merged" in result else []),
              f"  checkpoints:     {', '.join(result['checkpoints']) or 'none'}",
              f"  generation logs: {result['generation_logs'] or 'off'}",
              f"  training log:    {result['log_file']}",

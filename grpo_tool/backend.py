@@ -24,6 +24,12 @@ from errors import UserError
 logger = logging.getLogger(__name__)
 
 CPU_MODEL_LIMIT_BILLION = 1  # larger models are refused on a machine without CUDA
+# Metrics TRL logs that Unsloth's replacement of TRL's loss does not (unsloth/models/rl_replacements.py logs only
+# completion_length and kl).
+UNSLOTH_UNLOGGED = ("entropy",)
+# Where Unsloth writes the trainers it generates (it would use the working directory): one place per user, beside the
+# tool's other caches, so that a run writes nothing outside its output dir.
+UNSLOTH_CACHE = "unsloth_compiled_cache"
 CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activations costs more time than memory saved
 # Full fine-tuning with beta 0 keeps a frozen copy of the starting weights for the base-model measure up to this size
 # (grpo_tool/base_view.py); above it the copy would cost too much memory and the measure is off.
@@ -35,8 +41,21 @@ class Machine:
     backend: str  # unsloth or transformers
     reason: str  # why, in words
     cuda: bool
-    weights_dtype: str  # torch dtype name the weights load in: bfloat16, float16 or float32
+    weights_dtype: str  # torch dtype name the policy's weights load in: bfloat16, float16 or float32
     bf16: bool  # bfloat16 autocast in training (TRL's bf16)
+
+    @property
+    def fp16(self) -> bool:
+        """float16 autocast in training (TRL's fp16): on a CUDA GPU without bf16, never on the CPU."""
+        return self.cuda and not self.bf16
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype of what only runs forward or is exported: reward models, merged weights. 16-bit on a GPU (the
+        autocast dtype), float32 on the CPU."""
+        if not self.cuda:
+            return "float32"
+        return "bfloat16" if self.bf16 else "float16"
 
     @property
     def device_map(self) -> dict | None:
@@ -50,7 +69,8 @@ def package_installed(name: str) -> bool:
 
 def choose_backend(config: GRPOConfig, cuda_available: bool, unsloth_available: bool) -> tuple[str, str]:
     """(backend, the reason in words). Unsloth where it can run, transformers + peft everywhere else."""
-    four_bit = " with 4-bit weights" if config.load_in_4bit else " in 16-bit"
+    four_bit = (" with 4-bit weights" if config.four_bit else " in 16-bit" if config.use_lora
+                else ", full fine-tuning with float32 weights")
     if config.backend == "unsloth":
         if not cuda_available:
             raise UserError("--backend unsloth needs a CUDA GPU and none was found: use --backend auto or "
@@ -67,6 +87,22 @@ def choose_backend(config: GRPOConfig, cuda_available: bool, unsloth_available: 
         return "transformers", (f"CUDA GPU but no Unsloth (pip install -r requirements-gpu.txt for it): transformers + "
                                 f"peft{four_bit}")
     return "transformers", "no CUDA GPU: transformers on the CPU in full precision"
+
+
+def backend_problem(config: GRPOConfig, backend: str, cuda: bool) -> str | None:
+    """A combination the chosen backend cannot run as asked (found in Unsloth's, TRL's and peft's sources), or None."""
+    if backend == "unsloth" and config.use_vllm and not config.use_lora:
+        return ("--use-vllm with full fine-tuning (--no-lora): Unsloth's vLLM engine serves LoRA runs only "
+                "(fast_inference cannot be combined with full_finetuning); use --lora, or leave --use-vllm off")
+    if backend == "transformers" and cuda and config.use_vllm and config.four_bit:
+        return ("--use-vllm with 4-bit weights on the transformers backend: TRL hands vLLM the weights by merging the "
+                "adapter into the 4-bit base and out again at every generation, and each round trip re-quantises the "
+                "base, so it drifts; use --no-load-in-4bit, or the Unsloth backend (its vLLM shares the weights)")
+    metric = (config.metric_for_best_model or "").removeprefix("eval_")
+    if backend == "unsloth" and metric in UNSLOTH_UNLOGGED:
+        return (f"--metric-for-best-model {config.metric_for_best_model}: Unsloth's GRPO loss does not log {metric}, "
+                "so the first evaluation that saves would fail; choose another metric (reward, base_nll, ...)")
+    return None
 
 
 def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
@@ -88,15 +124,28 @@ def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
 
 
 def precision(config: GRPOConfig, cuda: bool, bf16_supported: bool) -> tuple[str, bool]:
-    """(weights dtype, bf16 autocast): the one precision rule, for the model, the reward model and merged exports.
+    """(weights dtype, bf16 autocast): the one precision rule, for the policy (Machine.compute_dtype derives the rest).
 
     bf16 unset: on for CUDA GPUs that support it; off on the CPU, where bfloat16 is emulated and about 1.5x slower
-    than fp32. On CUDA the weights load in bfloat16, or float16 where bf16 is off; on the CPU always in float32.
+    than fp32. On the CPU the weights are float32. On CUDA a LoRA run's frozen weights load in bfloat16, or float16
+    where bf16 is off (the adapter itself is float32, and autocast, bf16 or else fp16, computes in 16 bits); full
+    fine-tuning keeps float32 weights under the same autocast, since Adam's steps at the usual learning rates are far
+    below half a bfloat16 unit of a typical weight and would round away (float32 master weights, as mixed precision
+    training means).
     """
     bf16 = config.bf16 if config.bf16 is not None else cuda and bf16_supported
-    if not cuda:
+    if not cuda or not config.use_lora:
         return "float32", bf16
     return ("bfloat16" if bf16 else "float16"), bf16
+
+
+def quiet_unsloth() -> None:
+    """Before Unsloth is imported: no statistics download at load (it waits up to 120 s offline, then raises), and
+    its generated code in the user's cache rather than the working directory. A user's own setting wins."""
+    from tiny_model import cache_root
+
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(cache_root() / UNSLOTH_CACHE))
 
 
 def prepare(config: GRPOConfig) -> Machine:
@@ -106,10 +155,13 @@ def prepare(config: GRPOConfig) -> Machine:
     cuda = torch.cuda.is_available()
     backend, reason = choose_backend(config, cuda, package_installed("unsloth"))
     check_model_fits_machine(config, cuda)
+    if problem := backend_problem(config, backend, cuda):
+        raise UserError(problem)
     if backend == "unsloth" and "unsloth" not in sys.modules:
         if "transformers" in sys.modules:
             logger.warning("transformers was imported before Unsloth (by code outside this tool), so some of "
                            "Unsloth's patches may not apply; import grpo_trainer before transformers")
+        quiet_unsloth()
         import unsloth  # noqa: F401 - imported for its patches, before transformers, trl and peft
     weights_dtype, bf16 = precision(config, cuda, cuda and torch.cuda.is_bf16_supported())
     logger.info("backend: %s (%s)", backend, reason)

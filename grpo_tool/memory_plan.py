@@ -40,6 +40,7 @@ from grpo_tool.backend import (BASE_COPY_MAX_PARAMETERS, CHECKPOINTING_MIN_PARAM
                                package_installed)
 from errors import UserError
 from grpo_tool.model_shapes import ModelShape, find_shape, shape_from_config
+from grpo_tool.trl_options import DEFAULT_OPTIMIZER
 
 GB = 1024**3
 MB = 1024**2
@@ -220,9 +221,10 @@ def steps_per_generation(config: GRPOConfig) -> int:
 def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
                 checkpointing: bool) -> list[Part]:
     cpu = device.kind == "cpu"
-    act = 4 if cpu else 2  # fp32 on the CPU; bf16 autocast, or fp16 weights, on a GPU
-    weight_bytes = 4 if cpu else 2
-    four_bit = not cpu and config.load_in_4bit
+    act = 4 if cpu else 2  # fp32 on the CPU; bf16 (or fp16) autocast on a GPU
+    # backend.precision: float32 on the CPU and for full fine-tuning on a GPU; a LoRA run's frozen weights 16-bit.
+    weight_bytes = 4 if cpu or not config.use_lora else 2
+    four_bit = not cpu and config.four_bit
     L, h, V = shape.layers, shape.hidden, shape.vocab
     B, C = config.per_device_train_batch_size, config.max_completion_length
     T = prompt_tokens + C
@@ -232,24 +234,31 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
     def add(name, size, phase, note):
         parts.append(Part(name, float(size), phase, note))
 
-    if four_bit:
+    if backend == "unsloth" and config.use_vllm and config.vllm_mode == "colocate":
+        # Unsloth's engine holds the weights and training reads them there: they are part of vLLM's share.
+        add("weights", 0, "always", f"{shape.parameters / 1e9:.2f}B parameters, inside vLLM's share (Unsloth's "
+            "engine shares them with training)")
+    elif four_bit:
         quantized = L * shape.layer_linear_parameters
-        add("weights", quantized * NF4_BYTES + (shape.parameters - quantized) * 2, "always",
-            f"{shape.parameters / 1e9:.2f}B parameters, linear layers 4-bit, embeddings 16-bit")
+        # peft's prepare_model_for_kbit_training upcasts what stays unquantised to fp32; Unsloth keeps it 16-bit.
+        rest_bytes, rest = (2, "16-bit") if backend == "unsloth" else (4, "fp32 (peft's k-bit preparation)")
+        add("weights", quantized * NF4_BYTES + (shape.parameters - quantized) * rest_bytes, "always",
+            f"{shape.parameters / 1e9:.2f}B parameters, linear layers 4-bit, embeddings and norms {rest}")
     else:
         add("weights", shape.parameters * weight_bytes, "always",
-            f"{shape.parameters / 1e9:.2f}B parameters in {'fp32' if cpu else '16-bit'}")
+            f"{shape.parameters / 1e9:.2f}B parameters in {'fp32' if weight_bytes == 4 else '16-bit'}")
     if config.use_lora:
         trainable, state_bytes = lora_parameters(shape, config), 4
         add("LoRA weights", trainable * 4, "always", f"{trainable / 1e6:.1f}M parameters (r={config.lora_r}), fp32")
     else:
         trainable, state_bytes = shape.parameters, weight_bytes
-    optim = str(config.trl_options.get("optim", "adamw_torch"))
+    optim = str(config.trl_options.get("optim", DEFAULT_OPTIMIZER))
     moments = 2 * (1 if "8bit" in optim else state_bytes)
     add("gradients", trainable * state_bytes, "always", "one per trainable parameter")
     add("optimizer state", trainable * moments, "always", f"{optim}: two moments per trainable parameter")
     if config.beta > 0 and not config.use_lora:
-        add("reference model", shape.parameters * weight_bytes, "always", f"beta={config.beta:g}: a second copy")
+        reference_bytes = 4 if cpu else 2  # TRL loads it in the checkpoint's own dtype, 16-bit for released models
+        add("reference model", shape.parameters * reference_bytes, "always", f"beta={config.beta:g}: a second copy")
     if (not config.use_lora and config.beta == 0 and config.max_eval_samples > 0
             and shape.parameters <= BASE_COPY_MAX_PARAMETERS):
         add("base copy", shape.parameters * weight_bytes, "always", "frozen starting weights for the base-model "
@@ -257,8 +266,7 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
     if config.reward_model:
         try:
             reward = find_shape(config.reward_model)
-            add("reward model", reward.parameters * weight_bytes, "always", f"{reward.parameters / 1e6:.0f}M "
-                "parameters")
+            add("reward model", reward.parameters * act, "always", f"{reward.parameters / 1e6:.0f}M parameters")
         except Exception:  # noqa: BLE001 - its shape unknown: said in the table rather than guessed
             add("reward model", 0, "always", "shape unknown here: not counted")
     if config.use_vllm and config.vllm_mode == "colocate":
@@ -512,7 +520,7 @@ def what_would_fit(plan: Plan) -> list[str]:
         if plan.device.kind == "cpu":
             remedies = ("a smaller model, or a machine with more memory" if config.use_lora else
                         "LoRA, a smaller model, or a machine with more memory")
-        elif config.load_in_4bit and config.use_lora:
+        elif config.four_bit:
             remedies = "a smaller model, or a GPU with more memory"
         else:
             remedies = "4-bit weights (--load-in-4bit) and LoRA, a smaller model, or a GPU with more memory"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
 
 from config import GRPOConfig
 from errors import UserError
+from grpo_tool import outputs
 from grpo_tool.backend import Machine
 from grpo_tool.gguf_models import converted_gguf
 from grpo_tool.model_registry import TINY_MODEL, find_gguf, resolve_model_name
@@ -27,19 +30,32 @@ from rewards import REWARD_MODEL, Component, make_reward_model_reward
 
 logger = logging.getLogger(__name__)
 
-# Unsloth wants LoRA targets by name; these are the linear layers of the Llama, Qwen and Gemma families.
-UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Errors a loader raises for a model it cannot load (a missing file, a bad config, a model type or combination the
+# backend does not support, a timeout); each becomes one error line. CUDA running out of memory is a RuntimeError too.
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, NotImplementedError, TimeoutError)
 
 
-def lora_targets(config: GRPOConfig, backend: str):
-    """LoRA target modules as peft / Unsloth take them."""
+def linear_layer_names(model) -> list[str]:
+    """The names of a model's linear layers inside its blocks (4-bit ones included), the output head left out."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and "." in name and "lm_head" not in name})
+
+
+def lora_targets(config: GRPOConfig, model=None):
+    """LoRA target modules as peft and Unsloth take them: the names given, or all-linear, which Unsloth is given as
+    the model's own linear layer names (its models differ: q_proj/k_proj/v_proj or qkv_proj, gate_up_proj, ...)."""
     if config.lora_target_modules.strip() == "all-linear":
-        return UNSLOTH_ALL_LINEAR if backend == "unsloth" else "all-linear"
+        return linear_layer_names(model) if model is not None else "all-linear"
     return [name.strip() for name in config.lora_target_modules.split(",") if name.strip()]
 
 
 def model_parameters(model) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
+    """Parameters as the model's shape counts them: a 4-bit weight packs two values a byte, and says its true shape."""
+    total = 0
+    for parameter in model.parameters():
+        state = getattr(parameter, "quant_state", None)
+        total += state.shape.numel() if state is not None and hasattr(state, "shape") else parameter.numel()
+    return total
 
 
 def load_failure(source: str, error: Exception, what: str = "model") -> UserError:
@@ -70,7 +86,7 @@ def load_policy(config: GRPOConfig, machine: Machine, path: str | None = None) -
     checkpoint / adapter directory at `path` as it is."""
     source = path or model_location(config)
     if machine.backend == "unsloth":
-        model, tokenizer = load_with_unsloth(config, source, fresh=path is None)
+        model, tokenizer = load_with_unsloth(config, machine, source, fresh=path is None)
     else:
         tokenizer = load_tokenizer(source, config.trust_remote_code)
         model = load_with_transformers(config, machine, source, fresh=path is None)
@@ -84,7 +100,7 @@ def load_policy(config: GRPOConfig, machine: Machine, path: str | None = None) -
 def load_tokenizer(source: str, trust_remote_code: bool):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise load_failure(source, error) from None
     ensure_pad_token(tokenizer)
     return tokenizer
@@ -97,19 +113,19 @@ def load_with_transformers(config: GRPOConfig, machine: Machine, source: str, fr
         return PeftModel.from_pretrained(load_causal_lm(config, machine, base), source, is_trainable=True)
     model = load_causal_lm(config, machine, source)
     # A saved model given by path is evaluated as it is; a fresh adapter goes only on a base model.
-    return add_lora(config, machine, model) if fresh and config.use_lora else model
+    return add_lora(config, model) if fresh and config.use_lora else model
 
 
 def load_causal_lm(config: GRPOConfig, machine: Machine, source: str, quantize: bool | None = None):
     options: dict[str, Any] = {"dtype": getattr(torch, machine.weights_dtype)}
     if machine.cuda:
         options["device_map"] = machine.device_map
-        if config.load_in_4bit if quantize is None else quantize:
+        if config.four_bit if quantize is None else quantize:
             options["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=options["dtype"])
     try:
         return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=config.trust_remote_code, **options)
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise load_failure(source, error) from None
 
 
@@ -122,37 +138,46 @@ def load_base_copy(config: GRPOConfig, machine: Machine):
     return model
 
 
-def add_lora(config: GRPOConfig, machine: Machine, model):
+def add_lora(config: GRPOConfig, model):
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=lora_targets(config, machine.backend), task_type="CAUSAL_LM")
+                      target_modules=lora_targets(config), task_type="CAUSAL_LM")
     try:
         return get_peft_model(model, lora)
     except ValueError as error:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                         if isinstance(module, torch.nn.Linear) and "." in name})
-        raise UserError(f"--lora-target-modules {config.lora_target_modules}: {str(error).splitlines()[0]}; this "
-                        f"model's linear layers are {', '.join(linear)} (or give all-linear)") from None
+        raise lora_target_failure(config, model, error) from None
 
 
-def load_with_unsloth(config: GRPOConfig, source: str, fresh: bool):
+def lora_target_failure(config: GRPOConfig, model, error: Exception) -> UserError:
+    return UserError(f"--lora-target-modules {config.lora_target_modules}: {str(error).splitlines()[0]}; this "
+                     f"model's linear layers are {', '.join(linear_layer_names(model))} (or give all-linear)")
+
+
+def load_with_unsloth(config: GRPOConfig, machine: Machine, source: str, fresh: bool):
     from unsloth import FastLanguageModel  # already imported by backend.prepare; here for its loader
 
     try:
         model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=source, max_seq_length=config.max_seq_length, load_in_4bit=config.load_in_4bit,
-            full_finetuning=not config.use_lora, fast_inference=config.use_vllm, max_lora_rank=config.lora_r,
-            gpu_memory_utilization=config.vllm_gpu_memory_utilization, dtype=None,
-            trust_remote_code=config.trust_remote_code)
-    except OSError as error:
+            model_name=source, max_seq_length=config.max_seq_length, load_in_4bit=config.four_bit,
+            full_finetuning=not config.use_lora, max_lora_rank=config.lora_r,
+            # Unsloth's in-process vLLM engine is the colocated mode; with it on, its trainer forces colocate, so a
+            # run that asked for a vLLM server keeps TRL's client and starts no engine here.
+            fast_inference=config.use_vllm and config.vllm_mode == "colocate",
+            gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            # The one precision rule (backend.precision): left to itself, Unsloth picks bf16 whatever --bf16 says.
+            dtype=getattr(torch, machine.weights_dtype), trust_remote_code=config.trust_remote_code)
+    except LOAD_ERRORS as error:
         raise load_failure(source, error) from None
     if fresh and config.use_lora:
         checkpointing = config.gradient_checkpointing is not False
-        model = FastLanguageModel.get_peft_model(
-            model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=lora_targets(config, "unsloth"),
-            use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=config.seed)
+        try:
+            model = FastLanguageModel.get_peft_model(
+                model, r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                target_modules=lora_targets(config, model),
+                use_gradient_checkpointing="unsloth" if checkpointing else False, random_state=config.seed)
+        except (ValueError, RuntimeError, NotImplementedError) as error:
+            raise lora_target_failure(config, model, error) from None
     ensure_pad_token(tokenizer)
     return model, tokenizer
 
@@ -166,7 +191,7 @@ def load_reward_model(config: GRPOConfig, machine: Machine, weight: float) -> Co
         name = str(ensure_tiny_reward_model())
     try:
         architectures = AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code).architectures
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise load_failure(name, error, "reward model") from None
     if architectures and not any(arch.endswith("ForSequenceClassification") for arch in architectures):
         raise UserError(f"reward model {config.reward_model} is a {architectures[0]}, not a sequence-classification "
@@ -175,9 +200,9 @@ def load_reward_model(config: GRPOConfig, machine: Machine, weight: float) -> Co
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, num_labels=1, dtype=getattr(torch, machine.weights_dtype),
+            name, num_labels=1, dtype=getattr(torch, machine.compute_dtype),
             trust_remote_code=config.trust_remote_code, device_map=machine.device_map)
-    except (OSError, ValueError) as error:
+    except LOAD_ERRORS as error:
         raise load_failure(name, error, "reward model") from None
     ensure_pad_token(tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -186,19 +211,38 @@ def load_reward_model(config: GRPOConfig, machine: Machine, weight: float) -> Co
     return Component(REWARD_MODEL, make_reward_model_reward(model, tokenizer), weight)
 
 
-def save_merged(config: GRPOConfig, machine: Machine, model, tokenizer, adapter_dir: Path, target: Path) -> Path | None:
-    """The LoRA adapter merged into 16-bit base weights: a plain checkpoint any transformers code loads."""
+def pre_quantized(source: str) -> bool:
+    """Whether a model directory or cached hub checkpoint holds quantised weights (its config says so)."""
+    try:
+        return getattr(AutoConfig.from_pretrained(source), "quantization_config", None) is not None
+    except LOAD_ERRORS:
+        return False
+
+
+def save_merged(config: GRPOConfig, machine: Machine, tokenizer, adapter_dir: Path, target: Path) -> Path | None:
+    """The LoRA adapter in `adapter_dir` merged into its base weights, saved as a plain 16-bit checkpoint that any
+    transformers code loads, written beside `target` and renamed into place.
+
+    The same on every backend: transformers loads the base afresh from where the run loaded it (nothing is
+    downloaded), as the run loaded it, in the run's 16-bit compute dtype. Weights the run trained on in 4 bits
+    (pre-quantised, or quantised at load) are dequantised first, so the adapter is merged into the very weights it
+    was trained against and never re-quantised, and the merged model answers as the trained one did. Unsloth's own
+    merged export would instead fetch the original 16-bit checkpoint, which fails offline or for a local 4-bit base.
+    """
     if not config.use_lora:
         logger.info("save_merged: the model was trained in full, so %s already holds merged weights", adapter_dir)
         return None
-    if machine.backend == "unsloth":
-        model.save_pretrained_merged(str(target), tokenizer, save_method="merged_16bit")
-    else:
-        # The base is loaded afresh unquantised (never merged into 4-bit weights, which would round the update).
-        base_name = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = load_causal_lm(config, machine, base_name, quantize=False)
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        merged.save_pretrained(target)
-        tokenizer.save_pretrained(target)
-    logger.info("merged 16-bit model saved to %s", target)
+    base_name = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    four_bit = machine.cuda and (config.four_bit or pre_quantized(base_name))
+    base = load_causal_lm(config, replace(machine, weights_dtype=machine.compute_dtype), base_name, quantize=four_bit)
+    if getattr(base, "hf_quantizer", None) is not None:
+        base = base.dequantize(dtype=getattr(torch, machine.compute_dtype))
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    merged.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    outputs.replace_directory(staging, target)
+    logger.info("merged %s model saved to %s%s", machine.compute_dtype, target,
+                " (the adapter merged into the dequantised 4-bit weights it was trained on)" if four_bit else "")
     return target

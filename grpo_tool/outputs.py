@@ -126,6 +126,17 @@ def finished_problem(checkpoint: str, max_steps: int) -> str | None:
     return None
 
 
+def optimizer_problem(checkpoint: str, optim: str) -> str | None:
+    """A checkpoint whose optimizer state another optimizer wrote (8-bit AdamW's is not torch AdamW's): its run's
+    record, beside it, says which."""
+    record = read_json(Path(checkpoint).parent / RUN_RECORD_FILE, {})
+    written = (record.get("trl_arguments") or {}).get("optim") if isinstance(record, dict) else None
+    if written and written != optim:
+        return (f"checkpoint {checkpoint} holds the state of the {written} optimizer, and this run would use {optim}: "
+                f"resume with --trl-option optim={written}")
+    return None
+
+
 def saved_step(model_dir: str | Path | None) -> int | None:
     """The step a saved model or checkpoint was written at, from its trainer_state.json."""
     try:

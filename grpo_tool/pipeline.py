@@ -47,6 +47,9 @@ def run_training(config: GRPOConfig) -> dict:
         "config": str(directory / outputs.CONFIG_FILE),
         "report": str(report),
     }
+    if config.save_merged and config.use_lora:
+        merged = Path(final) / outputs.MERGED_DIR
+        summary["merged"] = str(merged) if merged.is_dir() else f"not written: see {summary['log_file']}"
     recorded = outputs.read_json(directory / outputs.ALARMS_FILE, [])
     summary["alarms"] = [f"{record['id']} (step {record['step']}): {record['message']}"
                          for record in alarm_records(state.log_history, recorded, weights=trainer.record["components"],

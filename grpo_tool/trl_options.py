@@ -24,6 +24,24 @@ from errors import near_miss
 TRL_CONFIG_SOURCES = (("trl", "trainer/grpo_config.py", "GRPOConfig"), ("trl", "trainer/base_config.py", None),
                       ("transformers", "training_args.py", "TrainingArguments"))
 
+# Options whose defaults Unsloth's generated GRPOConfig changes (unsloth 2026.10.7, unsloth/models/rl.py: the
+# `replacements` tables of its config, and its __init__'s rewrites when loss_type is given: DAPO's
+# mask_truncated_completions, Dr GRPO's scale_rewards). The tool passes each with TRL's own default on every backend,
+# and puts it back if Unsloth rewrote it, so that a setting the user did not choose means the same on a CPU and a GPU;
+# trl_options still sets any of them. A test checks the values against the installed TRL's defaults.
+SAME_ON_EVERY_BACKEND = {
+    "optim": "adamw_torch_fused",  # Unsloth: adamw_8bit
+    "weight_decay": 0.0,  # Unsloth: 0.001
+    "warmup_steps": 0,  # Unsloth: 0.1, a 10% warm-up
+    "eval_accumulation_steps": None,  # Unsloth: 2
+    "torch_empty_cache_steps": None,  # Unsloth: 250
+    "vllm_importance_sampling_correction": True,  # Unsloth: False
+    "mask_truncated_completions": False,  # Unsloth: True when loss_type dapo is given (and the tool always gives it)
+    "scale_rewards": "group",  # Unsloth: "none" when loss_type dr_grpo is given
+    "logging_nan_inf_filter": True,  # Unsloth: False
+}
+DEFAULT_OPTIMIZER = SAME_ON_EVERY_BACKEND["optim"]
+
 # TRL options our own config sets: give our field instead, so the two can never disagree.
 MODELLED = {
     "output_dir": "output_dir", "learning_rate": "learning_rate", "num_train_epochs": "num_train_epochs",
@@ -32,7 +50,8 @@ MODELLED = {
     "gradient_accumulation_steps": "gradient_accumulation_steps", "num_generations": "group_size",
     "num_generations_eval": "eval_group_size", "max_completion_length": "max_completion_length",
     "temperature": "temperature", "top_p": "top_p", "beta": "beta", "loss_type": "loss_type", "seed": "seed",
-    "bf16": "bf16", "gradient_checkpointing": "gradient_checkpointing", "logging_steps": "logging_steps",
+    "bf16": "bf16", "fp16": "bf16 (fp16 autocast is what a CUDA GPU without bf16 uses)",
+    "gradient_checkpointing": "gradient_checkpointing", "logging_steps": "logging_steps",
     "eval_steps": "eval_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
     "report_to": "wandb_project / tensorboard", "use_vllm": "use_vllm", "vllm_mode": "vllm_mode",
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization", "reward_weights": "the reward config's weights",

@@ -9,6 +9,8 @@ after backend.prepare (see grpo_tool/__init__.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -26,6 +28,7 @@ from grpo_tool.backend import CHECKPOINTING_MIN_PARAMETERS, Machine
 from grpo_tool.base_view import BaseView, completion_logps, per_completion
 from grpo_tool.models import model_parameters
 from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR
+from grpo_tool.trl_options import SAME_ON_EVERY_BACKEND
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +88,55 @@ def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool) -
         ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step's loss
         use_vllm=config.use_vllm, vllm_mode=config.vllm_mode,
         vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        fp16=machine.fp16,
     )
+    pinned = same_on_every_backend(config)
+    arguments.update({name: value for name, value in pinned.items() if name not in config.trl_options})
     try:
-        return trl.GRPOConfig(**arguments, **config.trl_options)
+        args = trl.GRPOConfig(**arguments, **config.trl_options)
     except (ValueError, TypeError) as error:
         if not config.trl_options:
             raise
         raise UserError(f"trl_options {config.trl_options}: TRL refused them ({error})") from None
+    for name, value in pinned.items():
+        if name not in config.trl_options and getattr(args, name) != value:
+            # Unsloth's config rewrites some options in its __init__ whatever it is given (Dr GRPO's scale_rewards).
+            logger.info("TRL option %s: %r from %s, set back to %r (TRL's default) so that the run optimises the same "
+                        "on every backend", name, getattr(args, name), type(args).__name__, value)
+            setattr(args, name, value)
+    return args
+
+
+def same_on_every_backend(config: GRPOConfig) -> dict:
+    """The options Unsloth's config would otherwise change, with TRL's values (trl_options.SAME_ON_EVERY_BACKEND), and
+    epsilon_high made explicit: TRL reads an unset one as epsilon, Unsloth's config as 0.28 after an explicit DAPO."""
+    epsilon = config.trl_options.get("epsilon", trl_defaults()["epsilon"])
+    return {**SAME_ON_EVERY_BACKEND, "epsilon_high": epsilon}
+
+
+def trl_defaults() -> dict:
+    """TRL's own GRPOConfig defaults: from TRL's class, also where Unsloth has put its subclass in its place."""
+    own = next(cls for cls in trl.GRPOConfig.__mro__ if cls.__module__.startswith("trl."))
+    return {field.name: field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            for field in dataclasses.fields(own)}
+
+
+def effective_arguments(args) -> dict:
+    """What the trainer received, read back from its built arguments (secrets masked by transformers), for the run
+    record: two runs' records diff to what they optimised differently."""
+    return json.loads(json.dumps(args.to_dict(), default=str))
+
+
+def keep_trainable_weights_in_fp32(model) -> int:
+    """TRL's trainer casts the trainable weights of a quantised model to bf16 (Unsloth's copy of it does not); with
+    Adam at the usual learning rates most updates then round away. The LoRA weights go back to float32, which the
+    optimizer, built later by train(), then keeps; autocast still computes in 16 bits. Returns how many were cast."""
+    cast = 0
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype in (torch.bfloat16, torch.float16):
+            parameter.data = parameter.data.float()
+            cast += 1
+    return cast
 
 
 class LongestFirstSampler(torch.utils.data.Sampler):

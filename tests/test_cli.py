@@ -119,6 +119,10 @@ MISTAKES = {
                                              "resume with --lora"),
     "finished run resumed": (["--quick-test", "--resume-from-checkpoint", "@done/checkpoint-60"],
                              "nothing is left to train"),
+    "checkpoint of another optimizer": (["--quick-test", "--resume-from-checkpoint", "@eight_bit/checkpoint-3"],
+                                        "holds the state of the adamw_8bit optimizer"),
+    "full fine-tuning on 4-bit weights": (["--quick-test", "--no-lora", "--load-in-4bit"],
+                                          "4-bit weights cannot be trained"),
     "overwrite and resume together": (["--quick-test", "--overwrite-output-dir", "--resume-from-checkpoint", "latest"],
                                       "give one of them"),
     "fewer prompts than a step": (["--quick-test", "--max-samples", "1"], "one step needs 2"),
@@ -245,6 +249,8 @@ MISTAKE_FILES = {
     "lora_run/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
     "lora_run/checkpoint-3/adapter_config.json": "{}",
     "done/checkpoint-60/trainer_state.json": '{"global_step": 60, "max_steps": 60}',
+    "eight_bit/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
+    "eight_bit/run_record.json": '{"trl_arguments": {"optim": "adamw_8bit"}}',
 }
 BINARY_FILES = {"latin1.json": b'{"output_dir": "caf\xe9"}'}
 

@@ -61,12 +61,18 @@ def test_vllm_needs_cuda_and_the_package(monkeypatch):
         check_model_fits_machine(GRPOConfig(model_name="tiny", use_vllm=True), cuda_available=True)
 
 
-def test_lora_targets():
-    from grpo_tool.models import lora_targets
+def test_lora_targets(tiny_model_cache):
+    from transformers import AutoModelForCausalLM
 
-    assert lora_targets(GRPOConfig(), "transformers") == "all-linear"
-    assert "down_proj" in lora_targets(GRPOConfig(), "unsloth")
-    assert lora_targets(GRPOConfig(lora_target_modules="q_proj, v_proj"), "unsloth") == ["q_proj", "v_proj"]
+    from grpo_tool.models import lora_targets
+    from tiny_model import ensure_tiny_model
+
+    assert lora_targets(GRPOConfig()) == "all-linear"  # peft resolves it
+    # Unsloth is given the model's own linear layers (its families name them differently), the head left out.
+    model = AutoModelForCausalLM.from_pretrained(ensure_tiny_model())
+    assert lora_targets(GRPOConfig(), model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
+                                                 "v_proj"]
+    assert lora_targets(GRPOConfig(lora_target_modules="q_proj, v_proj"), model) == ["q_proj", "v_proj"]
 
 
 def test_remote_code_is_off_unless_asked(monkeypatch, tmp_path):

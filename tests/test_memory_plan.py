@@ -60,11 +60,21 @@ def test_each_part_moves_with_the_setting_it_depends_on():
     assert doubled["activations"] == pytest.approx(2 * one["activations"])
     assert doubled["logits"] == pytest.approx(2 * one["logits"]) and doubled["weights"] == one["weights"]
     assert parts(base, checkpointing=True)["activations"] < one["activations"] / 5
-    assert parts(replace(base, load_in_4bit=False))["weights"] > 2.5 * one["weights"]  # embeddings stay 16-bit
+    unsloth = parts(base, backend="unsloth")
+    assert parts(replace(base, load_in_4bit=False))["weights"] > 2.5 * unsloth["weights"]  # embeddings stay 16-bit
+    # peft's k-bit preparation upcasts what is not quantised (embeddings, head, norms) to fp32: 2 more bytes each.
+    shape = find_shape("qwen2.5-7b")
+    unquantised = shape.parameters - shape.layers * shape.layer_linear_parameters
+    assert one["weights"] - unsloth["weights"] == pytest.approx(2 * unquantised)
+    # Full fine-tuning on a GPU keeps fp32 weights (and fp32 gradients and Adam moments): 4 bytes a parameter each.
+    full = parts(replace(base, use_lora=False, load_in_4bit=False))
+    assert full["weights"] == full["gradients"] == pytest.approx(4 * shape.parameters)
     # The reference model: a copy of the weights for full fine-tuning, nothing with LoRA (the adapter is switched off)
     assert "reference model" not in parts(replace(base, beta=0.04))
     assert parts(replace(base, beta=0.04, use_lora=False, load_in_4bit=False))["reference model"] > 10 * GB
     assert parts(replace(base, use_vllm=True))["vLLM"] == pytest.approx(0.3 * 80 * GB)
+    # Unsloth's colocated engine shares the weights with training: counted once, inside vLLM's share.
+    assert parts(replace(base, use_vllm=True), backend="unsloth")["weights"] == 0
     assert parts(base, backend="unsloth")["logits"] < one["logits"] / 3  # Unsloth's loss goes a completion at a time
 
 
