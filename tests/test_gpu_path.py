@@ -105,13 +105,19 @@ def test_full_fine_tuning_never_loads_4_bit_weights():
         build_config(overrides={"model_name": "qwen2.5-7b", "use_lora": False, "load_in_4bit": True})
 
 
-def test_unsloth_runs_nothing_outside_the_output_dir_and_fetches_no_statistics(monkeypatch):
-    monkeypatch.delenv("UNSLOTH_DISABLE_STATISTICS", raising=False)
-    monkeypatch.setenv("UNSLOTH_COMPILE_LOCATION", "/mine")
-    quiet_unsloth()
+def test_unsloth_writes_nothing_into_the_working_dir_and_fetches_no_statistics(monkeypatch):
     import os
 
-    assert os.environ["UNSLOTH_DISABLE_STATISTICS"] == "1" and os.environ["UNSLOTH_COMPILE_LOCATION"] == "/mine"
+    from tiny_model import cache_root
+
+    monkeypatch.delenv("UNSLOTH_DISABLE_STATISTICS", raising=False)
+    monkeypatch.delenv("UNSLOTH_COMPILE_LOCATION", raising=False)
+    quiet_unsloth()
+    assert os.environ["UNSLOTH_DISABLE_STATISTICS"] == "1"
+    assert os.environ["UNSLOTH_COMPILE_LOCATION"] == str(cache_root() / "unsloth_compiled_cache")
+    monkeypatch.setenv("UNSLOTH_COMPILE_LOCATION", "/mine")  # a user's own setting wins
+    quiet_unsloth()
+    assert os.environ["UNSLOTH_COMPILE_LOCATION"] == "/mine"
 
 
 @pytest.fixture(scope="module")
