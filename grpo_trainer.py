@@ -24,7 +24,7 @@ from config import GRPOConfig, is_main_process, resolved_eval_group_size, steps_
 from data_loader import as_dataset_dict
 from errors import Interrupted, UserError, near_miss
 from grpo_tool import backend, outputs, run_dir
-from grpo_tool.trl_options import DEFAULT_OPTIMIZER
+from grpo_tool.trl_options import optimizer_name
 from json_files import write_json_atomic, write_text_atomic
 from prompt_budget import fit_to_model
 from grpo_tool.reward_guard import held_out
@@ -53,11 +53,6 @@ EVAL_METRICS = ("reward", "reward_std", "loss", "base_nll", "base_drift", "frac_
                 "completions/mean_length", "completions/min_length", "completions/max_length",
                 "completions/clipped_ratio", "completions/mean_terminated_length",
                 "completions/min_terminated_length", "completions/max_terminated_length")
-
-
-def optimizer_name(config: GRPOConfig) -> str:
-    """The optimizer a run uses: trl_options' optim, else the one every backend is given."""
-    return str(config.trl_options.get("optim", DEFAULT_OPTIMIZER))
 
 
 def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
@@ -228,7 +223,7 @@ class GRPOTrainer:
         checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
         if checkpoint and (problem := outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
                            or outputs.finished_problem(checkpoint, self.config.max_steps)
-                           or outputs.optimizer_problem(checkpoint, optimizer_name(self.config))):
+                           or outputs.optimizer_problem(checkpoint, optimizer_name(self.config.trl_options))):
             raise UserError(problem)
         data = self.prepare_data(dataset)
         if hasattr(data["train"], "__len__") and (problem := steps_problem(self.config, len(data["train"]))):

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -36,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from grpo_tool.outputs import read_json  # noqa: E402 - after the path it needs
 
 RESULTS = ROOT / "bench" / "results" / "gpu.json"
 MARK = "RESULT "
@@ -148,7 +151,7 @@ def train(run: dict, work: Path, runs_dir: Path, cpu: bool) -> dict:
     argv = ["--model", str(work / run["model"]), "--backend", run["backend"], *WORK, *run["args"],
             "--output-dir", str(output_dir)]
     plan_code, plan_error = cli(["--plan", *argv[:-1], str(runs_dir / f"{run['name']}-plan")])
-    plan = read_json(runs_dir / f"{run['name']}-plan" / "plan.json")
+    plan = read_json(runs_dir / f"{run['name']}-plan" / "plan.json", {})
     peak = {}
     if not cpu:
         saving = GRPOTrainer.save_model
@@ -185,12 +188,12 @@ def resume(run: dict, work: Path, runs_dir: Path) -> dict:
     shutil.copytree(first[0], output_dir / first[0].name, dirs_exist_ok=True)
     code, error = cli(["--model", str(work / run["model"]), "--backend", run["backend"], *WORK, "--lora",
                        "--resume-from-checkpoint", str(output_dir / first[0].name), "--output-dir", str(output_dir)])
-    state = read_json(output_dir / "final_model" / "trainer_state.json")
+    state = read_json(output_dir / "final_model" / "trainer_state.json", {})
     steps = [entry["step"] for entry in state.get("log_history", []) if "reward" in entry and "eval_reward" not in entry]
+    last_step = read_json(trained / "final_model" / "trainer_state.json", {}).get("global_step")
     return {"exit": code, "error": error if code else None, "resumed_from": first[0].name,
             "global_step": state.get("global_step"), "steps_trained": steps,
-            "same_last_step": state.get("global_step") == read_json(trained / "final_model" / "trainer_state.json").get(
-                "global_step")}
+            "same_last_step": state.get("global_step") == last_step}
 
 
 def reload_merged(runs_dir: Path) -> dict:
@@ -202,7 +205,7 @@ def reload_merged(runs_dir: Path) -> dict:
     for merged in sorted(runs_dir.glob("*/final_model/merged")):
         name = merged.parent.parent.name
         try:
-            config = read_json(merged / "config.json")
+            config = read_json(merged / "config.json", {})
             model = AutoModelForCausalLM.from_pretrained(merged, device_map="auto" if torch.cuda.is_available()
                                                          else None)
             tokenizer = AutoTokenizer.from_pretrained(merged)
@@ -216,20 +219,13 @@ def reload_merged(runs_dir: Path) -> dict:
     return {"merged": reloaded}
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def run_facts(output_dir: Path) -> dict:
     """What a finished run left: speed, the options TRL received, evaluations, logs, checkpoints, merged export."""
-    state = read_json(output_dir / "final_model" / "trainer_state.json")
+    state = read_json(output_dir / "final_model" / "trainer_state.json", {})
     history = state.get("log_history", [])
     steps = [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
     runtime = next((entry["train_runtime"] for entry in history if "train_runtime" in entry), None)
-    record = read_json(output_dir / "run_record.json")
+    record = read_json(output_dir / "run_record.json", {})
     log = (output_dir / "grpo_training.log").read_text(errors="replace") if (output_dir / "grpo_training.log").is_file() \
         else ""
     tokens = sum(entry.get("completions/mean_length", 0) * 8 for entry in steps)
@@ -351,6 +347,7 @@ def main() -> None:
     started = time.perf_counter()
     scratch = Path(args.scratch)
     work, runs_dir = scratch / "models", scratch / "runs"
+    shutil.rmtree(runs_dir, ignore_errors=True)  # an earlier check's runs: each output dir holds one run
     work.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, **ENVIRONMENT, "GRPO_TINY_MODEL_DIR": str(scratch / "tiny"),

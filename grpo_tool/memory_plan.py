@@ -40,7 +40,7 @@ from grpo_tool.backend import (BASE_COPY_MAX_PARAMETERS, CHECKPOINTING_MIN_PARAM
                                package_installed)
 from errors import UserError
 from grpo_tool.model_shapes import ModelShape, find_shape, shape_from_config
-from grpo_tool.trl_options import DEFAULT_OPTIMIZER
+from grpo_tool.trl_options import optimizer_name
 
 GB = 1024**3
 MB = 1024**2
@@ -252,7 +252,7 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
         add("LoRA weights", trainable * 4, "always", f"{trainable / 1e6:.1f}M parameters (r={config.lora_r}), fp32")
     else:
         trainable, state_bytes = shape.parameters, weight_bytes
-    optim = str(config.trl_options.get("optim", DEFAULT_OPTIMIZER))
+    optim = optimizer_name(config.trl_options)
     moments = 2 * (1 if "8bit" in optim else state_bytes)
     add("gradients", trainable * state_bytes, "always", "one per trainable parameter")
     add("optimizer state", trainable * moments, "always", f"{optim}: two moments per trainable parameter")

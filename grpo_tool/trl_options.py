@@ -40,7 +40,11 @@ SAME_ON_EVERY_BACKEND = {
     "scale_rewards": "group",  # Unsloth: "none" when loss_type dr_grpo is given
     "logging_nan_inf_filter": True,  # Unsloth: False
 }
-DEFAULT_OPTIMIZER = SAME_ON_EVERY_BACKEND["optim"]
+
+
+def optimizer_name(options: dict) -> str:
+    """The optimizer a run uses: trl_options' optim, else the one every backend is given."""
+    return str(options.get("optim", SAME_ON_EVERY_BACKEND["optim"]))
 
 # TRL options our own config sets: give our field instead, so the two can never disagree.
 MODELLED = {
