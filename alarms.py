@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from grpo_tool.reward_guard import ALL_MISSING
+
 CAPPED_SHARE = 0.8  # completions at the length cap, in the recent logs, from which on it is an alarm
 RECENT = 3  # logs that make "recent"
 FLAT_LOGS = 5  # consecutive logs with no reward spread that make an alarm
@@ -30,6 +32,7 @@ DRIFT_LIMIT = 1.0  # eval_base_drift, nats per token: how far the current model 
 NLL_RISE_LIMIT = 0.3  # eval_base_nll's rise since the first evaluation, nats per token, and at least...
 NLL_RISE_SHARE = 0.15  # ...this share of the first evaluation's value
 LENGTH_COLLAPSE = 0.5  # the recent mean completion length at most this share of the first logged one
+UNSCORED_SUFFIX = f"/{ALL_MISSING}"  # rewards/<name>/all_missing: the share of batches a component scored none of
 
 
 def train_logs(history: list[dict]) -> list[dict]:
@@ -109,6 +112,22 @@ def no_learning_signal(history: list[dict]) -> str | None:
             "group_size or the temperature (try --check-rewards)")
 
 
+def unscored_batches(history: list[dict]) -> str | None:
+    """A component that gave no score (None or NaN) to any completion of a batch: the batch trained without it (in
+    `multi` TRL had NaN for each completion, `single` counted them 0). The guard logs the share of such batches as
+    rewards/<name>/all_missing; the share of completions (rewards/<name>/missing) would hide one among scored ones."""
+    for entry in train_logs(history):
+        shares = {key[len("rewards/"):-len(UNSCORED_SUFFIX)]: value for key, value in entry.items()
+                  if key.startswith("rewards/") and key.endswith(UNSCORED_SUFFIX) and value}
+        if shares:
+            which = ", ".join(f"{name} in {share:.0%}" for name, share in shares.items())
+            return (f"a reward component scored no completion of a batch (None or NaN for each): {which} of the "
+                    f"batches logged at step {entry.get('step')}, which trained without it; return a number for each "
+                    "completion it can judge (None is for one it cannot; a dataset column read under the wrong name "
+                    "gives None for all)")
+    return None
+
+
 def nan_loss(history: list[dict]) -> str | None:
     for entry in history:
         loss = entry.get("loss")
@@ -153,7 +172,8 @@ def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
     checks = {"length_cap": capped_completions(history, max_completion_length),
               "train_up_eval_down": train_up_eval_down(history),
               "dominant_component": dominant_component(history, weights or {}),
-              "no_learning_signal": no_learning_signal(history), "nan_loss": nan_loss(history),
+              "no_learning_signal": no_learning_signal(history), "unscored_batches": unscored_batches(history),
+              "nan_loss": nan_loss(history),
               "reward_hacking": reward_hacking(history, generation_log_dir)}
     return {kind: text for kind, text in checks.items() if text}
 

@@ -13,22 +13,39 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_loader import DATASET_NAMES, SAMPLE_DATASET
+from data_loader import DATASET_CHOICES, SAMPLE_DATASET, dataset_preset_name
 from errors import UserError, near_miss
+from grpo_tool.data_files import ACCEPTED, data_path_problem
 from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_preset, resolve_model_name
 from grpo_tool.outputs import GENERATION_LOG_DIR
-from grpo_tool.trl_options import trl_option_problems
+from grpo_tool.places import unwritable
+from grpo_tool.trl_options import TRL_ALIASES, trl_option_problems, trl_word_problem
 from json_files import read_json_file, read_text_file, write_json_atomic
+from tiny_model import tiny_model_dir, tiny_reward_model_dir
 from grpo_tool.custom_rewards import reward_function_problem
 from rewards import rule_weights_problem, run_reward_config
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+
+
+# Settings that name files or folders: a leading ~ is the user's home in every one of them, as a shell would read it
+# (a shell does not, in a config file or after --flag=).
+PATH_FIELDS = ("model_name", "custom_data", "reward_config_path", "reward_model", "reward_functions",
+               "eval_reward_functions", "generation_log_dir", "output_dir", "resume_from_checkpoint")
+
+
+def expand_path(value: Any) -> Any:
+    """`value` with a leading ~ expanded (each item of a list); anything else as it is."""
+    if isinstance(value, list):
+        return [expand_path(item) for item in value]
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
 
 
 def setting(default: Any, help: str, *, choices: tuple | None = None, flags: tuple[str, ...] = ()) -> Any:
@@ -63,9 +80,10 @@ class GRPOConfig:
                                                            "are sampled, and out again after; unset: on for LoRA on "
                                                            "the CPU (unquantised weights), off elsewhere")
     # data
-    dataset_name: str = setting("ultrafeedback", "a dataset preset", choices=DATASET_NAMES, flags=("--dataset",))
-    custom_data: str | None = setting(None, "a .jsonl, .json or .parquet file (prompt + any columns, chosen/rejected, "
-                                            "question/answer, problem/solution, messages, Alpaca); replaces --dataset")
+    dataset_name: str = setting("ultrafeedback", "a dataset preset, or its hub id", choices=DATASET_CHOICES,
+                                flags=("--dataset",))
+    custom_data: str | None = setting(None, f"{ACCEPTED} (prompt + any columns, chosen/rejected, question/answer, "
+                                            "problem/solution, messages, Alpaca); replaces --dataset")
     prompt_column: str | None = setting(None, "the column that holds the prompt (text or chat messages), for a "
                                               "layout the tool does not detect; the other columns reach the rewards")
     system_prompt: str | None = setting(None, "a system message put before every prompt that has none (through the "
@@ -146,6 +164,9 @@ class GRPOConfig:
         # The original's example config says "systematic" for the per-component reward.
         if self.reward_function_type == "systematic":
             self.reward_function_type = "multi"
+        for name in PATH_FIELDS:
+            setattr(self, name, expand_path(getattr(self, name)))
+        self.dataset_name = dataset_preset_name(self.dataset_name)
 
     @property
     def four_bit(self) -> bool:
@@ -200,6 +221,9 @@ def save_config_to_file(config: GRPOConfig, path: str | os.PathLike) -> None:
     write_json_atomic(path, dataclasses.asdict(config))
 
 
+EXPONENT_NUMBER = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
 def read_settings_file(path: str | os.PathLike) -> Any:
     """A config file's content: YAML for .yaml / .yml (what TRL users write), JSON otherwise."""
     if Path(path).suffix.lower() not in (".yaml", ".yml"):
@@ -216,6 +240,8 @@ def read_settings_file(path: str | os.PathLike) -> Any:
                 raise yaml.YAMLError(f"the key {repeated[0]!r} appears twice")
             return super().construct_mapping(node, deep=deep)
 
+    # YAML 1.1 reads 1e-6 (no dot) as text; TRL's parser, and YAML 1.2, read it as the number it looks like.
+    UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_NUMBER, list("-+0123456789."))
     text = read_text_file(path, "config file")
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -223,14 +249,25 @@ def read_settings_file(path: str | os.PathLike) -> Any:
         raise UserError(f"config file {path}: not readable YAML ({str(error).splitlines()[0]})") from None
 
 
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The settings of a config file, with unknown keys and wrong types reported together."""
+def load_config_file(path: str | os.PathLike, notes: list[str] | None = None) -> dict[str, Any]:
+    """The settings of a config file, with unknown keys and wrong types reported together. TRL's names of our
+    settings (num_generations, model_name_or_path) are read as ours; TRL's words for what is set another way get
+    what to use instead, and no guess at a similar name."""
     data = read_settings_file(path)
     if not isinstance(data, dict):
         raise UserError(f"config file {path}: expected a mapping of settings (like config/example_config.json), got "
                         f"{type(data).__name__}")
-    problems = [f"unknown key {key!r}" + near_miss(str(key), FIELD_NAMES) for key in data if key not in FIELDS]
-    if problems:
+    data = dict(data)
+    for trl_name, ours in TRL_ALIASES.items():
+        if trl_name in data:
+            if ours in data:
+                raise UserError(f"config file {path}: {trl_name} (TRL's name) and {ours} say the same; keep one")
+            data[ours] = data.pop(trl_name)
+            if notes is not None:
+                notes.append(f"{trl_name} in {path} is TRL's name for {ours}")
+    problems = [trl_word_problem(str(key)) or f"unknown key {key!r}" + near_miss(str(key), FIELD_NAMES)
+                for key in data if key not in FIELDS]
+    if any(problem.startswith("unknown key") for problem in problems):
         problems.append(f"valid keys: {', '.join(FIELD_NAMES)}")
     problems += [problem for key, value in data.items() if key in FIELDS
                  for problem in [type_problem(key, value)] if problem]
@@ -293,13 +330,14 @@ def build_config(mode: str | None = None, config_file: str | None = None,
     problems = [problem for key, value in overrides.items() for problem in [type_problem(key, value)] if problem]
     if problems:
         raise UserError("; ".join(problems))
-    file_settings = load_config_file(config_file) if config_file else {}
+    file_settings = load_config_file(expand_path(config_file), notes) if config_file else {}
     mode_settings = dict(MODE_PRESETS[mode]) if mode else {}
     chosen = {**file_settings, **overrides}
     if mode == "quick_test":
         mode_settings.update(quick_test_defaults(chosen, notes))
     model_name = chosen.get("model_name", mode_settings.get("model_name", GRPOConfig.model_name))
-    dataset_name = chosen.get("dataset_name", mode_settings.get("dataset_name", GRPOConfig.dataset_name))
+    dataset_name = dataset_preset_name(chosen.get("dataset_name", mode_settings.get("dataset_name",
+                                                                                  GRPOConfig.dataset_name)))
     layers = [("the model preset", model_preset(model_name) if isinstance(model_name, str) else {}),
               ("the dataset preset", DATASET_PRESETS.get(dataset_name, {})),
               (MODE_FLAGS.get(mode, ""), mode_settings), (f"--config {config_file}", file_settings),
@@ -343,6 +381,23 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# What a launcher (accelerate launch, torchrun) sets for each process it starts, and what it must set with them.
+PROCESS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")
+
+
+def launch_problem() -> str | None:
+    """A process that the environment calls one of several, though no launcher started it: RANK or WORLD_SIZE left
+    over in a shell (or a job script), which would make it wait for processes that never come, or stay silent."""
+    given = {name: os.environ[name] for name in PROCESS_VARIABLES if name in os.environ}
+    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
+    if not given or not missing:
+        return None
+    shown = " ".join(f"{name}={value}" for name, value in given.items())
+    return (f"the environment says {shown}, but no launcher started this process ({' and '.join(missing)} unset): "
+            f"unset {' '.join(given)} for a run of one process, or start it with accelerate launch")
+
+
 def resolved_eval_group_size(config: GRPOConfig) -> int:
     """Completions per prompt at evaluation.
 
@@ -370,7 +425,9 @@ def choice_problems(config: GRPOConfig) -> list[str]:
     for name, field in FIELDS.items():
         choices, value = field.metadata["choices"], getattr(config, name)
         if choices and value not in choices:
-            problems.append(f"{name}={value!r}: use one of {', '.join(choices)}" + near_miss(str(value), choices))
+            problems.append(f"{name}={value!r}: use one of {', '.join(choices)}" + near_miss(str(value), choices)
+                            + (" (for a hub dataset without a preset, save it as files and give custom_data)"
+                               if name == "dataset_name" and "/" in str(value) else ""))
     return problems
 
 
@@ -420,8 +477,8 @@ def range_problems(config: GRPOConfig) -> list[str]:
 def path_problems(config: GRPOConfig) -> list[str]:
     """Names and files that can be checked without loading anything: model, data, rewards, checkpoint."""
     problems = [problem for problem in [model_name_problem(config.model_name)] if problem]
-    if config.custom_data is not None and not Path(config.custom_data).is_file():
-        problems.append(f"custom data {config.custom_data}: no such file (give a .jsonl, .json or .parquet file)")
+    if config.custom_data is not None and (problem := data_path_problem(config.custom_data)):
+        problems.append(problem)
     if config.reward_model not in (None, TINY_MODEL):
         problems += [problem for problem in [model_name_problem(config.reward_model, "reward model")] if problem]
     try:
@@ -441,15 +498,34 @@ def path_problems(config: GRPOConfig) -> list[str]:
     if config.metric_for_best_model and config.max_eval_samples == 0:
         problems.append(f"metric_for_best_model={config.metric_for_best_model} needs evaluations, and "
                         "max_eval_samples is 0")
-    for name, folder in (("output_dir", config.output_dir), ("generation_log_dir", config.generation_log_dir)):
-        blocked = next((path for path in [Path(folder or "."), *Path(folder or ".").parents]
+    problems += place_problems(config)
+    if config.resume_from_checkpoint not in (None, "latest") and not Path(config.resume_from_checkpoint).is_dir():
+        problems.append(f"checkpoint {config.resume_from_checkpoint}: no such directory (give a checkpoint-N "
+                        "directory from an earlier run's output dir, or 'latest')")
+    return problems
+
+
+def place_problems(config: GRPOConfig) -> list[str]:
+    """The folders a run writes in: each must be a folder (or can become one) that this process can write to. The
+    tool's cache counts only when something must be built there (the tiny models, on first use)."""
+    folders = [("output_dir", config.output_dir)]
+    if config.enable_generation_logging and config.generation_log_dir:
+        folders.append(("generation_log_dir", config.generation_log_dir))
+    tiny = [path for name, path in ((config.model_name, tiny_model_dir()), (config.reward_model,
+                                                                            tiny_reward_model_dir()))
+            if name == TINY_MODEL and not (path / "config.json").is_file()]
+    if tiny:
+        folders.append(("the tool's cache", tiny[0].parent,
+                        "set XDG_CACHE_HOME (or GRPO_TINY_MODEL_DIR) to a folder you can write to"))
+    problems = []
+    for name, folder, *fix in folders:
+        blocked = next((path for path in [Path(folder), *Path(folder).parents]
                         if path.exists() and not path.is_dir()), None)
         if blocked is not None:
             problems.append(f"{name} {folder}: {blocked} is a file, so no directory can be made there; give another "
                             "path")
-    if config.resume_from_checkpoint not in (None, "latest") and not Path(config.resume_from_checkpoint).is_dir():
-        problems.append(f"checkpoint {config.resume_from_checkpoint}: no such directory (give a checkpoint-N "
-                        "directory from an earlier run's output dir, or 'latest')")
+        elif problem := unwritable(name, folder, *fix):
+            problems.append(problem)
     return problems
 
 

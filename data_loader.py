@@ -7,12 +7,13 @@ The schemas, detected from the columns, are in grpo_tool/schemas.py. This module
 of models: fitting prompts to a tokenizer happens in the trainer.
 
 Sources: the hub datasets of the presets (through `datasets.load_dataset`, streaming optional), the bundled sample
-data (`sample`), and local `.jsonl` / `.json` / `.parquet` files in any schema.
+data (`sample`), and local data in any schema: a `.jsonl` / `.json` file (or either gzip-compressed), a `.parquet`
+file, a folder of such shards, or a folder written by datasets' `save_to_disk` (grpo_tool/data_files.py reads them).
 
 Rows that repeat an earlier prompt are dropped (many preference pairs share a prompt; GRPO samples its own
-completions, so one row per prompt is what it needs). A local file's unusable row is an error naming its line; a hub
-dataset's unusable rows are dropped and counted. A column no reward could receive under its name (`completions`,
-`trainer_state`, ...) is an error, found before any model loads.
+completions, so one row per prompt is what it needs). A local unusable row is an error naming its file (the shard,
+in a folder) and line; a hub dataset's unusable rows are dropped and counted. A column no reward could receive under
+its name (`completions`, `trainer_state`, ...) is an error, found before any model loads.
 
     data_loader, dataset = create_grpo_dataloader(dataset_name="sample", max_samples=100)
     train, evaluation = dataset["train"], dataset["eval"]
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from errors import UserError
-from grpo_tool.data_files import FILE_BUILDERS, file_rows, read_file_table, row_label
+from grpo_tool.data_files import (ACCEPTED, FILE_BUILDERS, check_json_text, data_suffix, read_table, row_place,
+                                  stream_table)
 from grpo_tool.schemas import (ROW_PROBLEM, SCHEMAS, Schema, detect_schema, passed_on, reward_column_problem,
                                schema_for)
 from messages import message_text
@@ -65,6 +67,13 @@ HUB_SOURCES = {
 }
 SAMPLE_DATASET = "sample"  # the bundled data/sample_*.jsonl
 DATASET_NAMES = (*HUB_SOURCES, SAMPLE_DATASET)
+# What dataset_name takes: a preset, or the hub id of one (TRL's dataset_name is a hub id).
+DATASET_CHOICES = (*DATASET_NAMES, *(source.repo_id for source in HUB_SOURCES.values()))
+
+
+def dataset_preset_name(name):
+    """The preset a dataset name stands for: itself, or the preset whose hub id it is."""
+    return next((preset for preset, source in HUB_SOURCES.items() if source.repo_id == name), name)
 
 
 # schemas
@@ -90,15 +99,10 @@ def prompt_key(prompt: Any):
 
 
 def convert_local_file(path: Path, prompt_column: str | None = None):
-    """A local file converted to the common shape; an unusable row is an error naming its line."""
+    """A local file or data folder converted to the common shape; an unusable row is an error naming its line."""
     import datasets
 
-    if path.suffix == ".jsonl" and path.is_file():
-        with path.open("rb") as handle:
-            if handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
-                raise UserError(f"{path}: a JSON array, not JSON Lines: rename it to .json, or write one object a line")
-
-    table = read_file_table(path)
+    table = read_table(path)
     if len(table) == 0:
         raise UserError(f"{path}: no rows; each line must be one JSON object with a 'prompt'")
     if isinstance(table.features.get("prompt"), datasets.Json):
@@ -107,12 +111,12 @@ def convert_local_file(path: Path, prompt_column: str | None = None):
     try:
         rows = convert(table, schema_for(table.column_names, table[0], prompt_column, str(path)), str(path))
     except UnicodeDecodeError:
-        file_rows(path)  # names the line that is not UTF-8
+        check_json_text(path)  # names the line that is not UTF-8
         raise
     problems = column_values(rows, ROW_PROBLEM)
     first_bad = next((index for index, problem in enumerate(problems) if problem), None)
     if first_bad is not None:
-        raise UserError(f"{path} {row_label(path, first_bad)}: {problems[first_bad]}")
+        raise UserError(f"{row_place(path, first_bad)}: {problems[first_bad]}")
     return finish(rows, str(path))
 
 
@@ -196,10 +200,13 @@ def as_dataset_dict(dataset, config: GRPOConfig):
         evaluation = dataset.get("eval", dataset.get("test", dataset.get("validation")))
         if train is None:
             raise UserError(f"the dataset has splits {', '.join(dataset)}; a 'train' split is needed")
+        train = in_common_shape(train, config, "the dataset's train split")
         if evaluation is None:
             train, evaluation = hold_out(train, config.seed)
+        else:
+            evaluation = in_common_shape(evaluation, config, "the dataset's eval split")
     elif isinstance(dataset, datasets.Dataset):
-        train, evaluation = hold_out(dataset, config.seed)
+        train, evaluation = hold_out(in_common_shape(dataset, config, "the dataset"), config.seed)
     else:
         raise UserError(f"train() takes a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
     for split, rows in (("train", train), ("eval", evaluation)):
@@ -207,6 +214,21 @@ def as_dataset_dict(dataset, config: GRPOConfig):
         if problem := reward_column_problem(columns, f"the dataset's {split} split"):
             raise UserError(problem)
     return datasets.DatasetDict({"train": train, "eval": evaluation})
+
+
+def in_common_shape(rows, config: GRPOConfig, source: str):
+    """A Dataset given to the Python API, read as a file of the same columns would be: any layout the tool detects
+    (or config.prompt_column), its bad rows named, its empty and repeated prompts dropped."""
+    if len(rows) == 0:
+        raise UserError(f"{source}: no rows")
+    if "prompt" in rows.column_names and config.prompt_column is None:
+        return rows
+    rows = convert(rows, schema_for(rows.column_names, rows[0], config.prompt_column, source), source)
+    problems = column_values(rows, ROW_PROBLEM)
+    first_bad = next((index for index, problem in enumerate(problems) if problem), None)
+    if first_bad is not None:
+        raise UserError(f"{source} row {first_bad + 1}: {problems[first_bad]}")
+    return finish(rows, source)
 
 
 def resolve_hub_source(name: str) -> HubSource | None:
@@ -226,11 +248,11 @@ def load_source(name: str, seed: int, prompt_column: str | None = None) -> tuple
         if source.eval_split is None:
             return hold_out(train, seed)
         return train, hub_split(source, source.eval_split, prompt_column)
-    path = Path(name)
-    if path.suffix in FILE_BUILDERS or path.exists():
+    path = Path(name).expanduser()
+    if data_suffix(path) in FILE_BUILDERS or path.exists():
         return hold_out(convert_local_file(path, prompt_column), seed)
     raise UserError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}, a supported hub id "
-                    f"({', '.join(s.repo_id for s in HUB_SOURCES.values())}), or a .jsonl/.json/.parquet file")
+                    f"({', '.join(s.repo_id for s in HUB_SOURCES.values())}), or {ACCEPTED}")
 
 
 # streaming
@@ -265,18 +287,15 @@ def unique_usable_rows(rows, name: str = "the stream"):
 
 
 def open_stream(name: str, prompt_column: str | None, split: str | None = None):
-    """(streamed table, its schema, its columns) of a hub dataset or a local file, nothing downloaded ahead."""
-    import datasets
-
+    """(streamed table, its schema, its columns) of a hub dataset or local data, nothing downloaded ahead."""
     source = resolve_hub_source(name)
     if source is not None:
         table = load_hub_split(source, split or source.train_split, streaming=True)
     else:
-        path = Path(name)
-        if path.suffix not in FILE_BUILDERS or not path.is_file():
-            raise UserError(f"streaming reads a hub dataset or a .jsonl/.json/.parquet file; {name!r} is neither")
-        table = datasets.load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train",
-                                      streaming=True)
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise UserError(f"streaming reads a hub dataset or local data ({ACCEPTED}); {name!r} is neither")
+        table = stream_table(path)
     first = next(readable(table, name), None)
     if first is None:
         raise UserError(f"{name}: no rows")

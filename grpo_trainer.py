@@ -24,7 +24,7 @@ from config import GRPOConfig, is_main_process, resolved_eval_group_size, steps_
 from data_loader import as_dataset_dict
 from errors import Interrupted, UserError, near_miss
 from grpo_tool import backend, outputs, run_dir
-from grpo_tool.trl_options import optimizer_name
+from grpo_tool.places import out_of_space
 from json_files import write_json_atomic, write_text_atomic
 from prompt_budget import fit_to_model
 from grpo_tool.reward_guard import held_out
@@ -78,6 +78,9 @@ class GRPOTrainer:
 
     def __init__(self, config: GRPOConfig | None = None, callbacks: list | None = None):
         """`callbacks`: extra transformers TrainerCallbacks, added to the tool's own."""
+        if config is not None and not isinstance(config, GRPOConfig):
+            raise UserError(f"GRPOTrainer takes a GRPOConfig, got {type(config).__name__} {config!r:.60}: build one "
+                            "with config.build_config(overrides={'model_name': 'tiny'}) or GRPOConfig(model_name=...)")
         self.config = config or GRPOConfig()
         self.callbacks = list(callbacks or [])
         validate_config(self.config)
@@ -97,10 +100,33 @@ class GRPOTrainer:
     # The modules that import torch, transformers, trl and peft are imported in the methods below, after
     # backend.prepare has imported Unsloth where it is the backend (the rule is in grpo_tool/__init__.py).
 
+    def check_arguments(self, training: bool = True) -> str | None:
+        """Before any model loads: TRL's arguments built from the config (a value TRL refuses is one line here, not
+        a failure at the first step), and the checkpoint checked against the run: its kind (LoRA or full weights),
+        its model's shape and its adapter's, and for training, the settings it fixes and whether anything is left to do. Returns
+        the checkpoint (or None)."""
+        from grpo_tool import trl_setup
+
+        self.machine = self.machine or backend.prepare(self.config)
+        arguments = trl_setup.effective_arguments(trl_setup.trl_arguments(self.config, self.machine, None,
+                                                                          evaluate=True, trackers=False))
+        checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
+        if checkpoint is None:
+            return None
+        problem = (outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
+                   or outputs.model_problem(checkpoint, self.config.model_name)
+                   or outputs.adapter_problem(checkpoint, self.config))
+        if training:
+            problem = problem or (outputs.finished_problem(checkpoint, self.config.max_steps)
+                                  or outputs.changed_settings_problem(checkpoint, arguments))
+        if problem:
+            raise UserError(problem)
+        return checkpoint
+
     def load_model(self, path: str | None = None):
         """Load the tokenizer and model (the configured one, or a saved model / checkpoint directory at `path`), and
         the reward model when one is configured."""
-        self.machine = backend.prepare(self.config)
+        self.machine = self.machine or backend.prepare(self.config)
         from grpo_tool import models
 
         self.model, self.tokenizer, self.model_path = models.load_policy(self.config, self.machine, path)
@@ -220,11 +246,7 @@ class GRPOTrainer:
         # others could otherwise see its fresh run record as an earlier run's; the CLI checked in every process
         # before any of them wrote).
         replacing = run_dir.check_output_dir(self.config) if is_main_process() else []
-        checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
-        if checkpoint and (problem := outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
-                           or outputs.finished_problem(checkpoint, self.config.max_steps)
-                           or outputs.optimizer_problem(checkpoint, optimizer_name(self.config.trl_options))):
-            raise UserError(problem)
+        checkpoint = self.check_arguments()
         data = self.prepare_data(dataset)
         if hasattr(data["train"], "__len__") and (problem := steps_problem(self.config, len(data["train"]))):
             raise UserError(problem)
@@ -246,6 +268,8 @@ class GRPOTrainer:
         """TRL's training loop, with Ctrl-C / SIGTERM turned into a checkpoint and TrainingInterrupted."""
         from grpo_tool.callbacks import close_progress_bars
 
+        if checkpoint and outputs.at_last_step(checkpoint, self.config.max_steps):
+            return self.finish_from(checkpoint)
         # Everything built so far (libraries, model, data) lives as long as the run: out of the cyclic garbage
         # collector's sight, so its passes during training scan only what training allocates.
         gc.collect()
@@ -259,8 +283,11 @@ class GRPOTrainer:
             raise Interrupted(f"stopped at once at step {self.trainer.state.global_step} by a second Ctrl-C; no "
                               "half-written checkpoint is left in place; the last complete one is "
                               f"{checkpoints[-1] if checkpoints else 'none'}") from None
-        except BaseException:
+        except BaseException as error:
             close_progress_bars(self.trainer)  # so an error message starts on a line of its own
+            if isinstance(error, Exception) and not isinstance(error, UserError) and out_of_space(error):
+                # A generation log, the alarms or the log file could not be written: the checkpoints still stand.
+                raise UserError(outputs.no_space_message(self.config.output_dir, "the run's files")) from None
             raise
         finally:
             self.interrupt.uninstall()
@@ -270,6 +297,23 @@ class GRPOTrainer:
             raise TrainingInterrupted(self.trainer.state.global_step, str(checkpoints[-1]) if checkpoints else None,
                                       self.interrupt.signal_number)
         return result
+
+    def finish_from(self, checkpoint: str):
+        """A run stopped after its last step (during the last evaluation, or the final save): the checkpoint's
+        weights and history, the evaluation of that step if it was cut off, and no step trained (transformers would
+        train one more)."""
+        from transformers import TrainerState
+        from transformers.trainer_utils import TrainOutput
+
+        logger.info("%s is at the run's last step: no step is left to train; finishing the run from it", checkpoint)
+        trainer = self.trainer
+        trainer._load_from_checkpoint(checkpoint)
+        trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / outputs.TRAINER_STATE_FILE))
+        step = trainer.state.global_step
+        evaluated = any(entry.get("step") == step and "eval_reward" in entry for entry in trainer.state.log_history)
+        if trainer.eval_dataset is not None and step % self.config.eval_steps == 0 and not evaluated:
+            trainer.evaluate()
+        return TrainOutput(step, float("nan"), {})
 
     def evaluate(self, dataset=None) -> dict:
         """Generate and score completions for the evaluation prompts. Outside a training run (`--eval-only`) it writes
@@ -288,30 +332,42 @@ class GRPOTrainer:
     def save_model(self, output_dir: str | None = None) -> Path:
         """Save the trained weights (the LoRA adapter when LoRA is on), the tokenizer and a model card. Everything is
         written into a sibling folder first and renamed into place, so a Ctrl-C or crash never leaves half a model."""
-        if self.model is None:
-            raise UserError("save_model() needs a model: call load_model() and train() first")
+        if self.trainer is None or self.trainer.state.global_step == 0:
+            raise UserError("save_model() saves what train() trained, and nothing has been trained yet: call train() "
+                            "first")
         target = Path(output_dir or Path(self.config.output_dir) / outputs.FINAL_MODEL_DIR)
         staging = target.with_name(f".{target.name}.partial")
+        try:
+            self.write_model(staging)
+        except BaseException as error:
+            full = isinstance(error, Exception) and out_of_space(error, staging)
+            if is_main_process():
+                shutil.rmtree(staging, ignore_errors=True)  # never half a model beside the run
+            if full:
+                raise UserError(outputs.no_space_message(self.config.output_dir, "the final model",
+                                                         staging.parent)) from None
+            raise
+        if is_main_process():
+            outputs.replace_directory(staging, target)
+            logger.info("model saved to %s", target)
+            if self.config.save_merged:
+                self.save_merged(target)
+        return target
+
+    def write_model(self, staging: Path) -> None:
+        """The weights, tokenizer, trainer state and model card, into `staging` (main process; every process takes
+        part in gathering the weights)."""
         if is_main_process():
             shutil.rmtree(staging, ignore_errors=True)
-        state = self.trainer.state if self.trainer is not None else None
-        if state is not None:
-            self.trainer.save_model(str(staging))  # every process takes part (sharded weights are gathered)
-        elif is_main_process():
-            self.model.save_pretrained(staging)
+        self.trainer.save_model(str(staging))  # every process takes part (sharded weights are gathered)
         if not is_main_process():
-            return target
-        if state is not None:
-            # The step and metric history travel with the model (--eval-only reads the step back).
-            write_json_atomic(staging / outputs.TRAINER_STATE_FILE, dataclasses.asdict(state))
+            return
+        state = self.trainer.state
+        # The step and metric history travel with the model (--eval-only reads the step back).
+        write_json_atomic(staging / outputs.TRAINER_STATE_FILE, dataclasses.asdict(state))
         self.tokenizer.save_pretrained(staging)
-        write_text_atomic(staging / "README.md", outputs.model_card(
-            self.record or self.run_record(), state.log_history if state else [], state.global_step if state else 0))
-        outputs.replace_directory(staging, target)
-        logger.info("model saved to %s", target)
-        if self.config.save_merged:
-            self.save_merged(target)
-        return target
+        write_text_atomic(staging / "README.md", outputs.model_card(self.record or self.run_record(),
+                                                                    state.log_history, state.global_step))
 
     def save_merged(self, final: Path) -> None:
         """The merged export, after the trained model is safely in place: a failure there (memory, a base that cannot

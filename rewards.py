@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from errors import UserError
-from grpo_tool.reward_guard import call_reward, clean_scores, guarded
+from grpo_tool.reward_guard import guarded
 from json_files import read_json_file
 from grpo_tool.answers import final_answer, reference_answer, same_answer
 from grpo_tool.custom_rewards import load_custom_reward, reward_name
@@ -321,10 +321,10 @@ def eval_components(specs: Sequence[str], training: list[Component]) -> list[Com
     components: list[Component] = []
     for spec in specs:
         function = load_custom_reward(spec, "--eval-reward-fn")
-        name = reward_name(function, spec)
+        name = reward_name(spec)
         if name in {c.name for c in training + components} or name in REWARD_COMPONENTS or name == REWARD_MODEL:
             raise UserError(f"--eval-reward-fn {spec!r}: a reward component is already named {name!r}; a held-out "
-                            "score needs a name of its own (its name is the metric name)")
+                            "score needs a name of its own (the name after the colon is the metric name)")
         components.append(Component(name, function, 0.0))
     return components
 
@@ -333,10 +333,10 @@ def custom_components(specs: Sequence[str], reward_config: dict) -> list[Compone
     components = []
     for spec in specs:
         function = load_custom_reward(spec)
-        name = reward_name(function, spec)
+        name = reward_name(spec)
         if name in {c.name for c in components} or name in REWARD_COMPONENTS or name == REWARD_MODEL:
             raise UserError(f"--reward-fn {spec!r}: another reward component is already named {name!r}; rename "
-                            "the function (its name is the metric name)")
+                            "the function in its file (the name after the colon is the metric name)")
         components.append(Component(name, function, float(reward_config["custom_weights"].get(name, 1.0))))
     unknown = set(reward_config["custom_weights"]) - {c.name for c in components}
     if unknown:
@@ -480,10 +480,10 @@ def build_reward_functions(components: list[Component], reward_function_type: st
 
 
 def score_completions(components: list[Component], completions: list, **columns) -> list[dict[str, float | None]]:
-    """Per-completion component scores and their weighted total, for logs and reports."""
-    per_component = {c.name: clean_scores(c.name, call_reward(c.function, completions=completions, **columns),
-                                          len(completions))
-                     for c in components}
+    """Per-completion component scores and their weighted total, for logs and reports. Scored through the guard, as
+    in training: a reward that fails here (on the evaluation prompts of the generation log) stops with the same one
+    line."""
+    per_component = {c.name: guarded(c)(completions, **columns) for c in components}
     totals = weighted_totals(components, per_component, len(completions))
     return [{**{name: values[index] for name, values in per_component.items()}, "total": totals[index]}
             for index in range(len(completions))]

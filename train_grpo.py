@@ -11,23 +11,36 @@ import argparse
 import logging
 import re
 import sys
+from pathlib import Path
 
-from config import FIELDS, build_config, is_main_process
+from config import FIELDS, build_config, expand_path, is_main_process, launch_problem
 from errors import Interrupted, UserError, near_miss
 from grpo_tool.console import ConsoleHandler, for_a_person, quiet_library_progress_bars
-from grpo_tool.flags import add_config_flags, as_typed, config_overrides, positive_number
+from grpo_tool.flags import add_config_flags, as_typed, config_overrides, positive_number, trl_flag_problem
 from grpo_tool.outputs import EarlyRecords, detach_log_files
+from grpo_tool.places import unwritable, write_failure
+
+
+OTHER_HUB_DATASET = ("a hub dataset without a preset, save it as files (datasets' to_json or save_to_disk) and give "
+                     "--custom-data PATH")
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one `error:` line (exit status 2) like every other mistake."""
 
     def error(self, message):
+        if not says_errors():
+            self.exit(2)  # every process parses the same flags; the main one says what is wrong
         if message.startswith("unrecognized arguments: "):
             unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
-            message += near_miss(unknown, [flag for action in self._actions for flag in action.option_strings])
+            if trl_word := trl_flag_problem(unknown):
+                self.exit(2, f"error: {trl_word} (see --help)\n")
+            message += near_miss(unknown, [flag for action in self._actions for flag in action.option_strings
+                                           if flag.startswith("-")])
         elif (choice := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)):
             message += near_miss(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+            if "--dataset" in message and "/" in choice.group(1):
+                message += f"; for {OTHER_HUB_DATASET}"
         self.exit(2, f"error: {message} (see --help)\n")
 
 
@@ -78,9 +91,14 @@ def config_from_args(args: argparse.Namespace, notes: list[str] | None = None):
 def setup_console_logging() -> list[logging.Handler]:
     """The console handler (a person's view), and a buffer that hands the log file what came before it."""
     quiet_library_progress_bars()
+    # A log line that cannot be written (a disk filled mid-run) must not print a traceback of its own at every
+    # record: the next checkpoint's save meets the same disk and says so in one line.
+    logging.raiseExceptions = False
     console = ConsoleHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     console.addFilter(for_a_person)
+    # transformers prints through a handler of its own (no propagation): its resume's false alarm is filtered there.
+    logging.getLogger("transformers.trainer").addFilter(for_a_person)
     early = EarlyRecords(capacity=100_000)
     root = logging.getLogger()
     root.addHandler(console)
@@ -94,12 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = []
     try:
+        if problem := launch_problem():
+            raise UserError(problem)
         if hasattr(args, "gpu_memory") and not getattr(args, "plan", False):
             raise UserError("--gpu-memory is a --plan setting (the GPU to plan for); a run uses the GPU it finds")
         if getattr(args, "report", False):
             from report import build_report
 
-            print(f"report: {build_report(getattr(args, 'output_dir', FIELDS['output_dir'].default))}")
+            output_dir = expand_path(getattr(args, "output_dir", FIELDS["output_dir"].default))
+            if Path(output_dir).is_dir() and (problem := unwritable("--report: output_dir", output_dir)):
+                raise UserError(problem)
+            print(f"report: {build_report(output_dir)}")
             return 0
         notes: list[str] = []
         config = config_from_args(args, notes)
@@ -111,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         return stop(f"error: {error}", 2)
     except Interrupted as interruption:
         return stop(f"interrupted: {interruption}", 130)
+    except OSError as error:
+        # The machine's refusals (a read-only mount, no permission, a full disk) wherever they surface; found before
+        # the model loads where that can be known (config.place_problems), here where it cannot.
+        if (line := write_failure(error)) is None:
+            raise
+        return stop(f"error: {line}", 2)
     except KeyboardInterrupt:
         # Outside the training loop (which turns Ctrl-C into a checkpoint): files, checkpoints and the final model
         # are all written whole or not at all, so there is nothing half-written to report.
@@ -123,11 +152,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def stop(line: str, status: int) -> int:
     """The last line printed, also recorded in grpo_training.log when the run has one (without a log file, logging
-    it would reach Python's fallback handler and print it twice)."""
+    it would reach Python's fallback handler and print it twice). Under a launcher only the main process says it:
+    every process checks the same settings and data, so the others would repeat it."""
     if any(isinstance(handler, logging.FileHandler) for handler in logging.getLogger().handlers):
         logging.getLogger("grpo.error").error(line)
-    print(line, file=sys.stderr)
+    if says_errors():
+        print(line, file=sys.stderr)
     return status
+
+
+def says_errors() -> bool:
+    """The main process, or one that only the environment calls another (no launcher started it: it is alone)."""
+    return is_main_process() or launch_problem() is not None
 
 
 def run(config, args: argparse.Namespace, notes: list[str]) -> int:

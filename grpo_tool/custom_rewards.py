@@ -2,7 +2,9 @@
 importable module, as `trl grpo --reward_funcs` takes them, e.g. `trl.rewards:accuracy_reward`).
 
 A name that ends in `.py`, holds a path separator or names an existing file is a file; otherwise it must be a dotted
-module name. Each function is checked to take TRL's keyword arguments before any model loads.
+module name. The name after the colon may be a function, a `functools.partial` of one, or an object with a
+`__call__(self, completions, **kwargs)` method; it is the component's name, and so its metric name. Each is checked
+to take TRL's keyword arguments before any model loads.
 
     function = load_custom_reward("trl.rewards:accuracy_reward")    # or "my_rewards.py:correctness_reward"
 """
@@ -10,12 +12,14 @@ module name. Each function is checked to take TRL's keyword arguments before any
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import inspect
 import io
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,14 +68,32 @@ def run_import(spec: str, flag: str, what: str, load: Callable[[], object]):
 
 
 def import_file(path: Path):
-    module_spec = importlib.util.spec_from_file_location(f"custom_reward_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    """The module of a reward file, imported as `python file.py` would run it: with its folder first on sys.path, so
+    `from helpers import score` finds the helpers.py beside it. Registered in sys.modules, as an import would be, so
+    that what needs a module by name (dataclasses, pickle) works in it."""
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        module_spec = importlib.util.spec_from_file_location(f"custom_reward_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_spec.name]  # as a failed import leaves no module behind
+            raise
+        return module
+    finally:
+        # The folder stays on sys.path for the rest of the run, since a reward may import its helpers only when it is
+        # first called; but last, so that a file there named like one of this tool's modules (report.py, config.py)
+        # or an installed package cannot stand in for it at a later import.
+        sys.path.remove(folder)
+        if folder not in sys.path:
+            sys.path.append(folder)
 
 
 def load_custom_reward(spec: str, flag: str = "--reward-fn") -> Callable:
-    """The function a spec names, checked to take TRL's keyword arguments."""
+    """The function (or partial, or callable object) a spec names, checked to take TRL's keyword arguments."""
     problem = reward_function_problem(spec, flag)
     if problem:
         raise UserError(problem)
@@ -81,22 +103,57 @@ def load_custom_reward(spec: str, flag: str = "--reward-fn") -> Callable:
     else:
         module = run_import(spec, flag, f"module {source}", lambda: importlib.import_module(source))
     function = getattr(module, function_name, None)
-    if not callable(function):
-        found = sorted(name for name, value in vars(module).items() if callable(value) and not name.startswith("_")
-                       and getattr(value, "__module__", None) == module.__name__)
-        raise UserError(f"{flag} {spec!r}: {source} has no function {function_name!r} "
-                        f"(functions there: {', '.join(found) or 'none'})")
+    if not callable(function) or inspect.isclass(function):
+        raise UserError(f"{flag} {spec!r}: " + not_a_reward(module, source, function_name, function))
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):  # some built-in callables hide theirs; TRL will call it all the same
         return function
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
         raise UserError(f"{flag} {spec!r}: {function_name}{signature} cannot take the keyword arguments TRL passes "
-                        "(prompts, completion_ids, trainer_state and the dataset's columns): define it as "
-                        f"def {function_name}(completions, **kwargs)")
+                        "(prompts, completion_ids, trainer_state and the dataset's columns): "
+                        + how_to_take_keywords(function, function_name))
     return function
 
 
-def reward_name(function: Callable, spec: str) -> str:
-    """The name a function logs under: its own, or the one in its spec when it has none (a functools.partial)."""
-    return getattr(function, "__name__", None) or spec.rpartition(":")[2]
+def not_a_reward(module, source: str, name: str, value) -> str:
+    """Why what a spec names cannot be called as a reward function, and what to name instead."""
+    if inspect.isclass(value):
+        # Calling the class would build an object, not return scores: the object is what scores.
+        return (f"{name} is a class; name an object of it instead: add e.g. scorer = {name}(...) to {source} and give "
+                f"{source}:scorer (the class needs a def __call__(self, completions, **kwargs))")
+    offered = ", ".join(reward_candidates(module)) or "none"
+    if value is None:
+        return f"{source} has no function {name!r} (functions there: {offered})"
+    return (f"{source} has no function {name!r} ({name} is of type {type(value).__name__}, which cannot be called); "
+            "name a function, or an object with a __call__(self, completions, **kwargs) method (functions there: "
+            f"{offered})")
+
+
+def reward_candidates(module) -> list[str]:
+    """What a spec could name in a module: its own functions, partials, and callable objects of its own classes;
+    not classes, nor what it imported."""
+    def own(value) -> bool:
+        if isinstance(value, functools.partial):
+            return True
+        if inspect.isclass(value) or not callable(value):
+            return False
+        return getattr(value, "__module__", None) == module.__name__
+
+    return sorted(name for name, value in vars(module).items() if not name.startswith("_") and own(value))
+
+
+def how_to_take_keywords(function, name: str) -> str:
+    """The fix for a reward that lacks **kwargs, said where the signature is written."""
+    if isinstance(function, functools.partial):
+        inner = getattr(function.func, "__name__", "the function")
+        return f"add **kwargs to {inner}, the function the partial calls: def {inner}(completions, ..., **kwargs)"
+    if not inspect.isroutine(function):
+        return f"define its method as def __call__(self, completions, **kwargs) in class {type(function).__name__}"
+    return f"define it as def {name}(completions, **kwargs)"
+
+
+def reward_name(spec: str) -> str:
+    """The name a reward logs under: the one its spec gives after the colon. A partial or a callable object has no
+    __name__, a lambda's is '<lambda>' and a factory's functions share one; the spec's is what the user wrote."""
+    return spec.rpartition(":")[2]

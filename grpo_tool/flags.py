@@ -16,7 +16,7 @@ import re
 import typing
 
 from config import FIELD_TYPES, FIELDS
-from grpo_tool.trl_options import parse_option
+from grpo_tool.trl_options import TRL_ALIASES, parse_option, trl_word_problem
 
 # Where each --help section starts, in field order (the config's # comments).
 SECTIONS = {"model_name": "model and backend", "dataset_name": "data", "learning_rate": "GRPO",
@@ -111,8 +111,27 @@ def add_bool_flag(group, name: str) -> None:
                            help="the opposite of " + positives[0])
 
 
+def add_trl_aliases(parser: argparse.ArgumentParser) -> None:
+    """TRL's flag for a setting of ours (--num-generations for --group-size) works as ours, out of --help's way."""
+    for trl_name, ours in TRL_ALIASES.items():
+        kind = FIELD_TYPES[ours]
+        if kind is bool or set(typing.get_args(kind)) == {bool, type(None)}:
+            parser.add_argument("--" + trl_name.replace("_", "-"), dest=ours, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        else:
+            parser.add_argument("--" + trl_name.replace("_", "-"), dest=ours, type=value_parser(ours)[0],
+                                help=argparse.SUPPRESS)
+
+
+def trl_flag_problem(flag: str) -> str | None:
+    """For a flag we do not have that is TRL's (--max-prompt-length, --lr-scheduler-type): what to give instead."""
+    return trl_word_problem(flag.removeprefix("--").replace("-", "_"), flag)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._ActionsContainer]:
-    """A flag for every config field; returns the mutually exclusive groups named in EXCLUSIVE."""
+    """A flag for every config field, and TRL's spellings of them; returns the mutually exclusive groups named in
+    EXCLUSIVE."""
+    add_trl_aliases(parser)
     group, exclusive_groups = parser, {}
     for name in FIELDS:
         if name in SECTIONS:

@@ -91,11 +91,34 @@ def local_model_problem(path: Path, what: str) -> str | None:
         return f"{what} {path}: no weights: {needs}"
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         return f"{what} {path}: no tokenizer: {needs} (save the tokenizer there too: tokenizer.save_pretrained)"
-    if what == "reward model":
-        architectures = (read_json_file(path / "config.json", "model config") or {}).get("architectures") or []
-        if architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
-            return (f"reward model {path} is a {architectures[0]}, not a sequence-classification model: its score "
-                    "head would be random. Give a reward model (e.g. one trained with TRL's RewardTrainer)")
+    return architecture_problem(read_json_file(path / "config.json", "model config") or {}, what, str(path))
+
+
+# Heads that score or fill in text and cannot generate it: a policy of only these is not a language model to train.
+CLASSIFIER_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering", "ForMaskedLM",
+                    "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining")
+
+
+def architecture_problem(model_config: dict, what: str, name: str) -> str | None:
+    """A model whose config.json says it is not the kind `what` needs: a policy must generate text (not a
+    classifier), a reward model must be a sequence classifier with one output (the score)."""
+    architectures = model_config.get("architectures") or []
+    if not architectures:
+        return None
+    if what == "model" and all(arch.endswith(CLASSIFIER_HEADS) for arch in architectures):
+        return (f"model {name} is a {architectures[0]}, a model that cannot generate text: GRPO trains a "
+                "causal language model (...ForCausalLM); if it scores answers, give it as --reward-model")
+    if what != "reward model":
+        return None
+    if not any(arch.endswith("ForSequenceClassification") for arch in architectures):
+        return (f"reward model {name} is a {architectures[0]}, not a sequence-classification model: its score "
+                "head would be random. Give a reward model (e.g. one trained with TRL's RewardTrainer)")
+    labels = model_config.get("num_labels") or len(model_config.get("id2label") or {}) or 1
+    if labels > 1:
+        names = ", ".join(str(label) for label in (model_config.get("id2label") or {}).values())
+        return (f"reward model {name} is a classifier of {labels} labels ({names}), and a reward model gives one "
+                "score (num_labels 1, as TRL's RewardTrainer saves it): give such a model, or score with this one "
+                "in a --reward-fn that returns the probability of the label you want")
     return None
 
 

@@ -25,7 +25,7 @@ from errors import UserError
 from grpo_tool import outputs
 from grpo_tool.backend import Machine
 from grpo_tool.gguf_models import converted_gguf
-from grpo_tool.model_registry import TINY_MODEL, find_gguf, resolve_model_name
+from grpo_tool.model_registry import TINY_MODEL, architecture_problem, find_gguf, resolve_model_name
 from rewards import REWARD_MODEL, Component, make_reward_model_reward
 
 logger = logging.getLogger(__name__)
@@ -190,13 +190,11 @@ def load_reward_model(config: GRPOConfig, machine: Machine, weight: float) -> Co
 
         name = str(ensure_tiny_reward_model())
     try:
-        architectures = AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code).architectures
+        model_config = AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code)
     except LOAD_ERRORS as error:
         raise load_failure(name, error, "reward model") from None
-    if architectures and not any(arch.endswith("ForSequenceClassification") for arch in architectures):
-        raise UserError(f"reward model {config.reward_model} is a {architectures[0]}, not a sequence-classification "
-                        "model: its score head would be random. Give a reward model (e.g. one trained with TRL's "
-                        "RewardTrainer)")
+    if problem := architecture_problem(model_config.to_dict(), "reward model", config.reward_model):
+        raise UserError(problem)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(

@@ -115,26 +115,102 @@ def checkpoint_kind_problem(checkpoint: str, use_lora: bool) -> str | None:
     return None
 
 
+def adapter_problem(checkpoint: str, config) -> str | None:
+    """A LoRA checkpoint resumed with another adapter shape (rank, scaling, dropout or the layers it adapts): its
+    weights would not fit the fresh adapter, or would be scaled otherwise than they were trained."""
+    adapter = read_json(Path(checkpoint) / "adapter_config.json", None)
+    if not isinstance(adapter, dict) or not config.use_lora:
+        return None
+    pairs = [("lora_r", adapter.get("r"), config.lora_r), ("lora_alpha", adapter.get("lora_alpha"), config.lora_alpha),
+             ("lora_dropout", adapter.get("lora_dropout"), config.lora_dropout)]
+    if config.lora_target_modules != "all-linear" and isinstance(adapter.get("target_modules"), list):
+        trained = sorted({str(name).rsplit(".", 1)[-1] for name in adapter["target_modules"]})
+        asked = sorted({name.strip() for name in config.lora_target_modules.split(",") if name.strip()})
+        pairs.append(("lora_target_modules", ",".join(trained), ",".join(asked)))
+    changed = [(name, was, now) for name, was, now in pairs if was is not None and was != now]
+    if not changed:
+        return None
+    return (f"checkpoint {checkpoint} holds an adapter trained with "
+            + ", ".join(f"{name}={was}" for name, was, _ in changed) + ", and this run gives "
+            + ", ".join(f"{name}={now}" for name, _, now in changed) + ": resume with the adapter's values")
+
+
 def finished_problem(checkpoint: str, max_steps: int) -> str | None:
-    """Why resuming `checkpoint` would train nothing useful: it is already at the run's last step (max_steps, or the
-    step count the checkpoint's own run planned when steps come from epochs)."""
+    """Why resuming `checkpoint` would do nothing: it is at the run's last step (max_steps, or the step count the
+    checkpoint's own run planned when steps come from epochs) and its run saved its final model from there. Without
+    that final model (a run stopped during its last evaluation or final save), the resume is what finishes the run:
+    no step is trained, and the final model is written."""
+    step = saved_step(checkpoint) or 0
+    final = Path(checkpoint).parent / FINAL_MODEL_DIR
+    if at_last_step(checkpoint, max_steps) and (saved_step(final) or 0) >= step:
+        return (f"checkpoint {checkpoint} is at step {step}, where this run ends, and its run is finished ({final} "
+                "holds the model): raise --max-steps to train further, or evaluate it with --eval-only")
+    return None
+
+
+def at_last_step(checkpoint: str, max_steps: int) -> bool:
+    """Whether `checkpoint` is at the step its run ends: max_steps, or, when steps come from epochs, the step count
+    its own run planned."""
     state = read_json(Path(checkpoint) / TRAINER_STATE_FILE, {})
-    step, planned = state.get("global_step", 0), max_steps if max_steps > 0 else state.get("max_steps", 0)
-    if planned and step >= planned:
-        return (f"checkpoint {checkpoint} is at step {step}, where this run ends (max_steps {planned}): nothing is "
-                "left to train; raise --max-steps to train further, or evaluate it with --eval-only")
-    return None
+    planned = max_steps if max_steps > 0 else state.get("max_steps", 0)
+    return bool(planned) and state.get("global_step", 0) >= planned
 
 
-def optimizer_problem(checkpoint: str, optim: str) -> str | None:
-    """A checkpoint whose optimizer state another optimizer wrote (8-bit AdamW's is not torch AdamW's): its run's
-    record, beside it, says which."""
+# TRL's arguments a checkpoint carries on: its optimizer and schedule hold the first ones (8-bit AdamW's state is not
+# torch AdamW's; the schedule's state keeps its learning rate), its place in the data depends on the others. A resume
+# that changed one would not use the new value, so it is refused rather than recorded as if it had been used.
+FIXED_BY_CHECKPOINT = ("learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay",
+                       "adam_beta1", "adam_beta2", "adam_epsilon", "optim", "optim_args", "per_device_train_batch_size",
+                       "gradient_accumulation_steps", "num_generations", "seed")
+
+
+def changed_settings_problem(checkpoint: str, arguments: dict) -> str | None:
+    """The settings, fixed by `checkpoint`, that this run's TRL `arguments` change: compared with the arguments its
+    run recorded beside it (a checkpoint moved away from its run's record cannot be compared)."""
+    from grpo_tool.trl_options import setting_name
+
     record = read_json(Path(checkpoint).parent / RUN_RECORD_FILE, {})
-    written = (record.get("trl_arguments") or {}).get("optim") if isinstance(record, dict) else None
-    if written and written != optim:
-        return (f"checkpoint {checkpoint} holds the state of the {written} optimizer, and this run would use {optim}: "
-                f"resume with --trl-option optim={written}")
-    return None
+    before = record.get("trl_arguments") if isinstance(record, dict) else None
+    if not isinstance(before, dict):
+        return None
+    changed = [name for name in FIXED_BY_CHECKPOINT if name in before and before[name] != arguments.get(name)]
+    if not changed:
+        return None
+    was = ", ".join(f"{setting_name(name)}={before[name]}" for name in changed)
+    now = ", ".join(f"{setting_name(name)}={arguments.get(name)}" for name in changed)
+    return (f"checkpoint {checkpoint} continues a run trained with {was}, and this run gives {now}: a resume carries "
+            "on the checkpoint's optimizer, schedule and place in the data, so the new value would not be used; "
+            "resume with the run's values, or start a new run (another --output-dir) to change them")
+
+
+def model_problem(checkpoint: str, model_name: str) -> str | None:
+    """A checkpoint of another model than the one configured (another size or architecture), found from the two
+    config files before any weights load."""
+    from grpo_tool.model_shapes import find_shape
+
+    try:
+        saved, configured = find_shape(checkpoint), find_shape(model_name)
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return None  # a shape that cannot be read here is left to the load
+    fields = ("hidden", "layers", "heads", "kv_heads", "intermediate", "vocab")
+    if all(getattr(saved, name) == getattr(configured, name) for name in fields):
+        return None
+    record = read_json(Path(checkpoint).parent / RUN_RECORD_FILE, {})
+    trained = record.get("model") if isinstance(record, dict) else None
+    return (f"checkpoint {checkpoint} holds a model of another shape (hidden size {saved.hidden}, {saved.layers} "
+            f"layers, vocabulary {saved.vocab}) than --model {model_name} ({configured.hidden}, {configured.layers}, "
+            f"{configured.vocab}): resume with the model it was trained from"
+            + (f" (--model {trained})" if trained else ""))
+
+
+def no_space_message(output_dir: str | Path, writing: str, folder: str | Path | None = None) -> str:
+    """What a run that filled its disk says: where, what was being written (and is removed), and how to go on."""
+    checkpoints = complete_checkpoints(output_dir)
+    advice = (f"the last complete checkpoint is {checkpoints[-1]}: free space, then resume with "
+              f"--resume-from-checkpoint {checkpoints[-1]}" if checkpoints else
+              "no checkpoint was completed: free space, then run again with --overwrite-output-dir")
+    return (f"no space left on {folder or output_dir} while writing {writing} (the half-written copy is removed); "
+            f"{advice}")
 
 
 def saved_step(model_dir: str | Path | None) -> int | None:

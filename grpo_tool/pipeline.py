@@ -21,7 +21,9 @@ from report import build_report
 
 def output_dir_lock(config: GRPOConfig):
     """The output dir's lock, held by the main process (the one that writes) while a task runs."""
-    return DirectoryLock(config.output_dir) if is_main_process() else contextlib.nullcontext()
+    if not is_main_process():
+        return contextlib.nullcontext()
+    return DirectoryLock(config.output_dir, also=(config.generation_log_dir,))
 
 
 def run_training(config: GRPOConfig) -> dict:
@@ -31,6 +33,7 @@ def run_training(config: GRPOConfig) -> dict:
     with output_dir_lock(config):
         trainer = GRPOTrainer(config)  # config checked, rewards resolved once
         data = trainer.load_data()  # every data mistake found before a model loads
+        trainer.check_arguments()  # so is every TRL option and resume mistake
         trainer.load_model()
         trainer.train(data)  # data fitted to the model, TRL trainer built, run record written, trained
         final = trainer.save_model()
@@ -68,6 +71,7 @@ def run_evaluation(config: GRPOConfig) -> dict:
     with output_dir_lock(config):
         trainer = GRPOTrainer(config)
         data = trainer.load_data()
+        trainer.check_arguments(training=False)
         trainer.load_model(checkpoint or (str(final) if saved else None))
         metrics = trainer.evaluate(data)
     metrics["model"] = trainer.model_path

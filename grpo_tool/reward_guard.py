@@ -1,5 +1,5 @@
-"""Guarding what TRL calls: a reward component that raises, returns the wrong shape or NaN stops with a message a
-person can act on, instead of a traceback from deep inside TRL.
+"""Guarding what TRL calls: a reward component that raises, exits, returns the wrong shape or NaN stops with a
+message a person can act on, instead of a traceback from deep inside TRL (or a silent exit).
 
     from rewards import Component
     function = guarded(Component("brevity", lambda completions, **kwargs: [1.0] * len(completions), 1.0))
@@ -21,14 +21,28 @@ if TYPE_CHECKING:
     from rewards import Component, RewardFunction
 
 
+# rewards/<name>/all_missing: the share of a component's batches in which it scored no completion (the batch trained
+# without it); alarms.unscored_batches reads it.
+ALL_MISSING = "all_missing"
+
+
 class RewardFunctionError(UserError):
     """A reward component raised while training: names the component, the sample and where in its code."""
 
 
-def error_location(error: BaseException, function: RewardFunction, arguments) -> str | None:
+class RewardExit(Exception):
+    """A reward function called sys.exit (or raised SystemExit). Made an ordinary exception where the function is
+    called, so that every caller (the guard, the reward check) reports it as that reward's failure instead of the
+    program ending without a word; Ctrl-C (KeyboardInterrupt) is left alone and still stops the run."""
+
+    def __init__(self, code):
+        super().__init__(f"called sys.exit({'' if code is None else repr(code)})")
+
+
+def error_location(error: BaseException, function: RewardFunction, arguments, name: str | None = None) -> str | None:
     """Where a reward function failed: the file:line of the innermost frame, or, when the call itself failed (its
     parameters do not take the arguments: a dataset column it needs is missing, say), the call with the arguments
-    it was given."""
+    it was given, under `name` (a partial or a callable object has no __name__ of its own)."""
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
         return None
@@ -37,19 +51,25 @@ def error_location(error: BaseException, function: RewardFunction, arguments) ->
             signature = str(inspect.signature(function))
         except (TypeError, ValueError):
             signature = "(...)"
-        name = getattr(function, "__name__", "the reward function")
+        name = name or getattr(function, "__name__", "the reward function")
         return f"calling {name}{signature} with {', '.join(arguments)}"
     return f"at {frames[-1].filename}:{frames[-1].lineno}"
 
 
 def describe_failure(name: str, function: RewardFunction, completions: list, kwargs: dict, error: Exception) -> str:
     index = first_failing_sample(function, completions, kwargs)
-    where = f", {location}" if (location := error_location(error, function, ["completions", *kwargs])) else ""
-    detail = f"reward component {name!r} raised {type(error).__name__}: {error}{where}"
+    where = f", {location}" if (location := error_location(error, function, ["completions", *kwargs], name)) else ""
+    if isinstance(error, RewardExit):
+        detail = f"reward component {name!r} {error}{where}"
+    else:
+        detail = f"reward component {name!r} raised {type(error).__name__}: {error}{where}"
     if index is not None:
         prompts = kwargs.get("prompts") or [None] * len(completions)
         detail += (f", on sample {index} (prompt {preview_text(prompts[index])!r}, completion "
                    f"{preview_text(completions[index])!r})")
+    if isinstance(error, RewardExit):
+        detail += (": a reward function must not end the program; return None for a completion it cannot score, or "
+                   "raise an exception to stop training with its message")
     return detail
 
 
@@ -99,14 +119,25 @@ def clean_scores(name: str, values: Any, count: int) -> list[float | None]:
 
 
 def call_reward(function: RewardFunction, **arguments):
-    """A reward function's result; an async one (TRL accepts those) is run to completion here."""
-    result = function(**arguments)
-    return asyncio.run(result) if inspect.isawaitable(result) else result
+    """A reward function's result; an async one (TRL accepts those) is run to completion here. sys.exit in it
+    becomes RewardExit, keeping the traceback that leads to the line that called it."""
+    try:
+        result = function(**arguments)
+        return asyncio.run(result) if inspect.isawaitable(result) else result
+    except SystemExit as stop:
+        raise RewardExit(stop.code).with_traceback(stop.__traceback__) from None
+
+
+def scored_nothing(scores: list[float | None]) -> bool:
+    """Whether a batch got no score at all (every one None or NaN): in `multi`, TRL then has NaN for each completion."""
+    return bool(scores) and all(score is None for score in scores)
 
 
 def guarded(component: Component) -> RewardFunction:
-    """The component's function as TRL should call it: a failure becomes an error naming component and sample, NaN
-    becomes None, and the share of missing scores is logged as rewards/<name>/missing."""
+    """The component's function as TRL should call it: a failure (an exception, or sys.exit) becomes an error naming
+    component and sample, NaN becomes None, and two shares are logged: rewards/<name>/missing, of the completions
+    without a score, and rewards/<name>/all_missing, of the batches without any.
+    Ctrl-C (KeyboardInterrupt) passes through: it must still stop the run."""
     function = component.function
 
     def call(completions, **kwargs):
@@ -120,6 +151,7 @@ def guarded(component: Component) -> RewardFunction:
         log_metric = kwargs.get("log_metric")
         if log_metric is not None and completions:
             log_metric(f"rewards/{component.name}/missing", scores.count(None) / len(scores))
+            log_metric(f"rewards/{component.name}/{ALL_MISSING}", float(scored_nothing(scores)))
         return scores
 
     # TRL names the metric after the function: the component's name, so that both reward modes log
@@ -137,7 +169,7 @@ def held_out(component: Component, training: Callable[[], bool]) -> RewardFuncti
         if training():
             return [None] * len(completions)
         scores = scorer(completions, **kwargs)
-        if completions and all(score is None for score in scores):
+        if scored_nothing(scores):
             raise RewardFunctionError(f"--eval-reward-fn {component.name} gave no score (None or NaN) for any of the "
                                       f"{len(completions)} evaluation completions: a held-out score that never "
                                       "scores measures nothing; return a number for each completion")

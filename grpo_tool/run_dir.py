@@ -51,8 +51,13 @@ def check_output_dir(config) -> list[str]:
         return []
     if not overwrite:
         shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-        raise UserError(f"output dir {output_dir} already holds a run ({shown}): add --resume-from-checkpoint latest "
-                        "to continue it, --overwrite-output-dir to replace it, or choose another --output-dir")
+        if outputs.complete_checkpoints(output_dir):
+            raise UserError(f"output dir {output_dir} already holds a run ({shown}): add --resume-from-checkpoint "
+                            "latest to continue it, --overwrite-output-dir to replace it, or choose another "
+                            "--output-dir")
+        raise UserError(f"output dir {output_dir} already holds a run that stopped before its first checkpoint "
+                        f"({shown}), so there is nothing to continue: add --overwrite-output-dir to replace it, or "
+                        "choose another --output-dir")
     return found
 
 
@@ -76,14 +81,33 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def missing_folders(folder: str | Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first: what creating it will make."""
+    path, missing = Path(os.path.abspath(folder)), []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove each of `folders` (deepest first) that is an empty directory, stopping at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 class DirectoryLock:
     """{output_dir}/.lock while a task writes there. A lock left by a process that no longer runs (on this machine)
-    is taken over; the directory is removed again on release if the lock made it and nothing else was written."""
+    is taken over. On release, the folders the task created (the output dir, `also` such as the generation log dir,
+    and their parents) are removed again when nothing was written in them."""
 
-    def __init__(self, output_dir: str | Path):
+    def __init__(self, output_dir: str | Path, also: tuple = ()):
         self.directory = Path(output_dir)
         self.path = self.directory / LOCK_FILE
-        self.created_directory = False
+        self.created = [missing_folders(folder) for folder in (output_dir, *[f for f in also if f])]
         self.held = False
 
     def holder(self) -> dict:
@@ -93,7 +117,6 @@ class DirectoryLock:
             return {}
 
     def acquire(self) -> None:
-        self.created_directory = not self.directory.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
@@ -120,8 +143,8 @@ class DirectoryLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
-        if self.created_directory and self.directory.is_dir() and not any(self.directory.iterdir()):
-            self.directory.rmdir()
+        for created in self.created:
+            remove_if_empty(created)
 
     def __enter__(self):
         self.acquire()

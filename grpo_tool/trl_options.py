@@ -16,6 +16,8 @@ import ast
 import functools
 import importlib.util
 import json
+import math
+import re
 from pathlib import Path
 
 from errors import near_miss
@@ -66,10 +68,61 @@ MODELLED = {
 }
 
 
+# Values TRL takes when its arguments are built and fails on later (at the first step, in generation) or that train
+# nothing: checked with the others, before any model loads. (lowest, highest, whether the lowest itself is allowed)
+RANGES = {
+    "num_iterations": (1, None, True), "steps_per_generation": (1, None, True),
+    "generation_batch_size": (1, None, True), "top_k": (0, None, True), "min_p": (0, 1, True),
+    "repetition_penalty": (0, None, False), "epsilon": (0, None, True), "epsilon_high": (0, None, True),
+    "delta": (0, None, False), "max_grad_norm": (0, None, True), "warmup_steps": (0, None, True),
+    "weight_decay": (0, None, True), "adam_beta1": (0, 1, True),
+    "adam_beta2": (0, 1, True), "adam_epsilon": (0, None, False), "top_entropy_quantile": (0, 1, True),
+    "ref_model_mixup_alpha": (0, 1, True), "ref_model_sync_steps": (1, None, True),
+    "num_completions_to_print": (0, None, True),
+}
+PYTHON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,),
+                "list": (list,), "None": (type(None),)}
+
+
+# TRL's words (its GRPOConfig, ModelConfig and script arguments) for settings of ours, read as ours in a config file
+# and as flags, so that a TRL recipe's settings work as written. TRL's names equal to ours need nothing.
+TRL_ALIASES = {"num_generations": "group_size", "num_generations_eval": "eval_group_size",
+               "model_name_or_path": "model_name", "use_peft": "use_lora",
+               "reward_model_name_or_path": "reward_model"}
+# TRL's words for something this tool sets another way: what to use instead.
+TRL_INSTEAD = {
+    "max_prompt_length": "max_seq_length (a prompt may take max_seq_length - max_completion_length tokens; "
+                         "prompt_overflow says whether longer ones are dropped or truncated)",
+    "dtype": "bf16", "torch_dtype": "bf16", "dataset_train_split": "custom_data (a file of the training rows)",
+    "dataset_test_split": "max_eval_samples (a preset knows its evaluation split; a file's is held out)",
+    "dataset_config": "dataset_name (a preset knows its configuration) or custom_data",
+    "reward_funcs": "reward_functions (--reward-fn FILE.py:NAME or package.module:NAME)",
+    **{name: phrase for name, phrase in MODELLED.items() if phrase != name and name not in TRL_ALIASES},
+}
+
+
+def trl_word_problem(name: str, spelled: str | None = None) -> str | None:
+    """What to use for TRL's setting `name` that is not an alias (spelled as the user spelled it), or None when it
+    is not a TRL word at all."""
+    spelled = spelled or name
+    if name in TRL_INSTEAD:
+        return f"{spelled} is TRL's setting; here use {TRL_INSTEAD[name]}"
+    if name in trl_field_names() and name not in MODELLED:
+        return (f"{spelled} is an option of TRL's own GRPOConfig that this config does not model: give it under "
+                f"trl_options (--trl-option {name}=VALUE)")
+    return None
+
+
+def setting_name(trl_name: str) -> str:
+    """How the user sets TRL's option `trl_name` here: our own setting when it is modelled, else the pass-through."""
+    return MODELLED.get(trl_name, f"trl_options.{trl_name}").split(" ")[0]
+
+
 @functools.lru_cache(maxsize=1)
-def trl_field_names() -> frozenset[str]:
-    """The field names of the installed TRL's GRPOConfig (and the TrainingArguments it extends)."""
-    names: set[str] = set()
+def trl_field_types() -> dict[str, str]:
+    """Each field of the installed TRL's GRPOConfig (and the TrainingArguments it extends), with its annotation as
+    written there."""
+    fields: dict[str, str] = {}
     for package, relative, class_name in TRL_CONFIG_SOURCES:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
@@ -77,21 +130,57 @@ def trl_field_names() -> frozenset[str]:
         tree = ast.parse(Path(spec.submodule_search_locations[0], relative).read_text(encoding="utf-8"))
         for node in tree.body:
             if isinstance(node, ast.ClassDef) and (class_name is None or node.name == class_name):
-                names.update(statement.target.id for statement in node.body
-                             if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name))
-    return frozenset(names)
+                for statement in node.body:
+                    if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+                        fields.setdefault(statement.target.id, ast.unparse(statement.annotation))
+    return fields
+
+
+def trl_field_names() -> frozenset[str]:
+    return frozenset(trl_field_types())
+
+
+def accepted_types(annotation: str) -> tuple[type, ...] | None:
+    """The Python types an annotation such as `int | None` or `Optional[float]` admits; None when it admits anything
+    or is not a plain one (TRL checks those itself)."""
+    words = re.findall(r"[A-Za-z_]+", re.sub(r"\[[^\]]*\]", "", annotation.replace("Optional[", "None|")))
+    words = [word for word in words if word not in ("Union", "Optional")]
+    if not words or any(word not in PYTHON_TYPES for word in words):
+        return None
+    return tuple(kind for word in words for kind in PYTHON_TYPES[word])
+
+
+def value_problem(name: str, value: object) -> str | None:
+    """Why TRL's option `name` cannot take `value`, from its annotation and the RANGES above; None when it can."""
+    kinds = accepted_types(trl_field_types().get(name, ""))
+    wrong_bool = isinstance(value, bool) and bool not in (kinds or ())
+    if kinds is not None and (not isinstance(value, kinds) or wrong_bool):
+        return f"trl_options: {name}={value!r} must be {trl_field_types()[name]}"
+    if name not in RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    lowest, highest, inclusive = RANGES[name]
+    if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive) or \
+            (highest is not None and value > highest):
+        bounds = f"{'at least' if inclusive else 'above'} {lowest}" + (f" and at most {highest}" if highest else "")
+        return f"trl_options: {name}={value!r} must be {bounds}" + (
+            " (each batch is trained on num_iterations times; 0 trains nothing)" if name == "num_iterations" else "")
+    return None
 
 
 def trl_option_problems(options: dict) -> list[str]:
     problems = []
     known = trl_field_names()
-    for name in options:
-        if name in MODELLED:
+    for name, value in options.items():
+        if name in TRL_INSTEAD and name not in trl_field_names():
+            problems.append(f"trl_options: {trl_word_problem(name)}")
+        elif name in MODELLED:
             problems.append(f"trl_options: {name} is set by this tool's own setting {MODELLED[name]}; set that "
                             "instead")
         elif known and name not in known:
             problems.append(f"trl_options: TRL's GRPOConfig has no option {name!r}{near_miss(name, sorted(known))}; see "
                             "https://huggingface.co/docs/trl/grpo_trainer for the options it has")
+        elif problem := value_problem(name, value):
+            problems.append(problem)
     return problems
 
 

@@ -27,7 +27,8 @@ from errors import UserError
 from grpo_tool.backend import CHECKPOINTING_MIN_PARAMETERS, Machine
 from grpo_tool.base_view import BaseView, completion_logps, per_completion
 from grpo_tool.models import model_parameters
-from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR
+from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR, no_space_message
+from grpo_tool.places import out_of_space
 from grpo_tool.trl_options import SAME_ON_EVERY_BACKEND
 
 logger = logging.getLogger(__name__)
@@ -67,11 +68,14 @@ def configure_wandb(config: GRPOConfig) -> list[str]:
     return ["wandb"]
 
 
-def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool) -> trl.GRPOConfig:
-    """TRL's GRPOConfig for this run: our fields mapped onto TRL's, then the trl_options pass-through."""
+def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool,
+                  trackers: bool = True) -> trl.GRPOConfig:
+    """TRL's GRPOConfig for this run: our fields mapped onto TRL's, then the trl_options pass-through. Before a model
+    is loaded (`model` None, to check the arguments early), the model-dependent default of gradient checkpointing is
+    left off; `trackers` False leaves W&B and TensorBoard unconfigured."""
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:
-        checkpointing = machine.cuda and model_parameters(model) >= CHECKPOINTING_MIN_PARAMETERS
+        checkpointing = machine.cuda and model is not None and model_parameters(model) >= CHECKPOINTING_MIN_PARAMETERS
     arguments = dict(
         output_dir=config.output_dir, learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
@@ -82,7 +86,7 @@ def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool) -
         seed=config.seed, bf16=machine.bf16, gradient_checkpointing=checkpointing,
         logging_steps=config.logging_steps, eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
-        report_to=configure_wandb(config) + (["tensorboard"] if config.tensorboard else []),
+        report_to=(configure_wandb(config) + (["tensorboard"] if config.tensorboard else [])) if trackers else [],
         dataloader_pin_memory=machine.cuda,
         use_cpu=not machine.cuda,  # also what lets several CPU processes train together over gloo
         ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step's loss
@@ -242,6 +246,13 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
         finally:
             torch.load = original_load
 
+    def _init_training_state(self, max_steps, *args, **kwargs):
+        """transformers takes a resumed checkpoint's logging, evaluation and save intervals over the run's own; the
+        run's own apply, as its record says."""
+        trained = super()._init_training_state(max_steps, *args, **kwargs)
+        self.state.compute_steps(self.args, max_steps)
+        return trained
+
     def _get_output_dir(self, trial):
         run_dir = super()._get_output_dir(trial)
         return os.path.join(run_dir, STAGING_DIR) if self.staging else run_dir
@@ -256,9 +267,14 @@ class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
         self.staging = True
         try:
             super()._save_checkpoint(model, trial)
-        except BaseException:  # a second Ctrl-C or a full disk: the half-written copy goes
+        except BaseException as error:  # a second Ctrl-C or a full disk: the half-written copy goes
+            full = isinstance(error, Exception) and out_of_space(error, staged)
             if self.args.should_save:
                 shutil.rmtree(staged, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(run_dir, STAGING_DIR))
+            if full:
+                raise UserError(no_space_message(run_dir, name)) from None
             raise
         finally:
             self.staging = False

@@ -106,3 +106,14 @@ def test_alarm_records_keep_the_step_an_alarm_was_first_raised_at():
     recorded = [{"id": "length_cap", "step": 30, "message": "cut off"}]
     assert alarm_records(history, recorded, max_completion_length=64) == recorded
     assert alarm_records(history, [], max_completion_length=64)[0]["step"] == 40
+
+
+def test_a_component_that_scored_no_completion_of_a_batch():
+    history = [train(1, **{"rewards/brevity/all_missing": 0.0, "rewards/never/all_missing": 0.0}),
+               train(2, **{"rewards/brevity/all_missing": 0.0, "rewards/never/all_missing": 0.25})]
+    text = find_alarms(history)["unscored_batches"]
+    assert "never in 25% of the batches logged at step 2" in text and "brevity" not in text
+    # None for some completions of every batch is TRL's convention for "skip", not an alarm; evaluations are not read.
+    scored = [train(1, **{"rewards/brevity/all_missing": 0.0, "rewards/brevity/missing": 0.5}),
+              {"step": 1, "eval_reward": 0.5, "eval_rewards/brevity/all_missing": 1.0}]
+    assert "unscored_batches" not in find_alarms(scored)

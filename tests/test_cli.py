@@ -118,9 +118,9 @@ MISTAKES = {
     "LoRA checkpoint resumed without LoRA": (["--quick-test", "--resume-from-checkpoint", "@lora_run/checkpoint-3"],
                                              "resume with --lora"),
     "finished run resumed": (["--quick-test", "--resume-from-checkpoint", "@done/checkpoint-60"],
-                             "nothing is left to train"),
+                             "its run is finished"),
     "checkpoint of another optimizer": (["--quick-test", "--resume-from-checkpoint", "@eight_bit/checkpoint-3"],
-                                        "holds the state of the adamw_8bit optimizer"),
+                                        "trained with trl_options.optim=adamw_8bit"),
     "full fine-tuning on 4-bit weights": (["--quick-test", "--no-lora", "--load-in-4bit"],
                                           "4-bit weights cannot be trained"),
     "overwrite and resume together": (["--quick-test", "--overwrite-output-dir", "--resume-from-checkpoint", "latest"],
@@ -200,7 +200,12 @@ MISTAKES = {
     "reward config with a typo": (["--quick-test", "--reward-config", "@typo_rewards.json"],
                                   "unknown key 'qualty_weight'"),
     "reward config not json": (["--quick-test", "--reward-config", "@broken_rewards.json"], "not readable JSON"),
-    "custom data is a directory": (["--quick-test", "--custom-data", "@"], "no such file"),
+    "custom data is a directory": (["--quick-test", "--custom-data", "@empty_folder"],
+                                   "empty_folder: an empty folder; use a .jsonl"),
+    "custom data folder of csv files": (["--quick-test", "--custom-data", "@csv_folder"],
+                                        "no data files in this folder (found .csv); use a .jsonl"),
+    "custom data folder mixing json and parquet": (["--quick-test", "--custom-data", "@mixed_folder"],
+                                                   "mixes JSON and Parquet shards (a.jsonl, b.parquet)"),
     "custom data is a csv": (["--quick-test", "--custom-data", "@data.csv"], "unsupported file type .csv"),
     "empty custom data": (["--quick-test", "--custom-data", "@empty.jsonl"], "no rows"),
     "chat prompt without a user turn": (["--quick-test", "--custom-data", "@system_only.jsonl"],
@@ -211,6 +216,62 @@ MISTAKES = {
     "no group in the eval batch": (["--quick-test", "--config", '{"per_device_eval_batch_size": 6, '
                                                                 '"eval_group_size": 4}'],
                                    "per_device_eval_batch_size=6"),
+    # places that cannot be written (read-only ones need a mount: tests/test_places.py)
+    "generation log dir under a csv file": (["--quick-test", "--generation-log-dir", "@data.csv/logs"],
+                                            "is a file, so no directory"),
+    # TRL's vocabulary
+    "TRL's max_prompt_length as a flag": (["--quick-test", "--max-prompt-length", "512"],
+                                          "--max-prompt-length is TRL's setting; here use max_seq_length"),
+    "TRL's max_prompt_length in a config": (["--quick-test", "--config", '{"max_prompt_length": 512}'],
+                                            "max_prompt_length is TRL's setting; here use max_seq_length"),
+    "TRL's own option as a flag": (["--quick-test", "--lr-scheduler-type", "cosine"],
+                                   "--trl-option lr_scheduler_type=VALUE"),
+    "TRL's own option in a config": (["--quick-test", "--config", '{"lr_scheduler_type": "cosine"}'],
+                                     "give it under trl_options"),
+    "TRL's report_to": (["--quick-test", "--config", '{"report_to": ["wandb"]}'], "use wandb_project / tensorboard"),
+    "TRL's name beside ours": (["--quick-test", "--config", '{"num_generations": 4, "group_size": 8}'],
+                               "num_generations (TRL's name) and group_size say the same"),
+    "TRL's alias with a bad value": (["--quick-test", "--num-generations", "3"], "--group-size 3 does not divide"),
+    "hub dataset without a preset": (["--quick-test", "--dataset", "someone/their-data"], "--custom-data PATH"),
+    # TRL options checked before any model loads
+    "TRL option that trains nothing": (["--quick-test", "--trl-option", "num_iterations=0"],
+                                       "num_iterations=0 must be at least 1"),
+    "TRL option of the wrong type": (["--quick-test", "--trl-option", "num_iterations=2.5"],
+                                     "num_iterations=2.5 must be int"),
+    "TRL option out of range": (["--quick-test", "--trl-option", "top_k=-5"], "top_k=-5 must be at least 0"),
+    "TRL option TRL refuses": (["--quick-test", "--trl-option", "generation_batch_size=7"], "TRL refused them"),
+    "TRL option of the wrong kind": (["--quick-test", "--trl-option", "mask_truncated_completions=yes"],
+                                     "must be bool"),
+    # resuming
+    "resume with another learning rate": (["--quick-test", "--resume-from-checkpoint", "@ran/checkpoint-3",
+                                           "--learning-rate", "0.01"],
+                                          "trained with learning_rate=0.003, and this run gives learning_rate=0.01"),
+    "resume with another group size": (["--quick-test", "--resume-from-checkpoint", "@ran/checkpoint-3",
+                                        "--group-size", "2"], "trained with group_size=4"),
+    "resume a checkpoint of another model": (["--quick-test", "--resume-from-checkpoint", "@other_model/checkpoint-3",
+                                              "--no-lora"], "holds a model of another shape (hidden size 576"),
+    "resume an adapter with another rank": (["--quick-test", "--lora", "--lora-r", "8", "--resume-from-checkpoint",
+                                             "@ranked/checkpoint-3"], "adapter trained with lora_r=16"),
+    "TRL's max_prompt_length as a TRL option": (["--quick-test", "--trl-option", "max_prompt_length=512"],
+                                                "here use max_seq_length"),
+    # processes
+    "stale RANK without a launcher": (["--quick-test", "--env", "RANK=1", "--env", "WORLD_SIZE=2"],
+                                      "but no launcher started this process"),
+    # reward functions as people write them
+    "reward that is a class": (["--quick-test", "--reward-fn", "@scorer_class.py:Scorer"],
+                               "Scorer is a class; name an object of it instead"),
+    "reward object without kwargs": (["--quick-test", "--reward-fn", "@strict_object.py:strict"],
+                                     "define its method as def __call__(self, completions, **kwargs) in class Strict"),
+    "reward partial without kwargs": (["--quick-test", "--reward-fn", "@strict_partial.py:says_yes"],
+                                      "add **kwargs to mentions, the function the partial calls"),
+    "reward object that cannot be called": (["--quick-test", "--reward-fn", "@settings_object.py:settings"],
+                                            "settings is of type Settings, which cannot be called"),
+    "held-out score that is a class": (["--quick-test", "--eval-reward-fn", "@scorer_class.py:Scorer"],
+                                       "--eval-reward-fn"),
+    # models that are not what they seem
+    "2-label classifier as the reward model": (["--quick-test", "--reward-model", "@two_labels"],
+                                               "a classifier of 2 labels (NEGATIVE, POSITIVE)"),
+    "classifier as the policy": (["--quick-test", "--model", "@two_labels"], "a model that cannot generate text"),
 }
 
 # Files the mistakes above point at ("@name"), written into each test's own folder.
@@ -222,6 +283,11 @@ MISTAKE_FILES = {
     "typo_rewards.json": '{"qualty_weight": 0.5}',
     "broken_rewards.json": '{"accuracy_weight": ',
     "data.csv": "prompt,chosen\nhello,hi\n",
+    "empty_folder/.keep": "",  # hidden files are no data: the folder counts as empty
+    "csv_folder/a.csv": "prompt,chosen\nhello,hi\n",
+    "csv_folder/b.csv": "prompt,chosen\nbye,ciao\n",
+    "mixed_folder/a.jsonl": '{"prompt": "hello"}\n',
+    "mixed_folder/b.parquet": "",
     "empty.jsonl": "",
     "system_only.jsonl": '{"prompt": [{"role": "system", "content": "Be brief."}]}\n'
                          '{"prompt": [{"role": "user", "content": "Hi"}]}\n',
@@ -249,7 +315,28 @@ MISTAKE_FILES = {
     "lora_run/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
     "lora_run/checkpoint-3/adapter_config.json": "{}",
     "done/checkpoint-60/trainer_state.json": '{"global_step": 60, "max_steps": 60}',
+    "done/final_model/trainer_state.json": '{"global_step": 60}',
     "eight_bit/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
+    "scorer_class.py": "class Scorer:\n    def __call__(self, completions, **kwargs):\n        return [0.0] * len(completions)\n",
+    "strict_object.py": "class Strict:\n    def __call__(self, completions):\n        return [0.0] * len(completions)\n\n\n"
+                        "strict = Strict()\n",
+    "strict_partial.py": "import functools\n\n\ndef mentions(completions, word):\n    return [0.0] * len(completions)\n\n\n"
+                         "says_yes = functools.partial(mentions, word='yes')\n",
+    "settings_object.py": "class Settings:\n    pass\n\n\nsettings = Settings()\n",
+    "ranked/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
+    "ranked/checkpoint-3/adapter_config.json": '{"r": 16, "lora_alpha": 16, "lora_dropout": 0.0}',
+    "ran/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
+    "ran/run_record.json": '{"model": "tiny", "trl_arguments": {"learning_rate": 0.003, "num_generations": 4, '
+                           '"optim": "adamw_torch_fused"}}',
+    "other_model/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
+    "other_model/checkpoint-3/config.json": '{"model_type": "llama", "architectures": ["LlamaForCausalLM"], '
+                                            '"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, '
+                                            '"num_key_value_heads": 3, "intermediate_size": 1536, '
+                                            '"vocab_size": 49152}',
+    "two_labels/config.json": '{"model_type": "llama", "architectures": ["LlamaForSequenceClassification"], '
+                              '"id2label": {"0": "NEGATIVE", "1": "POSITIVE"}}',
+    "two_labels/model.safetensors": "",
+    "two_labels/tokenizer.json": "{}",
     "eight_bit/run_record.json": '{"trl_arguments": {"optim": "adamw_8bit"}}',
 }
 BINARY_FILES = {"latin1.json": b'{"output_dir": "caf\xe9"}'}
@@ -259,6 +346,10 @@ BINARY_FILES = {"latin1.json": b'{"output_dir": "caf\xe9"}'}
 def test_mistakes_end_in_one_error_line(tmp_path, monkeypatch, name):
     monkeypatch.setenv("GRPO_DATASET_MIRROR", str(tmp_path / "empty-mirror"))
     args, fragment = MISTAKES[name]
+    while "--env" in args:  # an environment variable the mistake is made with, not a flag
+        at = args.index("--env")
+        monkeypatch.setenv(*args[at + 1].split("=", 1))
+        args = args[:at] + args[at + 2:]
     args = [write_config(tmp_path, arg) if arg.startswith(("{", "[")) else arg for arg in args]
     for name, content in {**MISTAKE_FILES, **BINARY_FILES}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

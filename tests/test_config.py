@@ -182,3 +182,33 @@ def test_presets_are_complete():
         assert set(preset) <= set(config_module.FIELD_NAMES), name
     for mode in config_module.MODE_PRESETS.values():
         assert set(mode) <= set(config_module.FIELD_NAMES)
+
+
+def test_trl_names_of_our_settings_work_in_a_config_file_and_as_flags(tmp_path):
+    (tmp_path / "trl.yaml").write_text("model_name_or_path: tiny\nnum_generations: 4\nuse_peft: true\n"
+                                       "learning_rate: 1e-6\ntrl_options:\n  epsilon: 2e-1\n")
+    notes = []
+    config = build_config(config_file=str(tmp_path / "trl.yaml"), overrides={"dataset_name": "sample"}, notes=notes)
+    assert (config.model_name, config.group_size, config.use_lora) == ("tiny", 4, True)
+    # PyYAML reads 1e-6 as text; TRL's parser reads it as the number, and so does this one.
+    assert config.learning_rate == 1e-6 and config.trl_options == {"epsilon": 0.2}
+    assert "num_generations in " + str(tmp_path / "trl.yaml") + " is TRL's name for group_size" in notes
+    flags = from_flags("--model-name-or-path", "tiny", "--num-generations", "2", "--batch-size", "4")
+    assert (flags.model_name, flags.group_size) == ("tiny", 2)
+    assert "--num-generations" not in build_parser().format_help()  # TRL's spellings stay out of --help
+
+
+@pytest.mark.parametrize("key, fragment", [("max_prompt_length", "use max_seq_length"),
+                                           ("lr_scheduler_type", "give it under trl_options"),
+                                           ("report_to", "use wandb_project / tensorboard"),
+                                           ("eval_strategy", "use eval_steps")])
+def test_trl_words_for_what_is_set_another_way_say_what_to_use_and_guess_nothing(tmp_path, key, fragment):
+    with pytest.raises(UserError) as error:
+        load_config_file(write(tmp_path, {key: 1}))
+    assert fragment in str(error.value) and "did you mean" not in str(error.value)
+    assert "valid keys" not in str(error.value)
+
+
+def test_a_preset_datasets_hub_id_is_the_preset():
+    config = build_config(overrides={"model_name": "tiny", "dataset_name": "openai/gsm8k"})
+    assert config.dataset_name == "gsm8k" and config.reward_config_name == "verifiable"  # the preset's reward too

@@ -17,7 +17,7 @@ MODULES = ["grpo_tool.pipeline", "report", "grpo_tool.outputs", "alarms", "confi
            "grpo_tool.example_models", "grpo_tool.model_registry", "grpo_tool.data_files", "grpo_tool.flags", "grpo_tool.models",
            "grpo_tool.reward_guard", "grpo_tool.sampling", "grpo_tool.trl_setup", "grpo_tool.memory_plan",
            "grpo_tool.model_shapes", "grpo_tool.base_view", "grpo_tool.answers", "grpo_tool.schemas",
-           "grpo_tool.custom_rewards"]
+           "grpo_tool.custom_rewards", "grpo_tool.places"]
 
 
 def example(module) -> str:

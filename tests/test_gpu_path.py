@@ -263,10 +263,10 @@ def test_a_failed_merged_export_keeps_the_trained_model(monkeypatch, tmp_path, c
 
 
 def test_a_checkpoint_of_another_optimizer_is_refused(tmp_path):
-    from grpo_tool.outputs import optimizer_problem
+    from grpo_tool.outputs import changed_settings_problem
 
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "run_record.json").write_text(json.dumps({"trl_arguments": {"optim": "adamw_8bit"}}))
-    assert "holds the state of the adamw_8bit optimizer" in optimizer_problem(str(tmp_path / "checkpoint-3"),
-                                                                           "adamw_torch_fused")
-    assert optimizer_problem(str(tmp_path / "checkpoint-3"), "adamw_8bit") is None
+    problem = changed_settings_problem(str(tmp_path / "checkpoint-3"), {"optim": "adamw_torch_fused"})
+    assert "trained with trl_options.optim=adamw_8bit" in problem and "gives trl_options.optim=adamw_torch_fused" in problem
+    assert changed_settings_problem(str(tmp_path / "checkpoint-3"), {"optim": "adamw_8bit"}) is None

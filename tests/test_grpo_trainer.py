@@ -199,3 +199,24 @@ def test_unsloth_is_imported_before_transformers_trl_and_peft(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert "AFTER [] CODE 2" in result.stdout, result.stdout + result.stderr[-3000:]
     assert "fake unsloth: no weights here" in result.stderr
+
+
+def test_the_python_api_checks_its_arguments_with_the_cli_messages(tmp_path):
+    import datasets
+
+    from config import build_config
+    from errors import UserError
+    from grpo_trainer import GRPOTrainer
+
+    with pytest.raises(UserError, match="GRPOTrainer takes a GRPOConfig, got str 'tiny'"):
+        GRPOTrainer("tiny")
+    trainer = GRPOTrainer(build_config(mode="quick_test", overrides={"output_dir": str(tmp_path / "out")}))
+    with pytest.raises(UserError, match=r"the dataset: unrecognised columns \(text\)"):
+        trainer.load_data(datasets.Dataset.from_list([{"text": f"t{i}"} for i in range(10)]))
+    # A layout the command line reads is read the same from a Dataset: GSM8K's question/answer.
+    data = trainer.load_data(datasets.Dataset.from_list([{"question": f"{i} + 1?", "answer": f"... #### {i + 1}"}
+                                                         for i in range(20)]))
+    assert data["train"][0]["answer"] == str(int(data["train"][0]["prompt"].split()[0]) + 1)
+    with pytest.raises(UserError, match="nothing has been trained yet: call train"):
+        trainer.save_model()
+    assert not (tmp_path / "out").exists()

@@ -129,6 +129,44 @@ def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     assert logged_steps(output_dir / "generation_logs") == [10, 20, 30]
 
 
+@pytest.mark.parametrize("mistake", [["--batch-size", "0"], ["--batch-siz", "8"]])
+def test_a_mistake_under_the_launcher_is_one_line_from_the_main_process(tmp_path, mistake):
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(ROOT / "config/accelerate/cpu_2proc.yaml"), "--main_process_port", "29533",
+              str(ROOT / "train_grpo.py"), "--quick-test", "--output-dir", str(tmp_path / "out")]
+    result = subprocess.run([*launch, *mistake], capture_output=True, text=True, timeout=600)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--batch-size" in errors[0], result.stderr[-3000:]
+    assert result.returncode == 1  # the launcher's own status for a failed process (README: several processes)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_the_last_evaluation_is_finished_by_the_advised_resume(tmp_path):
+    from transformers import TrainerCallback
+
+    from conftest import run_main
+    from config import build_config
+    from grpo_trainer import GRPOTrainer, TrainingInterrupted
+
+    class CtrlCInLastEvaluation(TrainerCallback):
+        def on_prediction_step(self, args, state, control, **kwargs):
+            if state.global_step == state.max_steps and not getattr(self, "sent", False):
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    flags = ["--quick-test", "--max-steps", "6", "--eval-steps", "3", "--save-steps", "3", "--output-dir",
+             str(tmp_path / "out")]
+    config = build_config(mode="quick_test", overrides={"max_steps": 6, "eval_steps": 3, "save_steps": 3,
+                                                        "output_dir": str(tmp_path / "out")})
+    with pytest.raises(TrainingInterrupted) as stopped:
+        GRPOTrainer(config, callbacks=[CtrlCInLastEvaluation()]).train()
+    assert stopped.value.step == 6 and stopped.value.checkpoint.endswith("checkpoint-6")
+    resumed = run_main(*flags, "--resume-from-checkpoint", stopped.value.checkpoint)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "done: 6 steps" in resumed.stdout and not (tmp_path / "out" / "checkpoint-7").exists()
+    assert (tmp_path / "out" / "final_model" / "config.json").is_file()
+
+
 def test_secrets_never_reach_the_files(tmp_path):
     secrets = {"WANDB_API_KEY": "wandb-secret-0123456789abcdef", "HF_TOKEN": "hf_secretTOKEN0123456789"}
     config = tmp_path / "run.json"
@@ -190,7 +228,7 @@ def test_ctrl_c_while_the_model_loads_prints_one_line_and_leaves_nothing(tmp_pat
     lines = result.stderr.strip().splitlines()
     # The data is read before the model loads, so its start-up lines come first; the interruption is one line.
     assert lines[-1] == "interrupted: stopped by Ctrl-C outside training; nothing was left half-written"
-    assert [line.split(":")[0] for line in lines[:-1]] == ["rewards", "data"], lines
+    assert [line.split(":")[0] for line in lines[:-1]] == ["rewards", "data", "backend"], lines
     assert not (tmp_path / "out").exists()
 
 

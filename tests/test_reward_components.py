@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from conftest import FIXTURES, run_main
 from errors import UserError
 from reward_check import check_groups, check_pairs, warnings_for
-from grpo_tool.reward_guard import RewardFunctionError, guarded
+from grpo_tool.reward_guard import RewardFunctionError, guarded, held_out
 from grpo_tool.custom_rewards import load_custom_reward
 from rewards import (DEFAULT_REWARD_CONFIG, Component, build_reward_functions, custom_components, describe_rewards,
                      load_reward_config, make_reward_model_reward, resolve_rewards, reward_preset_names, rule_components,
                      validate_reward_config)
 
 CUSTOM = FIXTURES / "custom_rewards.py"
+WRITTEN = FIXTURES / "reward_pkg" / "my_rewards.py"  # an object, a partial, helpers imported from beside it
 CONFIG = validate_reward_config({})
 
 
@@ -57,6 +59,42 @@ def test_an_importable_function_by_its_dotted_path():
                    [{"role": "assistant", "content": "\\boxed{3}"}]]
     assert accuracy(completions, solution=["$0.5$", "$0.5$"]) == [1.0, 0.0]
     assert custom_components(["trl.rewards:accuracy_reward"], CONFIG)[0].name == "accuracy_reward"
+
+
+def test_an_object_and_a_partial_load_score_and_take_the_name_the_spec_gives():
+    components = custom_components([f"{WRITTEN}:near_ten_words", f"{WRITTEN}:says_the"], CONFIG)
+    assert [c.name for c in components] == ["near_ten_words", "says_the"]
+    functions, _ = build_reward_functions(components, "multi")
+    assert [f.__name__ for f in functions] == ["near_ten_words", "says_the"]  # what TRL names the metrics by
+    completions = ["one two three four five six seven eight nine ten", [{"role": "assistant", "content": "The end"}]]
+    assert functions[0](completions) == [1.0, pytest.approx(1 / 9)]
+    assert functions[1](completions) == [0.0, 1.0]
+
+
+def test_a_reward_file_imports_the_helpers_beside_it_now_and_when_first_called(monkeypatch):
+    # helpers.py is imported with the file, late_helpers.py only inside the reward: its folder stays findable.
+    monkeypatch.delitem(sys.modules, "late_helpers", raising=False)
+    (component,) = custom_components([f"{WRITTEN}:ends_a_sentence"], CONFIG)
+    assert guarded(component)(["Done.", "not done"]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("source, name, fragment", [
+    ("class Scorer:\n    def __call__(self, completions, **kwargs):\n        return [0.0] * len(completions)\n",
+     "Scorer", "Scorer is a class; name an object of it instead: add e.g. scorer = Scorer(...) to"),
+    ("class Scorer:\n    def __call__(self, completions):\n        return [0.0] * len(completions)\n"
+     "scorer = Scorer()\n",
+     "scorer", "define its method as def __call__(self, completions, **kwargs) in class Scorer"),
+    ("import functools\ndef mentions(completions, word):\n    return [0.0] * len(completions)\n"
+     "says_yes = functools.partial(mentions, word='yes')\n",
+     "says_yes", "add **kwargs to mentions, the function the partial calls"),
+    ("class Settings:\n    pass\nsettings = Settings()\n",
+     "settings", "has no function 'settings' (settings is of type Settings, which cannot be called)"),
+])
+def test_objects_and_partials_that_cannot_be_rewards_say_how_to_fix_them(tmp_path, source, name, fragment):
+    (tmp_path / "r.py").write_text(source)
+    with pytest.raises(UserError) as error:
+        load_custom_reward(f"{tmp_path / 'r.py'}:{name}")
+    assert fragment in str(error.value)
 
 
 @pytest.mark.parametrize("spec, fragment", [
@@ -150,7 +188,42 @@ def test_nan_becomes_none_and_is_counted():
     function = guarded(Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 1.0))
     scores = function(["sure", "unsure", "sure", "unsure"], log_metric=logged.__setitem__)
     assert scores == [1.0, None, 1.0, None]
-    assert logged == {"rewards/picky_reward/missing": 0.5}
+    assert logged == {"rewards/picky_reward/missing": 0.5, "rewards/picky_reward/all_missing": 0.0}
+
+
+def test_a_batch_without_any_score_is_counted_for_the_alarm():
+    logged = {}
+    function = guarded(Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 1.0))
+    assert function(["unsure", "unsure"], log_metric=logged.__setitem__) == [None, None]
+    assert logged == {"rewards/picky_reward/missing": 1.0, "rewards/picky_reward/all_missing": 1.0}
+
+
+def test_a_held_out_score_that_scores_nothing_is_still_an_error():
+    function = held_out(Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 0.0), lambda: False)
+    with pytest.raises(RewardFunctionError, match="gave no score \\(None or NaN\\) for any of the 2 evaluation"):
+        function(["unsure", "unsure"])
+
+
+def test_a_component_that_exits_is_an_error_and_ctrl_c_still_stops():
+    def quitter(completions, **kwargs):
+        if any("stop" in completion for completion in completions):
+            sys.exit(3)
+        return [0.0] * len(completions)
+
+    function = guarded(Component("quitter", quitter, 1.0))
+    with pytest.raises(RewardFunctionError) as error:
+        function(["fine", "stop here"], prompts=["p0", "Say stop"])
+    message = str(error.value)
+    assert message.startswith("reward component 'quitter' called sys.exit(3), at ")
+    assert "on sample 1 (prompt 'Say stop', completion 'stop here')" in message
+    assert message.endswith("a reward function must not end the program; return None for a completion it cannot "
+                            "score, or raise an exception to stop training with its message")
+
+    def interrupted(completions, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        guarded(Component("interrupted", interrupted, 1.0))(["a"])
 
 
 def test_wrong_number_of_scores_is_an_error():
@@ -286,6 +359,51 @@ def test_training_stops_with_the_failing_component_named(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: reward component 'crash_reward' raised RuntimeError: bug in my reward")
     assert f"{crash}:2" in last and "on sample 0" in last
+
+
+def test_a_reward_that_calls_sys_exit_while_training_is_one_error_line(tmp_path):
+    quitter = tmp_path / "quitter.py"
+    quitter.write_text("import sys\n\n\ndef quitter(completions, **kwargs):\n    sys.exit(3)\n")
+    result = run_main("--quick-test", "--max-steps", "2", "--reward-fn", f"{quitter}:quitter", "--output-dir",
+                      str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: reward component 'quitter' called sys.exit(3), at {quitter}:5, on sample 0")
+    assert "a reward function must not end the program" in lines[-1]
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
+
+
+@pytest.fixture(scope="module")
+def written_run(tmp_path_factory):
+    """A multi run of rewards written as people write them, one of which never scores (the alarm's case)."""
+    output_dir = tmp_path_factory.mktemp("written") / "out"
+    result = run_main("--quick-test", "--reward-function", "multi", "--max-steps", "4", "--logging-steps", "1",
+                      *[flag for name in ("near_ten_words", "says_the", "ends_a_sentence", "never_scores")
+                        for flag in ("--reward-fn", f"{WRITTEN}:{name}")],
+                      "--output-dir", str(output_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((output_dir / "final_model" / "trainer_state.json").read_text())["log_history"]
+    return output_dir, result, history
+
+
+def test_an_object_a_partial_and_a_file_with_helpers_train_under_their_names(written_run):
+    _, _, history = written_run
+    train = [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
+    assert len(train) == 4
+    for name in ("near_ten_words", "says_the", "ends_a_sentence"):
+        assert all(0 <= entry[f"rewards/{name}/mean"] <= 1 for entry in train), name
+        assert all(entry[f"rewards/{name}/all_missing"] == 0 for entry in train), name
+
+
+def test_a_component_that_never_scores_warns_once_and_raises_an_alarm(written_run):
+    output_dir, result, history = written_run
+    train = [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
+    assert all(entry["rewards/never_scores/all_missing"] == 1.0 for entry in train)
+    (alarm,) = [a for a in json.loads((output_dir / "alarms.json").read_text()) if a["id"] == "unscored_batches"]
+    assert alarm["step"] == 1 and "never_scores in 100% of the batches logged at step 1" in alarm["message"]
+    assert "says_the" not in alarm["message"]
+    # On the console once, though every one of the 4 logs shows it.
+    assert result.stderr.count("alarm unscored_batches (step 1): a reward component scored no completion") == 1
 
 
 def test_a_training_run_with_every_kind_of_component(tmp_path):

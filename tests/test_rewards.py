@@ -1,12 +1,14 @@
 """Each reward component on literal completions, both completion shapes, and the single / multi wiring."""
 
 import json
+import sys
 
 import pytest
 
 from errors import UserError
 from config import GRPOConfig
-from rewards import (DEFAULT_REWARD_CONFIG, build_reward_functions, load_reward_config, resolve_rewards,
+from grpo_tool.reward_guard import RewardFunctionError
+from rewards import (DEFAULT_REWARD_CONFIG, Component, build_reward_functions, load_reward_config, resolve_rewards,
                      make_accuracy_reward, make_length_reward, make_quality_reward, reward_preset_names,
                      rule_components, score_completions, validate_reward_config, word_overlap)
 
@@ -108,6 +110,14 @@ def test_single_logs_each_component_mean():
     assert logged["rewards/quality/mean"] == pytest.approx(0.5)
     assert logged["rewards/accuracy/mean"] == pytest.approx(0.5)
     assert logged["rewards/length/missing"] == 0
+
+
+def test_scores_for_the_logs_go_through_the_guard():
+    def quitter(completions, **kwargs):
+        sys.exit(3)
+
+    with pytest.raises(RewardFunctionError, match="reward component 'quitter' called sys.exit\\(3\\)"):
+        score_completions([Component("quitter", quitter, 1.0)], ["a"], prompts=["p"])
 
 
 def test_every_shipped_reward_config_loads(tmp_path):

@@ -90,3 +90,47 @@ def test_the_lock_removes_a_directory_it_made_and_nothing_else_filled(tmp_path):
         with pytest.raises(UserError, match="in use by another run"):
             DirectoryLock(tmp_path / "new").acquire()
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_is_not_offered_a_resume(used_dir, tmp_path):
+    copy = tmp_path / "out"
+    subprocess.run(["cp", "-r", str(used_dir), str(copy)], check=True)
+    subprocess.run(["rm", "-r", str(copy / "checkpoint-2"), str(copy / "final_model")], check=True)
+    last = run_main(*SHORT, "--output-dir", str(copy)).stderr.strip().splitlines()[-1]
+    assert "stopped before its first checkpoint" in last and "--overwrite-output-dir" in last
+    assert "--resume-from-checkpoint" not in last
+
+
+def test_a_resume_applies_new_intervals_and_refuses_a_new_learning_rate(used_dir, tmp_path):
+    copy = tmp_path / "out"
+    subprocess.run(["cp", "-r", str(used_dir), str(copy)], check=True)
+    refused = run_main(*SHORT, "--max-steps", "4", "--learning-rate", "0.01", "--output-dir", str(copy),
+                       "--resume-from-checkpoint", "latest")
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and "learning_rate=0.003, and this run gives learning_rate=0.01" in last
+    result = run_main(*SHORT, "--max-steps", "4", "--logging-steps", "1", "--output-dir", str(copy),
+                      "--resume-from-checkpoint", "latest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((copy / "final_model" / "trainer_state.json").read_text())
+    # The checkpoint said every 2 steps; the run (and its record) say 1, and 1 is what was used.
+    assert state["logging_steps"] == 1 and {3, 4} <= {entry["step"] for entry in state["log_history"] if "loss" in entry}
+    record = json.loads((copy / "run_record.json").read_text())
+    assert record["config"]["logging_steps"] == 1 and record["trl_arguments"]["logging_steps"] == 1
+
+
+def test_a_failed_run_removes_the_empty_folders_it_made(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\n{oops\n')
+    result = run_main(*SHORT, "--custom-data", str(bad), "--output-dir", str(tmp_path / "a" / "b" / "c"),
+                      "--generation-log-dir", str(tmp_path / "logs" / "here"))
+    assert result.returncode == 2 and "bad.jsonl line 2" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def test_a_leading_tilde_is_the_home_folder_in_every_path_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data.jsonl").write_text("".join(f'{{"prompt": "q{i}?"}}\n' for i in range(20)))
+    (tmp_path / "run.json").write_text(json.dumps({"output_dir": "~/runs/first", "custom_data": "~/data.jsonl"}))
+    result = run_main("--quick-test", "--plan", "--config", "~/run.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs" / "first" / "plan.json").is_file()
