@@ -515,13 +515,16 @@ def place_problems(config: GRPOConfig) -> list[str]:
                                                                             tiny_reward_model_dir()))
             if name == TINY_MODEL and not (path / "config.json").is_file()]
     if tiny:
-        folders.append(("the tool's cache", tiny[0].parent,
+        folders.append(("the tool's cache", tiny[0],
                         "set XDG_CACHE_HOME (or GRPO_TINY_MODEL_DIR) to a folder you can write to"))
     problems = []
     for name, folder, *fix in folders:
         blocked = next((path for path in [Path(folder), *Path(folder).parents]
-                        if path.exists() and not path.is_dir()), None)
-        if blocked is not None:
+                        if (path.exists() or path.is_symlink()) and not path.is_dir()), None)
+        if blocked is not None and blocked.is_symlink() and not blocked.exists():
+            problems.append(f"{name} {folder}: {blocked} is a link to {os.readlink(blocked)}, which does not exist; "
+                            "create that folder or give another path")
+        elif blocked is not None:
             problems.append(f"{name} {folder}: {blocked} is a file, so no directory can be made there; give another "
                             "path")
         elif problem := unwritable(name, folder, *fix):

@@ -218,7 +218,12 @@ def as_dataset_dict(dataset, config: GRPOConfig):
 
 def in_common_shape(rows, config: GRPOConfig, source: str):
     """A Dataset given to the Python API, read as a file of the same columns would be: any layout the tool detects
-    (or config.prompt_column), its bad rows named, its empty and repeated prompts dropped."""
+    (or config.prompt_column), its bad rows named, its empty and repeated prompts dropped. A stream is taken as it
+    is: it was built from the configured data, already in the common shape."""
+    import datasets
+
+    if not isinstance(rows, datasets.Dataset):
+        return rows
     if len(rows) == 0:
         raise UserError(f"{source}: no rows")
     if "prompt" in rows.column_names and config.prompt_column is None:

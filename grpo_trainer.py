@@ -102,24 +102,22 @@ class GRPOTrainer:
 
     def check_arguments(self, training: bool = True) -> str | None:
         """Before any model loads: TRL's arguments built from the config (a value TRL refuses is one line here, not
-        a failure at the first step), and the checkpoint checked against the run: its kind (LoRA or full weights),
-        its model's shape and its adapter's, and for training, the settings it fixes and whether anything is left to do. Returns
-        the checkpoint (or None)."""
-        from grpo_tool import trl_setup
-
+        a failure at the first step), and for training, the checkpoint to resume checked against the run: its kind
+        (LoRA or full weights), its model's shape and its adapter's, the settings it fixes, and whether anything is
+        left to do. Returns the checkpoint (or None)."""
         self.machine = self.machine or backend.prepare(self.config)
+        from grpo_tool import trl_setup  # after backend.prepare: Unsloth, where it is the backend, comes first
+
         arguments = trl_setup.effective_arguments(trl_setup.trl_arguments(self.config, self.machine, None,
                                                                           evaluate=True, trackers=False))
         checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
-        if checkpoint is None:
-            return None
-        problem = (outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
-                   or outputs.model_problem(checkpoint, self.config.model_name)
-                   or outputs.adapter_problem(checkpoint, self.config))
-        if training:
-            problem = problem or (outputs.finished_problem(checkpoint, self.config.max_steps)
-                                  or outputs.changed_settings_problem(checkpoint, arguments))
-        if problem:
+        if checkpoint is None or not training:
+            return checkpoint  # an evaluation loads the checkpoint as it is
+        if problem := (outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
+                       or outputs.model_problem(checkpoint, self.config.model_name)
+                       or outputs.adapter_problem(checkpoint, self.config)
+                       or outputs.finished_problem(checkpoint, self.config.max_steps)
+                       or outputs.changed_settings_problem(checkpoint, arguments)):
             raise UserError(problem)
         return checkpoint
 
@@ -185,10 +183,13 @@ class GRPOTrainer:
         hooks.append(callbacks.AlarmCallback({c.name: c.weight for c in self.components}, config.max_completion_length,
                                              (log_dir or config.effective_generation_log_dir) if logging_on else None))
         self.interrupt = callbacks.InterruptCallback()
-        self.trainer = trl_setup.StagedCheckpointGRPOTrainer(
-            model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
-            eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
-            callbacks=[*hooks, self.interrupt, *self.callbacks])
+        try:
+            self.trainer = trl_setup.StagedCheckpointGRPOTrainer(
+                model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
+                eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
+                callbacks=[*hooks, self.interrupt, *self.callbacks])
+        except Exception as error:  # noqa: BLE001 - passed on unless an option of TRL's own may be the cause
+            raise trl_setup.options_refused(config, error, "to build its trainer") or error
         built["trainer"] = self.trainer
         if cast := trl_setup.keep_trainable_weights_in_fp32(self.model):
             logger.info("kept %d trainable weight tensors in float32 (TRL had cast them to 16 bits)", cast)
@@ -288,6 +289,11 @@ class GRPOTrainer:
             if isinstance(error, Exception) and not isinstance(error, UserError) and out_of_space(error):
                 # A generation log, the alarms or the log file could not be written: the checkpoints still stand.
                 raise UserError(outputs.no_space_message(self.config.output_dir, "the run's files")) from None
+            if isinstance(error, Exception) and not isinstance(error, UserError) and self.trainer.state.global_step == 0:
+                from grpo_tool.trl_setup import options_refused
+
+                if refused := options_refused(self.config, error, "at the first step"):
+                    raise refused from None
             raise
         finally:
             self.interrupt.uninstall()

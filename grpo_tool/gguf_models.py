@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def converted_gguf(path: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, struct.error) as error:
         raise UserError(f"model {path}: this GGUF file cannot be read by transformers ({str(error).splitlines()[0]}); "
                         "its architecture may not be supported for GGUF (Llama, Qwen2, Gemma, Mistral are)") from None
     set_special_tokens(tokenizer, model, gguf_metadata(path))

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import struct
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from safetensors import SafetensorError
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                           BitsAndBytesConfig)
 
@@ -32,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 # Errors a loader raises for a model it cannot load (a missing file, a bad config, a model type or combination the
 # backend does not support, a timeout); each becomes one error line. CUDA running out of memory is a RuntimeError too.
-LOAD_ERRORS = (OSError, ValueError, RuntimeError, NotImplementedError, TimeoutError)
+# What loading a model raises for files that are not what they seem: a cut-off safetensors file (SafetensorError), a
+# cut-off GGUF header (struct.error), besides the usual missing, malformed or unsupported ones.
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, NotImplementedError, TimeoutError, struct.error, SafetensorError)
 
 
 def linear_layer_names(model) -> list[str]:

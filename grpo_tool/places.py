@@ -15,7 +15,8 @@ from pathlib import Path
 # Why a write failed, in words, by errno: the failures that are the machine's, not a bug of the tool.
 WRITE_FAILURES = {errno.EROFS: "a read-only file system", errno.EACCES: "permission denied",
                   errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the device",
-                  errno.EDQUOT: "the disk quota is used up"}
+                  errno.EDQUOT: "the disk quota is used up",
+                  errno.EBUSY: "it is in use (a mount point, or held by another program)"}
 FULL = (errno.ENOSPC, errno.EDQUOT)
 # torch.save reports a full disk as "unexpected pos"; safetensors and tokenizers name the OS error in their text.
 FULL_WORDS = ("no space left", "os error 28", "disk quota exceeded", "storagefull", "file write failed")

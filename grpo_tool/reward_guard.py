@@ -109,10 +109,12 @@ def clean_scores(name: str, values: Any, count: int) -> list[float | None]:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise RewardFunctionError(f"reward component {name!r} returned {value!r}; scores must be numbers or "
+            raise RewardFunctionError(f"reward component {name!r} returned {value!r:.80}; scores must be numbers or "
                                       "None") from None
+        except OverflowError:  # an int beyond a float's range
+            number = math.inf
         if math.isinf(number):
-            raise RewardFunctionError(f"reward component {name!r} returned {value!r}; scores must be finite (an "
+            raise RewardFunctionError(f"reward component {name!r} returned {value!r:.80}; scores must be finite (an "
                                       "infinite reward makes every advantage NaN or 0 and the run learns nothing)")
         cleaned.append(None if math.isnan(number) else number)
     return cleaned

@@ -78,7 +78,15 @@ RANGES = {
     "weight_decay": (0, None, True), "adam_beta1": (0, 1, True),
     "adam_beta2": (0, 1, True), "adam_epsilon": (0, None, False), "top_entropy_quantile": (0, 1, True),
     "ref_model_mixup_alpha": (0, 1, True), "ref_model_sync_steps": (1, None, True),
-    "num_completions_to_print": (0, None, True),
+    "num_completions_to_print": (0, None, True), "dataloader_num_workers": (0, None, True),
+}
+# TRL's text options with a fixed set of values that it checks only when a step uses them (trl 1.14.2,
+# trl/trainer/grpo_trainer.py), and the booleans its config maps onto them.
+CHOICES = {
+    "scale_rewards": ("group", "batch", "none", True, False),
+    "importance_sampling_level": ("token", "sequence"),
+    "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum"),
+    "vllm_importance_sampling_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),
 }
 PYTHON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,),
                 "list": (list,), "None": (type(None),)}
@@ -152,6 +160,11 @@ def accepted_types(annotation: str) -> tuple[type, ...] | None:
 
 def value_problem(name: str, value: object) -> str | None:
     """Why TRL's option `name` cannot take `value`, from its annotation and the RANGES above; None when it can."""
+    if name in CHOICES:
+        if value in CHOICES[name]:
+            return None
+        words = [str(choice).lower() if isinstance(choice, bool) else choice for choice in CHOICES[name]]
+        return f"trl_options: {name}={value!r}: use one of {', '.join(words)}" + near_miss(str(value), words)
     kinds = accepted_types(trl_field_types().get(name, ""))
     wrong_bool = isinstance(value, bool) and bool not in (kinds or ())
     if kinds is not None and (not isinstance(value, kinds) or wrong_bool):

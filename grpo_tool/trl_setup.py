@@ -111,6 +111,17 @@ def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool,
     return args
 
 
+def options_refused(config: GRPOConfig, error: Exception, when: str) -> UserError | None:
+    """A failure while TRL builds its trainer or takes its first step, when the run passed options of TRL's own: one
+    line naming them, since such a value is the likeliest cause (TRL checks many only where it uses them). None when
+    no option was passed: the failure is then the tool's, and keeps its traceback."""
+    if not config.trl_options:
+        return None
+    return UserError(f"trl_options {config.trl_options}: TRL failed {when} with {type(error).__name__}: "
+                     f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else '(no message)'}; check "
+                     "these values against https://huggingface.co/docs/trl/grpo_trainer")
+
+
 def same_on_every_backend(config: GRPOConfig) -> dict:
     """The options Unsloth's config would otherwise change, with TRL's values (trl_options.SAME_ON_EVERY_BACKEND), and
     epsilon_high made explicit: TRL reads an unset one as epsilon, Unsloth's config as 0.28 after an explicit DAPO."""

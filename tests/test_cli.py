@@ -240,6 +240,8 @@ MISTAKES = {
                                      "num_iterations=2.5 must be int"),
     "TRL option out of range": (["--quick-test", "--trl-option", "top_k=-5"], "top_k=-5 must be at least 0"),
     "TRL option TRL refuses": (["--quick-test", "--trl-option", "generation_batch_size=7"], "TRL refused them"),
+    "TRL option outside its choices": (["--quick-test", "--trl-option", "scale_rewards=maybe"],
+                                       "scale_rewards='maybe': use one of group, batch, none"),
     "TRL option of the wrong kind": (["--quick-test", "--trl-option", "mask_truncated_completions=yes"],
                                      "must be bool"),
     # resuming

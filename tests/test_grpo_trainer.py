@@ -192,7 +192,9 @@ def test_unsloth_is_imported_before_transformers_trl_and_peft(tmp_path):
 
     (tmp_path / "unsloth").mkdir()
     (tmp_path / "unsloth" / "__init__.py").write_text(FAKE_UNSLOTH)
+    # TRL's arguments, built before the model loads, select the (pretended) device.
     script = ("import sys, torch\ntorch.cuda.is_available = lambda: True\ntorch.cuda.is_bf16_supported = lambda: True\n"
+              "torch.cuda.set_device = lambda device: None\n"
               f"sys.path[:0] = [{str(tmp_path)!r}, {str(ROOT)!r}]\nimport train_grpo\n"
               f"code = train_grpo.main(['--quick-test', '--output-dir', {str(tmp_path / 'o')!r}])\n"
               "print('AFTER', sys.modules['unsloth'].IMPORTED_AFTER, 'CODE', code)")

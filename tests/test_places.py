@@ -134,3 +134,10 @@ def test_a_full_disk_at_a_checkpoint_is_caught_without_a_mount(tmp_path, monkeyp
     line = one_error_line(run_main(*SHORT, "--output-dir", str(run)))
     assert "while writing checkpoint-6" in line and f"--resume-from-checkpoint {run}/checkpoint-3" in line
     assert not (run / ".staging").exists()
+
+
+def test_an_output_dir_through_a_dangling_link_is_one_line(tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    line = one_error_line(run_main("--quick-test", "--output-dir", str(tmp_path / "link" / "run")))
+    assert f"{tmp_path / 'link'} is a link to {tmp_path / 'gone'}, which does not exist" in line
+    assert not (tmp_path / "gone").exists()

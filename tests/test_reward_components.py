@@ -433,3 +433,13 @@ def test_a_reward_model_alone_may_carry_all_the_weight(tmp_path):
     assert config.reward_model == "tiny"
     with pytest.raises(UserError, match="every reward component has weight 0"):
         build_config(mode="quick_test", overrides={"reward_config_path": str(rules_off)})
+
+
+@pytest.mark.parametrize("scores, fragment", [([float("inf"), 0.0], "scores must be finite"),
+                                              ([10 ** 400, 0.0], "scores must be finite"),
+                                              (["high", 0.0], "scores must be numbers or None")])
+def test_scores_that_are_no_finite_numbers_are_one_error(scores, fragment):
+    from grpo_tool.reward_guard import RewardFunctionError, clean_scores
+
+    with pytest.raises(RewardFunctionError, match=fragment):
+        clean_scores("odd", scores, 2)
