@@ -518,6 +518,11 @@ def place_problems(config: GRPOConfig) -> list[str]:
         folders.append(("the tool's cache", tiny[0],
                         "set XDG_CACHE_HOME (or GRPO_TINY_MODEL_DIR) to a folder you can write to"))
     problems = []
+    if config.custom_data and Path(config.custom_data).is_dir():
+        data, output = Path(config.custom_data).resolve(), Path(config.output_dir).resolve()
+        if output == data or data in output.parents:
+            problems.append(f"output_dir {config.output_dir} is inside the data folder {config.custom_data}: the run's "
+                            "files would be read as data next time; give an output dir outside it")
     for name, folder, *fix in folders:
         blocked = next((path for path in [Path(folder), *Path(folder).parents]
                         if (path.exists() or path.is_symlink()) and not path.is_dir()), None)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from config import FIELDS, build_config, expand_path, is_main_process, launch_problem
@@ -30,6 +33,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         if not says_errors():
+            linger()
             self.exit(2)  # every process parses the same flags; the main one says what is wrong
         if message.startswith("unrecognized arguments: "):
             unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
@@ -111,6 +115,7 @@ def setup_console_logging() -> list[logging.Handler]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = []
+    previous = terminate_as_interrupt()
     try:
         if problem := launch_problem():
             raise UserError(problem)
@@ -143,11 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Outside the training loop (which turns Ctrl-C into a checkpoint): files, checkpoints and the final model
         # are all written whole or not at all, so there is nothing half-written to report.
-        return stop("interrupted: stopped by Ctrl-C outside training; nothing was left half-written", 130)
+        return stop("interrupted: stopped by Ctrl-C or SIGTERM outside training; nothing was left half-written", 130)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
         detach_log_files()
+
+
+def terminate_as_interrupt():
+    """SIGTERM (a scheduler's stop, `timeout`) outside the training loop unwinds as Ctrl-C does, so that the lock and
+    the folders the run made are removed; training installs its own handler, which saves a checkpoint first. Returns
+    the handler it replaced (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(number, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def stop(line: str, status: int) -> int:
@@ -158,7 +178,18 @@ def stop(line: str, status: int) -> int:
         logging.getLogger("grpo.error").error(line)
     if says_errors():
         print(line, file=sys.stderr)
+    else:
+        linger()
     return status
+
+
+QUIET_LINGER_SECONDS = 3.0
+
+
+def linger() -> None:
+    """A process that stops quietly waits a moment first: the launcher stops every process once one has ended, and
+    the main one, meeting the same mistake a moment later, must have printed it by then."""
+    time.sleep(QUIET_LINGER_SECONDS)
 
 
 def says_errors() -> bool:

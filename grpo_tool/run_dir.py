@@ -47,6 +47,11 @@ def check_output_dir(config) -> list[str]:
     if overwrite and resume:
         raise UserError("--overwrite-output-dir replaces the earlier run and --resume-from-checkpoint continues it: "
                         "give one of them")
+    if found and resume not in (None, "latest") and \
+            Path(resume).resolve().parent != Path(output_dir).resolve():
+        raise UserError(f"output dir {output_dir} holds a run ({', '.join(found[:4])}), and checkpoint {resume} is "
+                        "another run's: resuming it there would mix the two runs; give an --output-dir of its own, or "
+                        "--resume-from-checkpoint one of this dir's checkpoints")
     if not found or resume:
         return []
     if not overwrite:
@@ -132,10 +137,14 @@ class DirectoryLock:
                                     f"end or choose another --output-dir (if that run is gone, delete {self.path})")
                 self.path.unlink(missing_ok=True)  # a dead run's lock, or one cut off while being written
                 continue
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
-            self.held = True
+            self.held = True  # from here on release() removes it, also when writing the holder fails (full disk)
+            try:
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+            except BaseException:
+                self.release()
+                raise
             return
         raise UserError(f"output dir {self.directory}: could not take its lock {self.path}")
 

@@ -227,7 +227,7 @@ def test_ctrl_c_while_the_model_loads_prints_one_line_and_leaves_nothing(tmp_pat
     assert result.returncode == 130
     lines = result.stderr.strip().splitlines()
     # The data is read before the model loads, so its start-up lines come first; the interruption is one line.
-    assert lines[-1] == "interrupted: stopped by Ctrl-C outside training; nothing was left half-written"
+    assert lines[-1] == "interrupted: stopped by Ctrl-C or SIGTERM outside training; nothing was left half-written"
     assert [line.split(":")[0] for line in lines[:-1]] == ["rewards", "data", "backend"], lines
     assert not (tmp_path / "out").exists()
 

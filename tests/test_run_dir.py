@@ -134,3 +134,22 @@ def test_a_leading_tilde_is_the_home_folder_in_every_path_setting(tmp_path, monk
     result = run_main("--quick-test", "--plan", "--config", "~/run.json")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "runs" / "first" / "plan.json").is_file()
+
+
+def test_another_runs_checkpoint_is_not_resumed_into_a_used_dir(used_dir, tmp_path):
+    copy = tmp_path / "out"
+    subprocess.run(["cp", "-r", str(used_dir), str(copy)], check=True)
+    (copy / "checkpoint-2").rename(tmp_path / "checkpoint-2")  # now another dir's checkpoint
+    before = snapshot(copy)
+    last = run_main(*SHORT, "--max-steps", "4", "--output-dir", str(copy), "--resume-from-checkpoint",
+                    str(tmp_path / "checkpoint-2")).stderr.strip().splitlines()[-1]
+    assert "is another run's: resuming it there would mix the two runs" in last
+    assert snapshot(copy) == before
+
+
+def test_an_output_dir_inside_the_data_folder_is_refused(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "part-0.jsonl").write_text("".join(f'{{"prompt": "q{i}?"}}\n' for i in range(20)))
+    last = run_main(*SHORT, "--custom-data", str(tmp_path / "data"), "--output-dir",
+                    str(tmp_path / "data" / "run")).stderr.strip().splitlines()[-1]
+    assert "is inside the data folder" in last and not (tmp_path / "data" / "run").exists()
