@@ -1,11 +1,14 @@
-"""The run configuration: one dataclass, its presets, and the single place where settings are layered and checked.
+"""The run configuration: the single place where settings are layered and checked. The fields themselves (the
+`GRPOConfig` dataclass, imported from here) are in grpo_tool/settings.py.
 
 Settings are layered in one order, later layers winning: dataclass defaults < model and dataset presets <
 mode (`--quick-test` / `--production`) < `--config` file (JSON or YAML) < flags the user gave. A value the user gave
 also beats what a lower layer set in its place: `--epochs` drops a mode's `max_steps`, and the other way round.
 
     config = create_default_config("llama-3.1-8b", "ultrafeedback")
-    save_config_to_file(config, "my_config.json")    # loads back with --config my_config.json
+    assert config.model_name == "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"    # the checkpoint the preset stands for
+    save_config_to_file(config, "my_config.json")
+    assert build_config(config_file="my_config.json") == config    # loads back with --config my_config.json
 """
 
 from __future__ import annotations
@@ -16,180 +19,30 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_loader import DATASET_CHOICES, SAMPLE_DATASET, dataset_preset_name
-from errors import UserError, near_miss
-from grpo_tool.data_files import ACCEPTED, data_path_problem
-from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_preset, resolve_model_name
-from grpo_tool.outputs import GENERATION_LOG_DIR
-from grpo_tool.places import unwritable
-from grpo_tool.trl_options import TRL_ALIASES, trl_option_problems, trl_word_problem
-from json_files import read_json_file, read_text_file, write_json_atomic
-from tiny_model import tiny_model_dir, tiny_reward_model_dir
 from grpo_tool.custom_rewards import reward_function_problem
-from rewards import rule_weights_problem, run_reward_config
+from grpo_tool.data_files import data_path_problem
+from grpo_tool.datasets import DATASET_PRESETS, SAMPLE_DATASET, dataset_preset_name
+from grpo_tool.errors import UserError, near_miss
+from grpo_tool.json_files import read_json_file, read_text_file, write_json_atomic
+from grpo_tool.launch import world_size
+from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_preset, resolve_model_name
+from grpo_tool.places import unwritable
+from grpo_tool.reward_config import rule_weights_problem, run_reward_config
+from grpo_tool.settings import (
+    ALTERNATIVES,
+    FIELD_NAMES,
+    FIELD_TYPES,
+    FIELDS,
+    GRPOConfig,
+    expand_path,
+    resolved_eval_group_size,
+)
+from grpo_tool.tiny_model import tiny_model_dir, tiny_reward_model_dir
+from grpo_tool.trl_options import TRL_ALIASES, trl_option_problems, trl_word_problem
 
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
-
-
-# Settings that name files or folders: a leading ~ is the user's home in every one of them, as a shell would read it
-# (a shell does not, in a config file or after --flag=).
-PATH_FIELDS = ("model_name", "custom_data", "reward_config_path", "reward_model", "reward_functions",
-               "eval_reward_functions", "generation_log_dir", "output_dir", "resume_from_checkpoint")
-
-
-def expand_path(value: Any) -> Any:
-    """`value` with a leading ~ expanded (each item of a list); anything else as it is."""
-    if isinstance(value, list):
-        return [expand_path(item) for item in value]
-    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
-
-
-def setting(default: Any, help: str, *, choices: tuple | None = None, flags: tuple[str, ...] = ()) -> Any:
-    """A config field with what the command line needs: its help, its choices, and the original's flag spellings
-    (`--field-name` is always generated as well). See train_grpo.build_parser."""
-    metadata = {"help": help, "choices": choices, "flags": flags}
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-@dataclass
-class GRPOConfig:
-    # model
-    model_name: str = setting("llama-3.1-8b", "a preset (llama-3.1-8b, llama-3.1-70b, gemma-2-9b, qwen2.5-7b, tiny), "
-                              "a Hugging Face model id, or a local model directory", flags=("--model",))
-    backend: str = setting("auto", "auto: Unsloth on a CUDA GPU when installed, else transformers + peft",
-                           choices=("auto", "unsloth", "transformers"))
-    trust_remote_code: bool = setting(False, "run model code shipped with a hub checkpoint (only ones you trust)")
-    max_seq_length: int = setting(2048, "tokens of prompt + completion; longer prompts are dropped or truncated")
-    load_in_4bit: bool = setting(True, "4-bit base weights (bitsandbytes) for a LoRA run on a CUDA GPU (QLoRA); full "
-                                       "fine-tuning trains float32 weights, the CPU full precision")
-    use_lora: bool = setting(True, "train a LoRA adapter (on) or every weight (off)", flags=("--lora",))
-    lora_r: int = setting(16, "LoRA rank")
-    lora_alpha: int = setting(16, "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")
-    lora_dropout: float = setting(0.0, "dropout on the LoRA path, in [0, 1)")
-    lora_target_modules: str = setting("all-linear", "all-linear, or comma-separated module names such as q_proj,v_proj")
-    bf16: bool | None = setting(None, "bfloat16 compute; unset: on for CUDA GPUs that support it, off on the CPU")
-    gradient_checkpointing: bool | None = setting(None, "recompute activations to save memory; unset: on for CUDA "
-                                                        "models of 100M+ parameters")
-    merge_lora_for_generation: bool | None = setting(None, "fold the LoRA update into the weights while completions "
-                                                           "are sampled, and out again after; unset: on for LoRA on "
-                                                           "the CPU (unquantised weights), off elsewhere")
-    # data
-    dataset_name: str = setting("ultrafeedback", "a dataset preset, or its hub id", choices=DATASET_CHOICES,
-                                flags=("--dataset",))
-    custom_data: str | None = setting(None, f"{ACCEPTED} (prompt + any columns, chosen/rejected, question/answer, "
-                                            "problem/solution, messages, Alpaca); replaces --dataset")
-    prompt_column: str | None = setting(None, "the column that holds the prompt (text or chat messages), for a "
-                                              "layout the tool does not detect; the other columns reach the rewards")
-    system_prompt: str | None = setting(None, "a system message put before every prompt that has none (through the "
-                                              "chat template; text models get it as a first paragraph)")
-    max_samples: int | None = setting(None, "training prompts kept after conversion; unset: all")
-    max_eval_samples: int = setting(100, "evaluation prompts kept; each evaluation generates for all of them")
-    streaming: bool = setting(False, "read the training data while training runs; needs --max-steps")
-    prompt_format: str = setting("auto", "auto: chat messages when the tokenizer has a chat template, else text",
-                                 choices=("auto", "chat", "text"))
-    prompt_overflow: str = setting("drop", "prompts over max_seq_length - max_completion_length tokens",
-                                   choices=("drop", "truncate"))
-    # grpo
-    learning_rate: float = setting(5e-6, "peak learning rate")
-    num_train_epochs: float = setting(1.0, "passes over the training prompts (replaced by --max-steps)",
-                                      flags=("--epochs",))
-    max_steps: int = setting(-1, "optimizer steps to run; -1: as many as --epochs needs")
-    per_device_train_batch_size: int = setting(8, "completions (not prompts) per device per forward pass, as in TRL",
-                                               flags=("--batch-size",))
-    per_device_eval_batch_size: int = setting(8, "completions per device per evaluation batch")
-    gradient_accumulation_steps: int = setting(4, "forward passes per optimizer step")
-    group_size: int = setting(8, "completions sampled per prompt (TRL's num_generations); at least 2")
-    eval_group_size: int | None = setting(None, "completions per prompt at evaluation; unset: group_size if the eval "
-                                                "batch allows")
-    max_completion_length: int = setting(256, "tokens generated per completion at most")
-    temperature: float = setting(1.0, "sampling temperature for completions, above 0")
-    top_p: float = setting(1.0, "nucleus sampling mass, in (0, 1]")
-    beta: float = setting(0.0, "KL coefficient against the reference model; 0 loads no reference model")
-    gamma: float = setting(1.0, "discount over turns; every episode is one completion, so only 1.0 is meaningful")
-    loss_type: str = setting("dapo", "TRL's loss", choices=LOSS_TYPES)
-    use_vllm: bool = setting(False, "generate completions with vLLM (CUDA and the vllm package needed)")
-    vllm_mode: str = setting("colocate", "colocate: vLLM shares the GPU; server: a separate `trl vllm-serve`",
-                             choices=("colocate", "server"))
-    vllm_gpu_memory_utilization: float = setting(0.3, "colocate: the share of GPU memory vLLM may take, in (0, 1)")
-    seed: int = setting(42, "seed for data order, sampling and weight initialisation")
-    trl_options: dict = setting({}, "options of TRL's own GRPOConfig that this config does not model, KEY=VALUE "
-                                    "(value read as JSON, else text), e.g. scale_rewards=batch; repeatable",
-                                flags=("--trl-option",))
-    # rewards
-    reward_function_type: str = setting("single", "one weighted reward (single) or one TRL reward per component "
-                                                  "(multi)", choices=("single", "multi"), flags=("--reward-function",))
-    reward_config_name: str | None = setting(None, "a reward preset in config/rewards/; unset: balanced, or none "
-                                                   "when --reward-fn / --reward-model give rewards of your own")
-    reward_config_path: str | None = setting(None, "a reward config JSON file, or a preset name; replaces "
-                                                   "reward_config_name", flags=("--reward-config",))
-    reward_model: str | None = setting(None, "a sequence-classification model (hub id, directory, or tiny) as one "
-                                             "more component (weight: reward_model_weight)")
-    reward_functions: list = setting([], "a reward function FILE.py:FUNCTION or package.module:FUNCTION taking "
-                                         "(completions, **kwargs); repeatable (weights: custom_weights); alone, it "
-                                         "replaces the default preset", flags=("--reward-fn",))
-    eval_reward_functions: list = setting([], "a held-out score FILE.py:FUNCTION(completions, **kwargs) computed at "
-                                              "each evaluation only, never trained on; logged as "
-                                              "eval_rewards/<function>/mean; repeatable", flags=("--eval-reward-fn",))
-    metric_for_best_model: str | None = setting(None, "keep the checkpoint best at this evaluation metric (never "
-                                                      "rotated away; named in trainer_state.json): an "
-                                                      "--eval-reward-fn or reward function's name, reward, base_nll, "
-                                                      "base_drift, or another metric an evaluation logs; lower wins "
-                                                      "for *nll, *drift and *loss")
-    # logging
-    logging_steps: int = setting(10, "optimizer steps between metric logs")
-    eval_steps: int = setting(50, "optimizer steps between evaluations (each writes a generation log)")
-    save_steps: int = setting(100, "optimizer steps between checkpoints")
-    save_total_limit: int | None = setting(3, "checkpoints kept; unset: all")
-    enable_generation_logging: bool = setting(True, "write generation logs at each evaluation",
-                                              flags=("--enable-generation-logging", "--disable-generation-logging"))
-    generation_log_dir: str | None = setting(None, "where generation logs go; unset: {output_dir}/generation_logs")
-    max_generation_samples: int = setting(5, "prompts per generation log")
-    wandb_project: str | None = setting(None, "log to this Weights & Biases project; unset: W&B off")
-    tensorboard: bool = setting(False, "also write TensorBoard event files under {output_dir}/runs/")
-    # output
-    output_dir: str = setting("./grpo_outputs", "checkpoints, final model, logs, effective config; one run per dir")
-    overwrite_output_dir: bool = setting(False, "replace the earlier run in the output dir (its checkpoints, logs, "
-                                                "record and model; other files stay)")
-    save_merged: bool = setting(False, "also save LoRA merged into 16-bit base weights, in final_model/merged")
-    resume_from_checkpoint: str | None = setting(None, "a checkpoint-N directory to continue from, or 'latest' in "
-                                                       "the output dir")
-
-    def __post_init__(self):
-        # The original's example config says "systematic" for the per-component reward.
-        if self.reward_function_type == "systematic":
-            self.reward_function_type = "multi"
-        for name in PATH_FIELDS:
-            setattr(self, name, expand_path(getattr(self, name)))
-        self.dataset_name = dataset_preset_name(self.dataset_name)
-
-    @property
-    def four_bit(self) -> bool:
-        """Whether the base weights load in 4 bits on a GPU: asked for, and a LoRA run, since full fine-tuning trains
-        every weight and 4-bit weights cannot be trained."""
-        return self.load_in_4bit and self.use_lora
-
-    @property
-    def effective_generation_log_dir(self) -> str:
-        return self.generation_log_dir or os.path.join(self.output_dir, GENERATION_LOG_DIR)
-
-
-FIELDS = {field.name: field for field in dataclasses.fields(GRPOConfig)}
-FIELD_NAMES = tuple(FIELDS)
-FIELD_TYPES = typing.get_type_hints(GRPOConfig)
-# Each pair says the same thing two ways; a layer that sets one drops what lower layers set for the other.
-ALTERNATIVES = {"num_train_epochs": "max_steps", "max_steps": "num_train_epochs"}
-
-DATASET_PRESETS: dict[str, dict[str, Any]] = {
-    "openai_summarize": {"max_completion_length": 128},
-    # Answers a program checks: the reward is whether the final answer is right. Rewards of your own replace it.
-    "gsm8k": {"reward_config_name": "verifiable"},
-}
 OWN_REWARDS = ("reward_functions", "reward_model")  # settings that bring rewards of the user's own
 
 MODE_PRESETS: dict[str, dict[str, Any]] = {
@@ -244,7 +97,7 @@ def read_settings_file(path: str | os.PathLike) -> Any:
     UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_NUMBER, list("-+0123456789."))
     text = read_text_file(path, "config file")
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as error:
         raise UserError(f"config file {path}: not readable YAML ({str(error).splitlines()[0]})") from None
 
@@ -279,7 +132,8 @@ def load_config_file(path: str | os.PathLike, notes: list[str] | None = None) ->
 def type_problem(name: str, value: Any) -> str | None:
     """Why `value` cannot be the value of the field `name`, or None when it can."""
     expected = FIELD_TYPES[name]
-    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    union = typing.get_origin(expected) in (typing.Union, types.UnionType)
+    options = typing.get_args(expected) if union else (expected,)
     if expected is list:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return None
@@ -368,56 +222,20 @@ def build_config(mode: str | None = None, config_file: str | None = None,
     return config
 
 
-def world_size() -> int:
-    """Processes in this run, as `accelerate launch` / torchrun announce them."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
-def is_main_process() -> bool:
-    """Whether this is the process that writes files and narrates (rank 0, or the only one)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-# What a launcher (accelerate launch, torchrun) sets for each process it starts, and what it must set with them.
-PROCESS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")
-
-
-def launch_problem() -> str | None:
-    """A process that the environment calls one of several, though no launcher started it: RANK or WORLD_SIZE left
-    over in a shell (or a job script), which would make it wait for processes that never come, or stay silent."""
-    given = {name: os.environ[name] for name in PROCESS_VARIABLES if name in os.environ}
-    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
-    if not given or not missing:
-        return None
-    shown = " ".join(f"{name}={value}" for name, value in given.items())
-    return (f"the environment says {shown}, but no launcher started this process ({' and '.join(missing)} unset): "
-            f"unset {' '.join(given)} for a run of one process, or start it with accelerate launch")
-
-
-def resolved_eval_group_size(config: GRPOConfig) -> int:
-    """Completions per prompt at evaluation.
-
-    Unset, it is group_size when the global eval batch holds whole groups, else the largest group size up to
-    group_size that fits (the original's example config pairs an eval batch of 2 with a group of 4).
-    """
-    if config.eval_group_size is not None:
-        return config.eval_group_size
-    global_batch = config.per_device_eval_batch_size * world_size()
-    return max(size for size in range(1, max(1, config.group_size) + 1) if global_batch % size == 0)
-
-
 def validate_config(config: GRPOConfig) -> None:
-    """Check every field and the combinations TRL would reject later; report all problems in one message."""
-    problems = [problem for field in FIELD_NAMES for problem in [type_problem(field, getattr(config, field))] if problem]
+    """Check every field and the combinations TRL would reject later; report all problems in one message. A config
+    is checked once for the values it has: build_config checks what it builds, GRPOTrainer what a Python caller
+    hands it, and the second finds the first's mark unless a value changed since."""
+    values = repr(dataclasses.astuple(config))
+    if getattr(config, "_checked_values", None) == values:
+        return
+    problems = [problem for field in FIELD_NAMES if (problem := type_problem(field, getattr(config, field)))]
     if not problems:
         problems = (choice_problems(config) + range_problems(config) + path_problems(config) + batch_problems(config)
                     + trl_option_problems(config.trl_options))
     if problems:
         raise UserError("; ".join(problems))
+    config._checked_values = values
 
 
 def choice_problems(config: GRPOConfig) -> list[str]:
@@ -539,11 +357,13 @@ def place_problems(config: GRPOConfig) -> list[str]:
 
 def steps_problem(config: GRPOConfig, prompts: int) -> str | None:
     """Why `prompts` training prompts give this config no training step, or None."""
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size() // config.group_size
+    completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
+    per_step = completions // config.group_size
     if prompts < per_step:
         return (f"{prompts} training prompt(s), but one step needs {per_step} (--batch-size "
                 f"{config.per_device_train_batch_size} x --gradient-accumulation-steps "
-                f"{config.gradient_accumulation_steps} x {world_size()} process(es) / --group-size {config.group_size}): "
+                f"{config.gradient_accumulation_steps} x {world_size()} process(es) / --group-size "
+                f"{config.group_size}): "
                 "give more prompts (--max-samples, the data) or lower the batch")
     if config.max_steps <= 0 and int(config.num_train_epochs * (prompts // per_step)) == 0:
         return (f"--epochs {config.num_train_epochs} of {prompts} training prompts is less than one step of {per_step} "

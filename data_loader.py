@@ -17,63 +17,37 @@ its name (`completions`, `trainer_state`, ...) is an error, found before any mod
 
     data_loader, dataset = create_grpo_dataloader(dataset_name="sample", max_samples=100)
     train, evaluation = dataset["train"], dataset["eval"]
+    assert len(train) == 100 and train.column_names == ["prompt", "chosen", "rejected"]    # preference pairs
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from errors import UserError
-from grpo_tool.data_files import (ACCEPTED, FILE_BUILDERS, check_json_text, data_suffix, read_table, row_place,
-                                  stream_table)
-from grpo_tool.schemas import (ROW_PROBLEM, SCHEMAS, Schema, detect_schema, passed_on, reward_column_problem,
-                               schema_for)
-from messages import message_text
-
-if TYPE_CHECKING:
-    from config import GRPOConfig
+from grpo_tool.data_files import (
+    ACCEPTED,
+    FILE_BUILDERS,
+    check_json_text,
+    data_suffix,
+    read_table,
+    row_place,
+    stream_table,
+)
+from grpo_tool.datasets import DATASET_NAMES, HUB_SOURCES, SAMPLE_DATASET, SAMPLE_FILES, HubSource
+from grpo_tool.errors import UserError
+from grpo_tool.messages import message_text
+from grpo_tool.schemas import ROW_PROBLEM, SCHEMAS, Schema, detect_schema, passed_on, reward_column_problem, schema_for
+from grpo_tool.settings import GRPOConfig
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-SAMPLE_FILES = {"train": DATA_DIR / "sample_train.jsonl", "eval": DATA_DIR / "sample_eval.jsonl"}
 EVAL_FRACTION = 0.1  # share of a source without an evaluation split that is held out for it
 MAX_HELD_OUT = 500  # ... but never more rows than this
 # An air-gapped cluster keeps copies of hub dataset repositories here, as {mirror}/{owner}/{name}/.
 MIRROR_VARIABLE = "GRPO_DATASET_MIRROR"
-
-
-@dataclass(frozen=True)
-class HubSource:
-    repo_id: str
-    train_split: str
-    eval_split: str | None  # None: hold out part of the training split
-    schema: str
-    config_name: str | None = None  # the dataset's configuration, for repositories that hold several
-
-
-# The dataset registry: each preset's hub id, configuration, splits and schema, in one place.
-HUB_SOURCES = {
-    "ultrafeedback": HubSource("HuggingFaceH4/ultrafeedback_binarized", "train_prefs", "test_prefs",
-                               "ultrafeedback_binarized"),
-    "ultrafeedback_large": HubSource("openbmb/UltraFeedback", "train", None, "openbmb"),
-    "hh_rlhf": HubSource("Anthropic/hh-rlhf", "train", "test", "hh_rlhf"),
-    "openai_summarize": HubSource("trl-lib/tldr-preference", "train", "validation", "custom"),
-    "gsm8k": HubSource("openai/gsm8k", "train", "test", "question_answer", config_name="main"),
-}
-SAMPLE_DATASET = "sample"  # the bundled data/sample_*.jsonl
-DATASET_NAMES = (*HUB_SOURCES, SAMPLE_DATASET)
-# What dataset_name takes: a preset, or the hub id of one (TRL's dataset_name is a hub id).
-DATASET_CHOICES = (*DATASET_NAMES, *(source.repo_id for source in HUB_SOURCES.values()))
-
-
-def dataset_preset_name(name):
-    """The preset a dataset name stands for: itself, or the preset whose hub id it is."""
-    return next((preset for preset, source in HUB_SOURCES.items() if source.repo_id == name), name)
 
 
 # schemas
@@ -371,7 +345,6 @@ def create_grpo_dataloader(model_name: str | None = None, dataset_name: str = SA
     """
     from torch.utils.data import DataLoader
 
-    from config import GRPOConfig  # config reads this module's registry, so it is imported here, not at the top
 
     dataset = load_grpo_dataset(GRPOConfig(dataset_name=dataset_name, max_samples=max_samples, seed=seed))
     data_loader = DataLoader(dataset["train"], batch_size=batch_size, shuffle=False, collate_fn=list)

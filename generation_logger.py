@@ -5,7 +5,10 @@ array with one object per prompt. The same prompts are sampled with the same see
 follow one prompt's answer as training goes on. It only observes and writes: the sampling and scoring are handed in as
 `sample_fn(model, processing_class) -> list[dict]` by the trainer that owns them.
 
-    callback = GenerationLoggingCallback(lambda model, processing_class: [], "out/generation_logs")
+    from transformers import TrainerState
+    sample_fn = lambda model, processing_class: [{"prompt": "Hi", "completion": "Hello"}]    # the trainer's sampling
+    GenerationLoggingCallback(sample_fn, "logs").on_evaluate(None, TrainerState(global_step=10), None)    # at step 10
+    assert json.loads(Path("logs/generation_log_step_10.json").read_text())[0]["generated"] == "Hello"
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from grpo_tool import metrics
+from grpo_tool.json_files import write_json_atomic
 from grpo_tool.outputs import generation_log_name, logged_steps
-from json_files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +66,8 @@ def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[d
             "full_response": sample["completion"],
             "global_step": global_step,
         }
-        entry.update({key: sample[key] for key in ("completion_tokens", "truncated", "rewards", "base_nll",
-                                                   "base_drift") if key in sample})
+        entry.update({key: sample[key] for key in ("completion_tokens", "truncated", "rewards", metrics.BASE_NLL,
+                                                   metrics.BASE_DRIFT) if key in sample})
         if "columns" in sample:
             entry["columns"] = json.loads(json.dumps(sample["columns"], ensure_ascii=False, default=str))
         entries.append(entry)

@@ -7,7 +7,8 @@ The steps: config → rewards resolved once (rewards) → data read and checked 
 
     config = GRPOConfig(model_name="tiny", dataset_name="sample", max_samples=16, max_eval_samples=4, max_steps=2,
                         group_size=4, gradient_accumulation_steps=1, max_completion_length=16, output_dir="api_run")
-    trainer = GRPOTrainer(config); data = trainer.load_data(); trainer.load_model(); trainer.train(data)
+    trainer = GRPOTrainer(config); data = trainer.load_data(); trainer.load_model()
+    assert trainer.train(data).global_step == 2 and Path("api_run/run_record.json").is_file()
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ import shutil
 import time
 from pathlib import Path
 
-from config import GRPOConfig, is_main_process, resolved_eval_group_size, steps_problem, validate_config
+from config import steps_problem, validate_config
 from data_loader import as_dataset_dict
-from errors import Interrupted, UserError, near_miss
-from grpo_tool import backend, outputs, run_dir
+from grpo_tool import backend, metrics, outputs, run_dir
+from grpo_tool.components import REWARD_MODEL
+from grpo_tool.errors import Interrupted, UserError
+from grpo_tool.json_files import write_json_atomic, write_text_atomic
+from grpo_tool.launch import is_main_process
+from grpo_tool.metrics import best_metric
 from grpo_tool.places import out_of_space
-from json_files import write_json_atomic, write_text_atomic
-from prompt_budget import fit_to_model
+from grpo_tool.prompt_budget import fit_to_model
+from grpo_tool.reward_config import reward_config_choice
 from grpo_tool.reward_guard import held_out
-from rewards import (REWARD_MODEL, build_reward_functions, check_references, describe_rewards, eval_components,
-                     log_missing_references, resolve_rewards, reward_config_choice)
+from grpo_tool.scoring import build_reward_functions
+from grpo_tool.settings import GRPOConfig, resolved_eval_group_size
+from rewards import check_references, describe_rewards, eval_components, log_missing_references, resolve_rewards
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "TrainingInterrupted"]
 
@@ -45,32 +51,6 @@ class TrainingInterrupted(Exception):
     def __init__(self, step: int, checkpoint: str | None, signal_number: int):
         self.step, self.checkpoint, self.signal_number = step, checkpoint, signal_number
         super().__init__(f"interrupted at step {step}")
-
-
-LOWER_IS_BETTER = ("nll", "drift", "loss")
-# What an evaluation logs (TRL's metrics and ours), without the eval_ prefix: the names --metric-for-best-model takes.
-EVAL_METRICS = ("reward", "reward_std", "loss", "base_nll", "base_drift", "frac_reward_zero_std", "entropy", "kl",
-                "completions/mean_length", "completions/min_length", "completions/max_length",
-                "completions/clipped_ratio", "completions/mean_terminated_length",
-                "completions/min_terminated_length", "completions/max_terminated_length")
-
-
-def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
-    """(TRL's metric_for_best_model, greater_is_better) for --metric-for-best-model: a reward function's name means
-    its mean score; otherwise a metric an evaluation logs, with or without its eval_ prefix. Checked here, since
-    transformers would only find a wrong name at the first evaluation."""
-    if name is None:
-        return None
-    names = [c.name for c in components]
-    if name in names:
-        return f"rewards/{name}/mean", True
-    metric = name.removeprefix("eval_")
-    per_function = {f"rewards/{n}/{kind}" for n in names for kind in ("mean", "std")}
-    if metric in EVAL_METRICS or metric in per_function:
-        return metric, not metric.endswith(LOWER_IS_BETTER)
-    raise UserError(f"metric_for_best_model={name!r}{near_miss(name, names + list(EVAL_METRICS))}: give a reward "
-                    f"function's name ({', '.join(names)}) or a metric an evaluation logs ({', '.join(EVAL_METRICS)}, "
-                    "rewards/NAME/mean), with or without eval_")
 
 
 class GRPOTrainer:
@@ -95,10 +75,20 @@ class GRPOTrainer:
         self.trainer = None
         self.interrupt = None
         self.record = None
+        self.replacing: list[str] | None = None  # set by check_output_dir: an earlier run's entries to replace
+        self.checked: dict[str, str | None] = {}  # set by check_arguments: {"checkpoint": the one to resume}
         self.prompt_lengths: dict[str, list[int]] = {}  # tokens of each prompt, by split, once the data is prepared
 
     # The modules that import torch, transformers, trl and peft are imported in the methods below, after
     # backend.prepare has imported Unsloth where it is the backend (the rule is in grpo_tool/__init__.py).
+
+    def check_output_dir(self) -> list[str]:
+        """One run per output dir. Returns the earlier run's entries that --overwrite-output-dir replaces. Made in
+        every process before any writes (the command line does it first), so that every process stops on the same
+        mistake; train() makes it in the main process only when its caller has not (the others could otherwise see
+        the main one's fresh run record as an earlier run's)."""
+        self.replacing = run_dir.check_output_dir(self.config)
+        return self.replacing
 
     def check_arguments(self, training: bool = True) -> str | None:
         """Before any model loads: TRL's arguments built from the config (a value TRL refuses is one line here, not
@@ -111,15 +101,19 @@ class GRPOTrainer:
         arguments = trl_setup.effective_arguments(trl_setup.trl_arguments(self.config, self.machine, None,
                                                                           evaluate=True, trackers=False))
         checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
-        if checkpoint is None or not training:
-            return checkpoint  # an evaluation loads the checkpoint as it is
-        if problem := (outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
-                       or outputs.model_problem(checkpoint, self.config.model_name)
-                       or outputs.adapter_problem(checkpoint, self.config)
-                       or outputs.finished_problem(checkpoint, self.config.max_steps)
-                       or outputs.changed_settings_problem(checkpoint, arguments)):
+        if checkpoint is not None and training and (problem := self.resume_problem(checkpoint, arguments)):
             raise UserError(problem)
+        self.checked = {"checkpoint": checkpoint}  # an evaluation loads the checkpoint as it is
         return checkpoint
+
+    def resume_problem(self, checkpoint: str, arguments: dict) -> str | None:
+        """Why the checkpoint cannot continue this run: its kind (LoRA or full weights), its model's shape and its
+        adapter's, whether anything is left to do, and the settings it fixes."""
+        return (outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
+                or outputs.model_problem(checkpoint, self.config.model_name)
+                or outputs.adapter_problem(checkpoint, self.config)
+                or outputs.finished_problem(checkpoint, self.config.max_steps)
+                or outputs.changed_settings_problem(checkpoint, arguments))
 
     def load_model(self, path: str | None = None):
         """Load the tokenizer and model (the configured one, or a saved model / checkpoint directory at `path`), and
@@ -160,7 +154,7 @@ class GRPOTrainer:
         from transformers.trainer_callback import ProgressCallback
 
         from generation_logger import GenerationLoggingCallback
-        from grpo_tool import callbacks, models, sampling, trl_setup
+        from grpo_tool import callbacks, models, sampling, trainer_hooks, trl_setup
         from grpo_tool.base_view import BaseView, choose_base
 
         config = self.config
@@ -184,12 +178,14 @@ class GRPOTrainer:
                                              (log_dir or config.effective_generation_log_dir) if logging_on else None))
         self.interrupt = callbacks.InterruptCallback()
         try:
-            self.trainer = trl_setup.StagedCheckpointGRPOTrainer(
+            self.trainer = trainer_hooks.GRPOTrainerWithHooks(
                 model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
                 eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
                 callbacks=[*hooks, self.interrupt, *self.callbacks])
-        except Exception as error:  # noqa: BLE001 - passed on unless an option of TRL's own may be the cause
-            raise trl_setup.options_refused(config, error, "to build its trainer") or error
+        except Exception as error:  # passed on unless an option of TRL's own may be the cause
+            if refused := trl_setup.options_refused(config, error, "to build its trainer"):
+                raise refused from None
+            raise
         built["trainer"] = self.trainer
         if cast := trl_setup.keep_trainable_weights_in_fp32(self.model):
             logger.info("kept %d trainable weight tensors in float32 (TRL had cast them to 16 bits)", cast)
@@ -243,23 +239,22 @@ class GRPOTrainer:
     def train(self, dataset=None):
         """Run GRPO. `dataset`: a DatasetDict (train/eval), a Dataset, the (data_loader, dataset) pair, or None to load
         the configured data. Raises TrainingInterrupted after saving a checkpoint when stopped by Ctrl-C / SIGTERM."""
-        # One run per output dir, checked before anything; by the main process only, the one that writes (the
-        # others could otherwise see its fresh run record as an earlier run's; the CLI checked in every process
-        # before any of them wrote).
-        replacing = run_dir.check_output_dir(self.config) if is_main_process() else []
-        checkpoint = self.check_arguments()
+        # Each check once: the command line has made them already, a Python caller may not have.
+        if self.replacing is None:
+            self.replacing = self.check_output_dir() if is_main_process() else []
+        checkpoint = self.checked["checkpoint"] if self.checked else self.check_arguments()
         data = self.prepare_data(dataset)
         if hasattr(data["train"], "__len__") and (problem := steps_problem(self.config, len(data["train"]))):
             raise UserError(problem)
         self.build_trainer(data, evaluate=len(data["eval"]) > 0)
         self.check_memory()
-        self.write_run_record(data, replacing)
+        self.write_run_record(data, self.replacing)
         return self.fit(checkpoint)
 
     def check_memory(self) -> None:
         """Before the first step: --plan's arithmetic on this model, data and machine, a warning when the run will
         not fit (the longest prompts go first, so such a run fails at its first step, not its hundredth)."""
-        from grpo_tool.memory_plan import run_check
+        from grpo_tool.plan.memory import run_check
 
         lengths = self.prompt_lengths.get("train")
         self.trainer.longest_first = lengths
@@ -289,7 +284,8 @@ class GRPOTrainer:
             if isinstance(error, Exception) and not isinstance(error, UserError) and out_of_space(error):
                 # A generation log, the alarms or the log file could not be written: the checkpoints still stand.
                 raise UserError(outputs.no_space_message(self.config.output_dir, "the run's files")) from None
-            if isinstance(error, Exception) and not isinstance(error, UserError) and self.trainer.state.global_step == 0:
+            first_step = self.trainer.state.global_step == 0
+            if isinstance(error, Exception) and not isinstance(error, UserError) and first_step:
                 from grpo_tool.trl_setup import options_refused
 
                 if refused := options_refused(self.config, error, "at the first step"):
@@ -316,7 +312,8 @@ class GRPOTrainer:
         trainer._load_from_checkpoint(checkpoint)
         trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / outputs.TRAINER_STATE_FILE))
         step = trainer.state.global_step
-        evaluated = any(entry.get("step") == step and "eval_reward" in entry for entry in trainer.state.log_history)
+        evaluated = any(entry.get("step") == step and metrics.EVAL_REWARD in entry
+                        for entry in trainer.state.log_history)
         if trainer.eval_dataset is not None and step % self.config.eval_steps == 0 and not evaluated:
             trainer.evaluate()
         return TrainOutput(step, float("nan"), {})

@@ -1,5 +1,5 @@
-"""Reward functions for GRPO: the original's accuracy, length and quality components, answer checking, and their TRL
-wiring.
+"""Reward functions for GRPO: the original's accuracy, length and quality components, answer checking, and which
+components a run has. Their wiring into TRL is grpo_tool/scoring.py's; reward configs are grpo_tool/reward_config.py's.
 
 Every reward function has TRL's signature, `f(completions, **kwargs) -> list[float]`: completions arrive as strings
 (plain-text prompts) or as `[{"role": "assistant", "content": ...}]` (chat prompts), and dataset columns such as
@@ -7,7 +7,7 @@ Every reward function has TRL's signature, `f(completions, **kwargs) -> list[flo
 
     from config import GRPOConfig
     reward_config, components = resolve_rewards(GRPOConfig(reward_config_name="balanced"))
-    functions, weights = build_reward_functions(components, "multi")
+    assert [c.name for c in components] == ["accuracy", "length", "quality"] and components[0].weight == 0.4
 
 The components, each bounded; a component takes part when its weight (`<name>_weight`) is above 0:
 
@@ -42,61 +42,21 @@ brings rewards of its own: its rewards are then exactly those, as TRL's `reward_
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import re
 import string
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
 
-from errors import UserError
-from grpo_tool.reward_guard import guarded
-from json_files import read_json_file
 from grpo_tool.answers import final_answer, reference_answer, same_answer
+from grpo_tool.components import REWARD_MODEL, Component, RewardFunction
 from grpo_tool.custom_rewards import load_custom_reward, reward_name
-from messages import answer_text, is_message_list, message_text, messages_as_text
+from grpo_tool.errors import UserError
+from grpo_tool.messages import answer_text, is_message_list, message_text
+from grpo_tool.reward_config import REFERENCE_COLUMNS, ZERO_WEIGHTS, reward_config_choice, run_reward_config
 
 logger = logging.getLogger(__name__)
 
-REWARD_PRESET_DIR = Path(__file__).resolve().parent / "config" / "rewards"
-REWARD_MODEL = "reward_model"  # the component name of a --reward-model
-DEFAULT_REWARD_PRESET = "balanced"  # the reward config of a run that names none and brings no rewards of its own
-# Where answer_match finds a row's reference answer when answer_match.reference_column is unset: the names GSM8K
-# (answer), MATH and open-r1 (solution), Alpaca (output) and verl (ground_truth) give it.
-REFERENCE_COLUMNS = ("answer", "solution", "output", "ground_truth", "reference")
 REFERENCE_SHARE = 0.5  # the share of the accuracy component given to closeness to the reference answers
-
-# The original's config/reward_config.json: every loaded reward config is these values overlaid with the file's.
-DEFAULT_REWARD_CONFIG: dict[str, Any] = {
-    "accuracy_weight": 0.4,
-    "length_weight": 0.2,
-    "quality_weight": 0.4,
-    "accuracy": {"correct_keywords": ["correct", "right", "yes", "정확", "맞아"]},
-    "length": {"optimal_length": 150, "length_weight": 0.1},
-    "quality": {
-        "reward_scale": 1.0,
-        "penalty_scale": -0.5,
-        "quality_keywords": ["좋아", "완벽", "우수"],
-        "negative_keywords": ["모르겠", "잘못", "틀렸"],
-    },
-}
-
-# Keys beyond the original's: what a preset is for, the answer-checking components (off unless weighted), and the
-# weights of a --reward-model and of --reward-fn functions (by function name; 1.0 when not given).
-EXTENSION_DEFAULTS: dict[str, Any] = {
-    "description": "",
-    "answer_match_weight": 0.0,
-    "format_weight": 0.0,
-    "answer_match": {"reference_column": None, "tolerance": 1e-6},
-    "format": {"tags": ["think", "answer"]},
-    "reward_model_weight": 1.0,
-    "custom_weights": {},
-}
-TAG_NAME = re.compile(r"[A-Za-z_][\w.-]*")
-
-RewardFunction = Callable[..., list[float]]
 
 
 class KeywordMatcher:
@@ -300,14 +260,6 @@ REWARD_COMPONENTS: dict[str, Callable[[dict], RewardFunction]] = {
 }
 
 
-class Component(NamedTuple):
-    """One reward component: its name (as logged), its function and its weight in the total."""
-
-    name: str
-    function: RewardFunction
-    weight: float
-
-
 def rule_components(reward_config: dict) -> list[Component]:
     """The built-in components the reward config weighs above 0. One at weight 0 takes no part: it would score data it
     may not fit (answer_match on preference data) and fill the logs; a score to watch but not train on is what
@@ -345,85 +297,6 @@ def custom_components(specs: Sequence[str], reward_config: dict) -> list[Compone
     return components
 
 
-# a reward model
-
-def make_reward_model_reward(model, tokenizer, batch_size: int = 16) -> RewardFunction:
-    """A sequence-classification model as a reward function: the score (first logit) of prompt + completion.
-
-    The text is built as TRL builds it for a model in `reward_funcs` (the conversation through the reward model's
-    chat template; plain prompt + completion otherwise; right padding, no added special tokens), so its scores are
-    the ones TRL would compute; being our own function, it can also sit inside `single`'s one integrated reward and
-    serve the pre-training reward check.
-    """
-    import torch
-
-    def reward_model_reward(completions, prompts=None, **kwargs) -> list[float]:
-        prompts = prompts if prompts is not None else [""] * len(completions)
-        texts = []
-        for prompt, completion in zip(prompts, completions):
-            if isinstance(prompt, list):
-                conversation = prompt + (completion if isinstance(completion, list)
-                                         else [{"role": "assistant", "content": completion}])
-                if getattr(tokenizer, "chat_template", None):
-                    texts.append(tokenizer.apply_chat_template(conversation, tokenize=False))
-                else:
-                    texts.append(messages_as_text(prompt) + " " + message_text(completion))
-            else:
-                texts.append(prompt + message_text(completion))
-        scores = []
-        device = next(model.parameters()).device
-        for start in range(0, len(texts), batch_size):
-            encoded = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                                padding_side="right", add_special_tokens=False).to(device)
-            with torch.inference_mode():
-                scores += model(**encoded).logits[:, 0].float().tolist()
-        return scores
-
-    return reward_model_reward
-
-
-def make_total_reward(components: list[Component]) -> RewardFunction:
-    """The `single` mode: one function returning the weighted sum of the components (a missing score counts 0),
-    logging each component's mean as rewards/<component>/mean so single runs show them too."""
-    parts = [(component, guarded(component)) for component in components]
-
-    def total_reward(completions, **kwargs) -> list[float]:
-        log_metric = kwargs.get("log_metric")
-        scores = {}
-        for component, function in parts:
-            scores[component.name] = function(completions, **kwargs)
-            present = [value for value in scores[component.name] if value is not None]
-            if log_metric is not None and present:
-                log_metric(f"rewards/{component.name}/mean", sum(present) / len(present))
-        return weighted_totals(components, scores, len(completions))
-
-    return total_reward
-
-
-def weighted_totals(components: list[Component], scores: dict[str, list], count: int) -> list[float]:
-    """sum(weight * score) for each completion, from each component's scores; a missing score counts 0."""
-    return [sum(c.weight * (scores[c.name][index] or 0.0) for c in components) for index in range(count)]
-
-
-def reward_config_choice(config) -> str | None:
-    """The reward config a run uses: the preset or file it names; naming none, balanced (the original's), unless the
-    run brings rewards of its own (--reward-fn, --reward-model): None, and those rewards alone, as TRL's reward_funcs
-    are exactly what it is given. Naming a reward config as well keeps its components beside them."""
-    named = config.reward_config_path or config.reward_config_name
-    if named:
-        return named
-    return None if config.reward_functions or config.reward_model else DEFAULT_REWARD_PRESET
-
-
-def run_reward_config(config) -> dict:
-    """The reward config of a run config (see reward_config_choice); with none, every built-in weight is 0."""
-    choice = reward_config_choice(config)
-    if choice is None:
-        return validate_reward_config({f"{name}_weight": 0 for name in REWARD_COMPONENTS},
-                                      source="the run's own rewards")
-    return load_reward_config(choice)
-
-
 def describe_rewards(config, components: list[Component], reward_model_weight: float | None) -> str:
     """The start-up line that says which rewards a run trains on, their weights, and where they came from."""
     weighted = [f"{c.name} ({float(c.weight)})" for c in components]
@@ -452,132 +325,3 @@ def resolve_rewards(config) -> tuple[dict, list[Component]]:
     return reward_config, components
 
 
-ZERO_WEIGHTS = "every reward component has weight 0: give at least one a positive weight"
-
-
-def rule_weights_problem(reward_config: dict, reward_functions: Sequence[str], reward_model: str | None) -> str | None:
-    """The all-zero-weights mistake, seen before any --reward-fn file is imported (they count 1.0 unless set)."""
-    weights = [reward_config[f"{name}_weight"] for name in REWARD_COMPONENTS]
-    if reward_functions:
-        weights.append(max([1.0, *reward_config["custom_weights"].values()]))
-    if reward_model:
-        weights.append(reward_config["reward_model_weight"])
-    return None if any(weight > 0 for weight in weights) else ZERO_WEIGHTS
-
-
-def build_reward_functions(components: list[Component], reward_function_type: str
-                           ) -> tuple[list[RewardFunction], list[float]]:
-    """The reward functions and weights to hand to TRL's GRPOTrainer (`reward_funcs`, `reward_weights`).
-
-    `single`: one integrated function with weight 1. `multi`: one function per component, weighted by TRL, so TRL
-    logs `rewards/<function name>/mean` for each.
-    """
-    if reward_function_type == "single":
-        return [make_total_reward(components)], [1.0]
-    if reward_function_type == "multi":
-        return [guarded(c) for c in components], [c.weight for c in components]
-    raise UserError(f"reward_function_type={reward_function_type!r}: use 'single' or 'multi'")
-
-
-def score_completions(components: list[Component], completions: list, **columns) -> list[dict[str, float | None]]:
-    """Per-completion component scores and their weighted total, for logs and reports. Scored through the guard, as
-    in training: a reward that fails here (on the evaluation prompts of the generation log) stops with the same one
-    line."""
-    per_component = {c.name: guarded(c)(completions, **columns) for c in components}
-    totals = weighted_totals(components, per_component, len(completions))
-    return [{**{name: values[index] for name, values in per_component.items()}, "total": totals[index]}
-            for index in range(len(completions))]
-
-
-def reward_preset_names() -> list[str]:
-    return sorted(path.stem for path in REWARD_PRESET_DIR.glob("*.json"))
-
-
-def load_reward_config(name_or_path: str) -> dict:
-    """A validated reward config from a preset name in config/rewards/ or a JSON file path.
-
-    Keys the file leaves out keep the original's values (DEFAULT_REWARD_CONFIG), so a preset holds only what it changes.
-    """
-    path = Path(name_or_path)
-    if not (path.suffix == ".json" or path.exists()):
-        path = REWARD_PRESET_DIR / f"{name_or_path}.json"
-        if not path.exists():
-            raise UserError(f"unknown reward preset {name_or_path!r}: use one of {', '.join(reward_preset_names())} "
-                            "or the path of a reward config JSON file")
-    return validate_reward_config(read_json_file(path, "reward config"), source=str(path))
-
-
-def validate_reward_config(data: Any, source: str = "reward config") -> dict:
-    """Overlay `data` on the defaults and check every key, reporting all problems in one message."""
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a JSON object like config/reward_config.json")
-    merged = {**copy.deepcopy(DEFAULT_REWARD_CONFIG), **copy.deepcopy(EXTENSION_DEFAULTS)}
-    problems = []
-    for key, value in data.items():
-        if key not in merged:
-            problems.append(f"unknown key {key!r} (valid keys: {', '.join(merged)})")
-        elif key == "custom_weights":
-            if not isinstance(value, dict) or not all(is_number(w) and w >= 0 for w in value.values()):
-                problems.append("custom_weights must map function names to numbers >= 0")
-            else:
-                merged[key] = dict(value)
-        elif isinstance(merged[key], dict):
-            if not isinstance(value, dict):
-                problems.append(f"{key} must be an object with keys {', '.join(merged[key])}")
-                continue
-            for sub_key, sub_value in value.items():
-                if sub_key not in merged[key]:
-                    problems.append(f"unknown key {key}.{sub_key!r} (valid keys: {', '.join(merged[key])})")
-                else:
-                    merged[key][sub_key] = sub_value
-        else:
-            merged[key] = value
-    problems += reward_config_problems(merged)
-    if problems:
-        raise UserError(f"{source}: " + "; ".join(problems))
-    return merged
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def reward_config_problems(config: dict) -> list[str]:
-    problems = []
-    for name in REWARD_COMPONENTS:
-        weight = config[f"{name}_weight"]
-        if not is_number(weight) or weight < 0:
-            problems.append(f"{name}_weight={weight!r} must be a number >= 0")
-    for key in ("reward_model_weight",):
-        if not is_number(config[key]) or config[key] < 0:
-            problems.append(f"{key}={config[key]!r} must be a number >= 0")
-    if not isinstance(config["description"], str):
-        problems.append("description must be text")
-    for section, key in (("accuracy", "correct_keywords"), ("quality", "quality_keywords"),
-                         ("quality", "negative_keywords")):
-        value = config[section][key]
-        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-            problems.append(f"{section}.{key} must be a list of non-empty strings")
-    optimal = config["length"]["optimal_length"]
-    if not isinstance(optimal, int) or isinstance(optimal, bool) or optimal < 0:
-        problems.append(f"length.optimal_length={optimal!r} must be a whole number of words >= 0")
-    falloff = config["length"]["length_weight"]
-    if not is_number(falloff) or falloff < 0:
-        problems.append(f"length.length_weight={falloff!r} must be a number >= 0 (how fast the reward falls per word)")
-    for key in ("reward_scale", "penalty_scale"):
-        if not is_number(config["quality"][key]):
-            problems.append(f"quality.{key}={config['quality'][key]!r} must be a number")
-    column = config["answer_match"]["reference_column"]
-    if column is not None and not (isinstance(column, str) and column.strip()):
-        problems.append(f"answer_match.reference_column={column!r} must be a column name, or null for the first of "
-                        f"{', '.join(REFERENCE_COLUMNS)} the data has")
-    tolerance = config["answer_match"]["tolerance"]
-    if not is_number(tolerance) or tolerance < 0:
-        problems.append(f"answer_match.tolerance={tolerance!r} must be a number >= 0 (relative: 1e-6 accepts 1000000 "
-                        "for 1000001)")
-    tags = config["format"]["tags"]
-    if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) and TAG_NAME.fullmatch(tag)
-                                                         for tag in tags):
-        problems.append(f"format.tags={tags!r} must be a list of tag names such as [\"think\", \"answer\"] (letters, "
-                        "digits, _ . -; no angle brackets)")
-    return problems

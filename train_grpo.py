@@ -1,91 +1,172 @@
 """Command line for GRPO fine-tuning. Run `python train_grpo.py --help`; `--quick-test` trains the tiny model offline.
 
-Every config field is a flag (generated from the field by grpo_tool/flags.py), besides the run's modes and tasks.
+This file is the whole run, read top to bottom: `main` parses the flags and builds the config, `RECIPES` picks the
+task, and each recipe is a short sequence of named steps, each one call into the module that owns it. The parser is
+in grpo_tool/cli.py; every config field is a flag generated from the field (grpo_tool/flags.py).
+
 Nothing here imports torch, transformers or trl: they load once the flags and config have been checked (see
 grpo_tool/__init__.py), so `--help` and mistakes answer at once.
+
+    assert main(["--quick-test"]) == 0 and Path("grpo_outputs/final_model/README.md").is_file()
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import re
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-from config import FIELDS, build_config, expand_path, is_main_process, launch_problem
-from errors import Interrupted, UserError, near_miss
-from grpo_tool.console import ConsoleHandler, for_a_person, quiet_library_progress_bars
-from grpo_tool.flags import add_config_flags, as_typed, config_overrides, positive_number, trl_flag_problem
+from config import build_config
+from grpo_tool import outputs
+from grpo_tool.cli import build_parser, chosen_task
+from grpo_tool.console import ConsoleHandler, for_a_person, format_summary, quiet_library_progress_bars
+from grpo_tool.errors import Interrupted, UserError
+from grpo_tool.flags import as_typed, config_overrides
+from grpo_tool.launch import is_main_process, launch_problem, linger, says_errors
 from grpo_tool.outputs import EarlyRecords, detach_log_files
 from grpo_tool.places import unwritable, write_failure
+from grpo_tool.settings import FIELDS, GRPOConfig, expand_path
+
+logger = logging.getLogger("train_grpo")
 
 
-OTHER_HUB_DATASET = ("a hub dataset without a preset, save it as files (datasets' to_json or save_to_disk) and give "
-                     "--custom-data PATH")
+# The recipes. Each takes the checked config and the parsed flags and returns the exit status. GRPOTrainer and the
+# task modules are imported inside them: importing them is what the flags' checks must not wait for.
+
+def train(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int:
+    """Train, save, write the report, and say where everything went."""
+    from grpo_tool.report import build_report
+    from grpo_trainer import GRPOTrainer, TrainingInterrupted
+
+    start = time.monotonic()
+    trainer = GRPOTrainer(config)  # config checked, rewards resolved once
+    trainer.check_output_dir()  # one run per output dir: refused before the lock creates anything
+    try:
+        with output_dir_lock(config):
+            data = trainer.load_data()  # every data mistake found before a model loads
+            trainer.check_arguments()  # so is every TRL option and resume mistake
+            trainer.load_model()
+            trainer.train(data)  # data fitted to the model, TRL trainer built, run record written, trained
+            final = trainer.save_model()
+            report = build_report(config.output_dir) if is_main_process() else None
+    except TrainingInterrupted as stop:
+        return interrupted(config, stop)
+    if is_main_process():
+        summary = outputs.run_summary(config, trainer.trainer.state, final, report, trainer.record["components"])
+        print(format_summary({**summary, "seconds": round(time.monotonic() - start, 1), "settings": notes}))
+    return 0
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one `error:` line (exit status 2) like every other mistake."""
+def evaluate(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int:
+    """--eval-only: a checkpoint, the output dir's saved model, or the configured model, on the evaluation split."""
+    from grpo_trainer import GRPOTrainer
 
-    def error(self, message):
-        if not says_errors():
-            linger()
-            self.exit(2)  # every process parses the same flags; the main one says what is wrong
-        if message.startswith("unrecognized arguments: "):
-            unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
-            if trl_word := trl_flag_problem(unknown):
-                self.exit(2, f"error: {trl_word} (see --help)\n")
-            message += near_miss(unknown, [flag for action in self._actions for flag in action.option_strings
-                                           if flag.startswith("-")])
-        elif (choice := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)):
-            message += near_miss(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
-            if "--dataset" in message and "/" in choice.group(1):
-                message += f"; for {OTHER_HUB_DATASET}"
-        self.exit(2, f"error: {message} (see --help)\n")
+    with output_dir_lock(config):
+        trainer = GRPOTrainer(config)
+        data = trainer.load_data()
+        checkpoint = trainer.check_arguments(training=False)
+        trainer.load_model(checkpoint or outputs.saved_model(config.output_dir))
+        metrics = trainer.evaluate(data)
+    if is_main_process():
+        print(format_summary({**metrics, "model": trainer.model_path}, eval_only=True))
+    return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="train_grpo.py", description="GRPO fine-tuning of causal language models with TRL.",
-                    argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    parser.add_argument("--config", metavar="PATH",
-                        help="a config file, JSON or YAML, of any settings below (see config/example_config.json)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick-test", action="store_true",
-                      help="a one-minute smoke run (the tiny model on the sample data unless --model/--dataset given)")
-    mode.add_argument("--production", action="store_true",
-                      help="a real run: all data, checkpoints, evaluations, generation logs, W&B when installed")
-    task = parser.add_mutually_exclusive_group()
-    task.add_argument("--eval-only", action="store_true",
-                      help="no training: evaluate --resume-from-checkpoint, the output dir's model, or --model")
-    task.add_argument("--report", action="store_true",
-                      help="no training: rebuild report.html from the run in --output-dir")
-    task.add_argument("--check-rewards", action="store_true",
-                      help="no training: score chosen against rejected and sampled completions with every reward "
-                           "component, print a table, write reward_check.json")
-    task.add_argument("--plan", action="store_true",
-                      help="no training: estimate the run's peak memory by part and its seconds per step from the "
-                           "model's shape, print a table, write plan.json (no weights loaded, no network)")
-    parser.add_argument("--gpu-memory", type=positive_number, metavar="GB",
-                        help="with --plan: plan for a GPU of this many GB (default: this machine's GPU, else its CPU)")
-    groups = add_config_flags(parser)
-    groups["wandb"].add_argument("--no-wandb", dest="wandb_project", action="store_const", const=None,
-                                 help="do not log to Weights & Biases")
-    return parser
+def check_rewards(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int:
+    """--check-rewards: every reward component on chosen against rejected answers and on sampled groups."""
+    from grpo_tool.reward_check import format_report, run_reward_check
+    from grpo_trainer import GRPOTrainer
+
+    with output_dir_lock(config):
+        trainer = GRPOTrainer(config)
+        data = trainer.load_data()  # a data mistake costs no model load
+        trainer.load_model()
+        data = trainer.prepare_data(data)
+        report = run_reward_check(config, trainer.components, data, trainer.model, trainer.tokenizer,
+                                  trainer.model_path)
+    if is_main_process():
+        print(format_report(report))
+    return 0
 
 
-def config_from_args(args: argparse.Namespace, notes: list[str] | None = None):
+def plan(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int:
+    """--plan: peak memory by part and seconds per step, from the model's shape; no weights loaded."""
+    from data_loader import load_grpo_dataset
+    from grpo_tool.plan.table import run_plan
+
+    print(run_plan(config, getattr(args, "gpu_memory", None), lambda: load_grpo_dataset(config)["train"]["prompt"]))
+    return 0
+
+
+RECIPES = {"train": train, "eval_only": evaluate, "check_rewards": check_rewards, "plan": plan}
+
+
+def report(args: argparse.Namespace) -> int:
+    """--report: rebuild report.html from what a run left in its output dir; needs no config."""
+    from grpo_tool.report import build_report
+
+    output_dir = expand_path(getattr(args, "output_dir", FIELDS["output_dir"].default))
+    if Path(output_dir).is_dir() and (problem := unwritable("--report: output_dir", output_dir)):
+        raise UserError(problem)
+    print(f"report: {build_report(output_dir)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    task = chosen_task(args)
+    handlers = []
+    previous = terminate_as_interrupt()
+    try:
+        if problem := launch_problem():
+            raise UserError(problem)
+        if hasattr(args, "gpu_memory") and task != "plan":
+            raise UserError("--gpu-memory is a --plan setting (the GPU to plan for); a run uses the GPU it finds")
+        if task == "report":
+            return report(args)
+        notes: list[str] = []
+        config = config_from_args(args, notes)
+        handlers = setup_console_logging()
+        for note in notes:
+            logger.info("settings: %s", note)
+        return RECIPES[task](config, args, notes)
+    except UserError as error:
+        return stop(f"error: {error}", 2)
+    except Interrupted as interruption:
+        return stop(f"interrupted: {interruption}", 130)
+    except OSError as error:
+        # The machine's refusals (a read-only mount, no permission, a full disk) wherever they surface; found before
+        # the model loads where that can be known (config.place_problems), here where it cannot.
+        if (line := write_failure(error)) is None:
+            raise
+        return stop(f"error: {line}", 2)
+    except KeyboardInterrupt:
+        # Outside the training loop (which turns Ctrl-C into a checkpoint): files, checkpoints and the final model
+        # are all written whole or not at all, so there is nothing half-written to report.
+        return stop("interrupted: stopped by Ctrl-C or SIGTERM outside training; nothing was left half-written", 130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+        detach_log_files()
+
+
+# The steps the recipes share.
+
+def config_from_args(args: argparse.Namespace, notes: list[str] | None = None) -> GRPOConfig:
     """Only flags the user gave override the layers below them; each flag's dest is the config field it sets."""
     overrides = config_overrides(args)
     reward_config = overrides.get("reward_config_path")
     if reward_config and not reward_config.endswith((".json", ".yaml", ".yml")):
         # A bare name is a reward preset from config/rewards/.
         overrides["reward_config_name"] = overrides.pop("reward_config_path")
-    mode = "quick_test" if getattr(args, "quick_test", False) else "production" if getattr(args, "production",
-                                                                                           False) else None
+    mode = next((mode for mode in ("quick_test", "production") if getattr(args, mode, False)), None)
     try:
         return build_config(mode=mode, config_file=getattr(args, "config", None), overrides=overrides, notes=notes)
     except UserError as error:
@@ -112,49 +193,24 @@ def setup_console_logging() -> list[logging.Handler]:
     return [console, early]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = []
-    previous = terminate_as_interrupt()
-    try:
-        if problem := launch_problem():
-            raise UserError(problem)
-        if hasattr(args, "gpu_memory") and not getattr(args, "plan", False):
-            raise UserError("--gpu-memory is a --plan setting (the GPU to plan for); a run uses the GPU it finds")
-        if getattr(args, "report", False):
-            from report import build_report
+def output_dir_lock(config: GRPOConfig):
+    """The output dir's lock, held by the main process (the one that writes) while a task runs."""
+    from grpo_tool.run_dir import DirectoryLock
 
-            output_dir = expand_path(getattr(args, "output_dir", FIELDS["output_dir"].default))
-            if Path(output_dir).is_dir() and (problem := unwritable("--report: output_dir", output_dir)):
-                raise UserError(problem)
-            print(f"report: {build_report(output_dir)}")
-            return 0
-        notes: list[str] = []
-        config = config_from_args(args, notes)
-        handlers = setup_console_logging()
-        for note in notes:
-            logging.getLogger("train_grpo").info("settings: %s", note)
-        return run(config, args, notes)
-    except UserError as error:
-        return stop(f"error: {error}", 2)
-    except Interrupted as interruption:
-        return stop(f"interrupted: {interruption}", 130)
-    except OSError as error:
-        # The machine's refusals (a read-only mount, no permission, a full disk) wherever they surface; found before
-        # the model loads where that can be known (config.place_problems), here where it cannot.
-        if (line := write_failure(error)) is None:
-            raise
-        return stop(f"error: {line}", 2)
-    except KeyboardInterrupt:
-        # Outside the training loop (which turns Ctrl-C into a checkpoint): files, checkpoints and the final model
-        # are all written whole or not at all, so there is nothing half-written to report.
-        return stop("interrupted: stopped by Ctrl-C or SIGTERM outside training; nothing was left half-written", 130)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        for handler in handlers:
-            logging.getLogger().removeHandler(handler)
-        detach_log_files()
+    if not is_main_process():
+        return contextlib.nullcontext()
+    return DirectoryLock(config.output_dir, also=(config.generation_log_dir,))
+
+
+def interrupted(config: GRPOConfig, stop) -> int:
+    """Ctrl-C or SIGTERM during training: the checkpoint it saved, the report so far, and how to resume."""
+    if stop.checkpoint and is_main_process():
+        from grpo_tool.report import build_report
+
+        print(f"report so far: {build_report(config.output_dir)}", file=sys.stderr)
+    print(f"stopped at step {stop.step}; checkpoint: {stop.checkpoint}. Resume with the same command plus "
+          f"--resume-from-checkpoint {stop.checkpoint}", file=sys.stderr)
+    return 128 + stop.signal_number  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
 
 
 def terminate_as_interrupt():
@@ -172,8 +228,7 @@ def terminate_as_interrupt():
 
 def stop(line: str, status: int) -> int:
     """The last line printed, also recorded in grpo_training.log when the run has one (without a log file, logging
-    it would reach Python's fallback handler and print it twice). Under a launcher only the main process says it:
-    every process checks the same settings and data, so the others would repeat it."""
+    it would reach Python's fallback handler and print it twice). Under a launcher only the main process says it."""
     if any(isinstance(handler, logging.FileHandler) for handler in logging.getLogger().handlers):
         logging.getLogger("grpo.error").error(line)
     if says_errors():
@@ -181,80 +236,6 @@ def stop(line: str, status: int) -> int:
     else:
         linger()
     return status
-
-
-QUIET_LINGER_SECONDS = 3.0
-
-
-def linger() -> None:
-    """A process that stops quietly waits a moment first: the launcher stops every process once one has ended, and
-    the main one, meeting the same mistake a moment later, must have printed it by then."""
-    time.sleep(QUIET_LINGER_SECONDS)
-
-
-def says_errors() -> bool:
-    """The main process, or one that only the environment calls another (no launcher started it: it is alone)."""
-    return is_main_process() or launch_problem() is not None
-
-
-def run(config, args: argparse.Namespace, notes: list[str]) -> int:
-    """The chosen task: the reward check, an evaluation, or training."""
-    if getattr(args, "plan", False):
-        from grpo_tool.memory_plan import run_plan
-
-        print(run_plan(config, getattr(args, "gpu_memory", None)))
-        return 0
-    if getattr(args, "check_rewards", False):
-        from reward_check import format_report, run_reward_check
-
-        from grpo_tool.pipeline import output_dir_lock
-
-        with output_dir_lock(config):
-            report = run_reward_check(config)
-        if is_main_process():
-            print(format_report(report))
-        return 0
-    from grpo_tool.pipeline import run_evaluation, run_training
-    from grpo_trainer import TrainingInterrupted
-
-    eval_only = getattr(args, "eval_only", False)
-    try:
-        result = run_evaluation(config) if eval_only else run_training(config)
-    except TrainingInterrupted as stop:
-        if stop.checkpoint and is_main_process():
-            from report import build_report
-
-            print(f"report so far: {build_report(config.output_dir)}", file=sys.stderr)
-        print(f"stopped at step {stop.step}; checkpoint: {stop.checkpoint}. Resume with the same command plus "
-              f"--resume-from-checkpoint {stop.checkpoint}", file=sys.stderr)
-        return 128 + stop.signal_number  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
-    if is_main_process():
-        print(format_summary({**result, "settings": notes}, eval_only=eval_only))
-    return 0
-
-
-def format_summary(result: dict, eval_only: bool) -> str:
-    """What the run produced and where it went, one item a line."""
-    if eval_only:
-        lines = [f"evaluated {result.get('model')} at step {result.get('global_step')}"]
-        lines += [f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}"
-                  for key, value in result.items() if key.startswith("eval_reward")]
-        return "\n".join(lines)
-    lines = [f"done: {result['steps']} steps in {result['seconds']} s",
-             f"  model:           {result['model']}",
-             *([f"  merged model:    {result['merged']}"] if "merged" in result else []),
-             f"  checkpoints:     {', '.join(result['checkpoints']) or 'none'}",
-             f"  generation logs: {result['generation_logs'] or 'off'}",
-             f"  training log:    {result['log_file']}",
-             f"  config:          {result['config']}",
-             f"  report:          {result['report']}"]
-    if "eval_reward" in result:
-        rewards = result["eval_reward"]
-        lines.append(f"  eval reward:     {rewards['first']:.4f} -> {rewards['last']:.4f} over "
-                     f"{rewards['evaluations']} evaluations")
-    lines += [f"  settings:        {note}" for note in result.get("settings", [])]
-    lines += [f"  alarm:           {text}" for text in result.get("alarms", [])]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def ultrafeedback_row(rng, i):
 
 
 def hh_row(rng, i):
-    shared = f"\n\nHuman: Question {i}: {sentence(rng, 12)}\n\nAssistant: {sentence(rng, 20)}\n\nHuman: {sentence(rng, 8)}"
+    shared = (f"\n\nHuman: Question {i}: {sentence(rng, 12)}\n\nAssistant: {sentence(rng, 20)}"
+              f"\n\nHuman: {sentence(rng, 8)}")
     return {"chosen": f"{shared}\n\nAssistant: {sentence(rng, 40)}",
             "rejected": f"{shared}\n\nAssistant: {sentence(rng, 30)}"}
 

@@ -101,7 +101,7 @@ def build(work: Path, cpu: bool) -> dict:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tiny_model import ensure_tiny_model
+    from grpo_tool.tiny_model import ensure_tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
     built = {}
@@ -189,7 +189,8 @@ def resume(run: dict, work: Path, runs_dir: Path) -> dict:
     code, error = cli(["--model", str(work / run["model"]), "--backend", run["backend"], *WORK, "--lora",
                        "--resume-from-checkpoint", str(output_dir / first[0].name), "--output-dir", str(output_dir)])
     state = read_json(output_dir / "final_model" / "trainer_state.json", {})
-    steps = [entry["step"] for entry in state.get("log_history", []) if "reward" in entry and "eval_reward" not in entry]
+    steps = [entry["step"] for entry in state.get("log_history", [])
+             if "reward" in entry and "eval_reward" not in entry]
     last_step = read_json(trained / "final_model" / "trainer_state.json", {}).get("global_step")
     return {"exit": code, "error": error if code else None, "resumed_from": first[0].name,
             "global_step": state.get("global_step"), "steps_trained": steps,
@@ -226,8 +227,8 @@ def run_facts(output_dir: Path) -> dict:
     steps = [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
     runtime = next((entry["train_runtime"] for entry in history if "train_runtime" in entry), None)
     record = read_json(output_dir / "run_record.json", {})
-    log = (output_dir / "grpo_training.log").read_text(errors="replace") if (output_dir / "grpo_training.log").is_file() \
-        else ""
+    log_file = output_dir / "grpo_training.log"
+    log = log_file.read_text(errors="replace") if log_file.is_file() else ""
     tokens = sum(entry.get("completions/mean_length", 0) * 8 for entry in steps)
     return {
         "steps": state.get("global_step"), "train_runtime": runtime,
@@ -239,8 +240,8 @@ def run_facts(output_dir: Path) -> dict:
         "evaluations": sum("eval_reward" in entry for entry in history),
         "base_measure": any("eval_base_drift" in entry for entry in history),
         "reward_model_scored": any("rewards/reward_model/mean" in entry for entry in history),
-        "kept_fp32": next((line.split(": ", 2)[-1] for line in log.splitlines() if "kept " in line and "float32" in line),
-                          None),
+        "kept_fp32": next((line.split(": ", 2)[-1] for line in log.splitlines()
+                           if "kept " in line and "float32" in line), None),
         "generation_logs": len(list((output_dir / "generation_logs").glob("*.json"))),
         "checkpoints": sorted(path.name for path in output_dir.glob("checkpoint-*")),
         "merged_saved": (output_dir / "final_model" / "merged" / "config.json").is_file(),

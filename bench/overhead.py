@@ -36,8 +36,8 @@ WORK = {"batch": 8, "group": 4, "completion_tokens": 32, "learning_rate": 3e-3, 
 def run_ours(steps: int, output_dir: str) -> dict:
     import datasets
 
-    from config import GRPOConfig
     from data_loader import load_grpo_dataset
+    from grpo_tool.settings import GRPOConfig
     from grpo_trainer import GRPOTrainer
 
     config = GRPOConfig(model_name="tiny", dataset_name="sample", use_lora=False, max_steps=steps,
@@ -65,9 +65,11 @@ def run_plain_trl(steps: int, output_dir: str, matched: bool = False) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from data_loader import SAMPLE_FILES
-    from rewards import DEFAULT_REWARD_CONFIG, make_total_reward, rule_components
-    from tiny_model import ensure_tiny_model
+    from grpo_tool.datasets import SAMPLE_FILES
+    from grpo_tool.reward_config import DEFAULT_REWARD_CONFIG
+    from grpo_tool.scoring import make_total_reward
+    from grpo_tool.tiny_model import ensure_tiny_model
+    from rewards import rule_components
 
     path = ensure_tiny_model()
     train = datasets.load_dataset("json", data_files=str(SAMPLE_FILES["train"]), split="train")

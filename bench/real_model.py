@@ -51,9 +51,9 @@ def prompts(model_dir: str):
     """The sample prompts as the tool gives them to this model (chat messages, within the token budget)."""
     from transformers import AutoTokenizer
 
-    from config import GRPOConfig
     from data_loader import load_grpo_dataset
-    from prompt_budget import fit_to_model
+    from grpo_tool.prompt_budget import fit_to_model
+    from grpo_tool.settings import GRPOConfig
 
     config = GRPOConfig(model_name=model_dir, dataset_name="sample", max_samples=WORK["prompts"], max_seq_length=512,
                         max_completion_length=WORK["completion_tokens"])
@@ -61,10 +61,10 @@ def prompts(model_dir: str):
 
 
 def run_ours(model_dir: str, steps: int, output_dir: str, fixed: bool):
-    from config import GRPOConfig
-    from grpo_trainer import GRPOTrainer
-
     import datasets
+
+    from grpo_tool.settings import GRPOConfig
+    from grpo_trainer import GRPOTrainer
 
     reward_file = Path(output_dir) / "brevity.py"
     reward_file.write_text(inspect.getsource(brevity_reward))  # the same function, as a --reward-fn file
@@ -124,6 +124,22 @@ def measure(which: str, steps: int, model_dir: str, fixed: bool) -> dict:
                      + (["--fixed-length"] if fixed else []), which)
 
 
+def side_summary(results: list[dict], learning: dict, steps: int) -> dict:
+    """One side's figures over its speed rounds, and its learning curve."""
+    runtime = statistics.median(r["train_runtime"] for r in results)
+    return {
+        "steps_per_second": round(steps / runtime, 4), "median_train_seconds": round(runtime, 2),
+        "completion_tokens_per_second": round(statistics.median(r["completion_tokens"] / r["train_runtime"]
+                                                                for r in results), 1),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results)), "bf16": results[0]["bf16"],
+        "gradient_checkpointing": results[0]["gradient_checkpointing"],
+        "seconds_per_step": [[round(t, 2) for t in r["step_times"]] for r in results],
+        # After the first step, which carries one-time costs (ours: the first LoRA merge, about 1.5 s).
+        "steady_seconds_per_step": round(statistics.median(t for r in results for t in r["step_times"][1:]), 3),
+        "learning_reward_curve": [round(value, 4) for value in learning["rewards"]],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
@@ -152,21 +168,7 @@ def main() -> None:
         learning[which] = measure(which, args.learn_steps, model_dir, fixed=False)
         rewards = learning[which]["rewards"]
         print(f"learning: {which:11s} reward {rewards[0]:.3f} -> {rewards[-1]:.3f}", flush=True)
-    summary = {}
-    for which in SIDES:
-        results = speed[which]
-        runtime = statistics.median(r["train_runtime"] for r in results)
-        summary[which] = {
-            "steps_per_second": round(args.steps / runtime, 4), "median_train_seconds": round(runtime, 2),
-            "completion_tokens_per_second": round(statistics.median(r["completion_tokens"] / r["train_runtime"]
-                                                                    for r in results), 1),
-            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results)), "bf16": results[0]["bf16"],
-            "gradient_checkpointing": results[0]["gradient_checkpointing"],
-            "seconds_per_step": [[round(t, 2) for t in r["step_times"]] for r in results],
-            # After the first step, which carries one-time costs (ours: the first LoRA merge, about 1.5 s).
-            "steady_seconds_per_step": round(statistics.median(t for r in results for t in r["step_times"][1:]), 3),
-            "learning_reward_curve": [round(value, 4) for value in learning[which]["rewards"]],
-        }
+    summary = {which: side_summary(speed[which], learning[which], args.steps) for which in SIDES}
     report = {"benchmark": "real_model", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantised to fp32)",
               "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpu_count": os.cpu_count(),
               "steps": args.steps, "rounds": args.rounds, "learn_steps": args.learn_steps, "work": WORK, **summary,

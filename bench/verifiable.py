@@ -66,7 +66,8 @@ def problems(seed: int, train_count: int, eval_count: int) -> tuple[list[dict], 
 
 def answer_match():
     """The tool's answer_match component, the one function both sides train on."""
-    from rewards import load_reward_config, rule_components
+    from grpo_tool.reward_config import load_reward_config
+    from rewards import rule_components
 
     (component,) = rule_components(load_reward_config("verifiable"))
     return component.function
@@ -77,8 +78,8 @@ def fitted(model_dir: str, rows: list[dict], settings: dict):
     import datasets
     from transformers import AutoTokenizer
 
-    from config import GRPOConfig
-    from prompt_budget import fit_to_model
+    from grpo_tool.prompt_budget import fit_to_model
+    from grpo_tool.settings import GRPOConfig
 
     config = GRPOConfig(model_name=model_dir, max_seq_length=512, max_completion_length=settings["completion_tokens"])
     table = datasets.Dataset.from_list(rows)
@@ -111,7 +112,7 @@ def accuracy(model, tokenizer, held_out, settings: dict) -> tuple[float, list[di
 def run_ours(model_dir: str, train, held_out, settings: dict, output_dir: str):
     import datasets
 
-    from config import GRPOConfig
+    from grpo_tool.settings import GRPOConfig
     from grpo_trainer import GRPOTrainer
 
     config = GRPOConfig(

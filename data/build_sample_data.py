@@ -74,7 +74,8 @@ FACTS = [
 
 YES_NO = [
     ("Is the Earth round?", True, "the Earth is roughly a sphere"),
-    ("Is ice colder than boiling water?", True, "ice is at or below zero degrees while boiling water is at one hundred"),
+    ("Is ice colder than boiling water?", True,
+     "ice is at or below zero degrees while boiling water is at one hundred"),
     ("Can fish breathe underwater?", True, "fish take oxygen from water through their gills"),
     ("Is the Moon a planet?", False, "the Moon is a natural satellite of the Earth"),
     ("Do penguins live at the North Pole?", False, "wild penguins live in the southern hemisphere"),
@@ -119,7 +120,8 @@ KOREAN = [
     ("영어로 '감사합니다'는 무엇인가요?", "영어로 'Thank you'입니다. 정확해요.", "'Hello'라고 해요."),
     ("무지개는 몇 가지 색인가요?", "무지개는 보통 일곱 가지 색으로 표현합니다.", "무지개는 세 가지 색이에요."),
     ("달은 스스로 빛을 내나요?", "아니요, 달은 햇빛을 반사해서 빛나 보입니다.", "네, 달은 스스로 빛나요."),
-    ("심장은 어떤 일을 하나요?", "심장은 온몸으로 혈액을 보냅니다. 좋아요, 정확한 질문이에요.", "심장은 음식을 소화해요."),
+    ("심장은 어떤 일을 하나요?", "심장은 온몸으로 혈액을 보냅니다. 좋아요, 정확한 질문이에요.",
+     "심장은 음식을 소화해요."),
     ("100의 절반은 얼마인가요?", "100의 절반은 50입니다. 맞아요.", "100의 절반은 40이에요."),
 ]
 

@@ -7,7 +7,7 @@ whole ("42", "x^2+1"). Two answers are the same when their normalised texts are 
 a relative tolerance, or when math-verify (the library behind TRL's accuracy_reward) finds them mathematically
 equivalent (1/2 and 0.5, \\frac{1}{2} and 0.5, 3\\sqrt{2} and \\sqrt{18}).
 
-    same_answer(final_answer("So the total is \\\\boxed{1,000}."), reference_answer("#### 1000"))  # True
+    assert same_answer(final_answer("So the total is \\\\boxed{1,000}."), reference_answer("#### 1000"))
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ the first thing a run does after its config is checked, and the modules that imp
 grpo_tool/__init__.py) are imported only after it. On a machine without CUDA, importing Unsloth would switch it to a
 CPU fallback that patches TRL for the whole process, so it is imported only when it is the backend.
 
-    machine = prepare(GRPOConfig(model_name="tiny")); machine.backend, machine.reason
+    machine = prepare(GRPOConfig(model_name="tiny"))    # machine.backend, machine.reason: which library, and why
+    assert machine.backend == ("unsloth" if machine.cuda and package_installed("unsloth") else "transformers")
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import os
 import sys
 from dataclasses import dataclass
 
-from config import GRPOConfig
-from grpo_tool.model_registry import MODEL_SIZES_BILLION, resolve_model_name
-from errors import UserError
+from grpo_tool.errors import UserError
+from grpo_tool.model_registry import resolve_model_name
+from grpo_tool.model_shapes import known_shape
+from grpo_tool.settings import GRPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,12 @@ CHECKPOINTING_MIN_PARAMETERS = 100_000_000  # below this, recomputing activation
 # Full fine-tuning with beta 0 keeps a frozen copy of the starting weights for the base-model measure up to this size
 # (grpo_tool/base_view.py); above it the copy would cost too much memory and the measure is off.
 BASE_COPY_MAX_PARAMETERS = 1_000_000_000
+
+
+def checkpointing_by_default(cuda: bool, parameters: int) -> bool:
+    """Gradient checkpointing when gradient_checkpointing is unset: on for CUDA models of 100M+ parameters. The run
+    (trl_setup.trl_arguments) and the plan (grpo_tool/plan/memory.py) both ask here."""
+    return cuda and parameters >= CHECKPOINTING_MIN_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ def choose_backend(config: GRPOConfig, cuda_available: bool, unsloth_available: 
     if config.backend == "transformers":
         return "transformers", ("asked for (--backend transformers)" + (four_bit if cuda_available else ", on the CPU"))
     if cuda_available and unsloth_available:
-        return "unsloth", f"CUDA GPU and Unsloth installed: Unsloth{four_bit} + LoRA"
+        return "unsloth", f"CUDA GPU and Unsloth installed: Unsloth{four_bit}{' + LoRA' if config.use_lora else ''}"
     if cuda_available:
         return "transformers", (f"CUDA GPU but no Unsloth (pip install -r requirements-gpu.txt for it): transformers + "
                                 f"peft{four_bit}")
@@ -115,9 +123,11 @@ def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
     if cuda_available:
         return
     name = resolve_model_name(config.model_name)
-    size = MODEL_SIZES_BILLION.get(name)
+    shape = known_shape(name)  # the presets' shapes, and those of common families, known without a download
+    size = round(shape.parameters / 1e9, 1) if shape else None
     if (size or 0) >= CPU_MODEL_LIMIT_BILLION or "bnb-4bit" in name.lower():
-        described = f"{config.model_name} ({size}B parameters, pre-quantised 4-bit)" if size else config.model_name
+        quantized = ", pre-quantised 4-bit" if "bnb-4bit" in name.lower() else ""
+        described = f"{config.model_name} ({size:g}B parameters{quantized})" if size else config.model_name
         raise UserError(f"{described} needs a CUDA GPU and none was found: on this machine run "
                         "`python train_grpo.py --quick-test` or pass `--model tiny` (or a small model such as a "
                         "0.5B checkpoint)")
@@ -142,7 +152,7 @@ def precision(config: GRPOConfig, cuda: bool, bf16_supported: bool) -> tuple[str
 def quiet_unsloth() -> None:
     """Before Unsloth is imported: no statistics download at load (it waits up to 120 s offline, then raises), and
     its generated code in the user's cache rather than the working directory. A user's own setting wins."""
-    from tiny_model import cache_root
+    from grpo_tool.tiny_model import cache_root
 
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(cache_root() / UNSLOTH_CACHE))

@@ -10,11 +10,12 @@ weights loaded beside the model when it has at most BASE_COPY_MAX_PARAMETERS par
 double the weights' memory, and the measure is off: use LoRA or beta > 0 to have it). Heavy: imported only after
 backend.prepare (see grpo_tool/__init__.py).
 
-    import torch; from tiny_model import ensure_tiny_model; from transformers import AutoModelForCausalLM
+    import torch; from grpo_tool.tiny_model import ensure_tiny_model; from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(ensure_tiny_model())
     ids = torch.tensor([[5, 6, 7, 8, 9]]); mask = torch.ones_like(ids)
     policy, base = completion_logps(model, BaseView(reference=model), ids, mask, completion_length=3)
-    measures(policy, base, mask[:, -3:])    # {'base_nll': ..., 'base_drift': 0.0}
+    result = measures(policy, base, mask[:, -3:])    # the model against itself: no drift
+    assert result["base_drift"] == 0.0 and abs(result["base_nll"] + base.mean().item()) < 1e-6
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 
 import torch
 
+from grpo_tool import metrics
 from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS
 from grpo_tool.models import model_parameters
 
@@ -92,13 +94,13 @@ def measures(policy: torch.Tensor, base: torch.Tensor, completion_mask: torch.Te
     """base_nll and base_drift averaged over completions, each weighing the same however long it is (a hacked answer
     is often a short one)."""
     nll, drift = per_completion(policy, base, completion_mask)
-    return {"base_nll": float(nll.mean()), "base_drift": float(drift.mean())}
+    return {metrics.BASE_NLL: float(nll.mean()), metrics.BASE_DRIFT: float(drift.mean())}
 
 
 def row_measures(policy: torch.Tensor, base: torch.Tensor, completion_mask: torch.Tensor) -> list[dict[str, float]]:
     """The same for each completion: what each generation-log answer shows."""
     nll, drift = per_completion(policy, base, completion_mask)
-    return [{"base_nll": round(float(a), 4), "base_drift": round(float(b), 4)} for a, b in zip(nll, drift)]
+    return [{metrics.BASE_NLL: round(float(a), 4), metrics.BASE_DRIFT: round(float(b), 4)} for a, b in zip(nll, drift)]
 
 
 def choose_base(view: BaseView, model, trl_trainer, load_copy) -> None:

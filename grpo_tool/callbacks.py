@@ -1,7 +1,11 @@
 """The tool's TrainerCallbacks: Ctrl-C handling, the metric log, the alarms. Heavy: imported only after
 backend.prepare (see grpo_tool/__init__.py).
 
+    from transformers import TrainerControl
     callbacks = [MetricsLogCallback(), AlarmCallback({"accuracy": 0.4}, 256), InterruptCallback()]
+    callbacks[2].handle(signal.SIGINT, None)    # Ctrl-C during a step
+    control = callbacks[2].on_step_end(None, None, TrainerControl())
+    assert control.should_save and control.should_training_stop    # a checkpoint at the step's end, then stop
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from alarms import find_alarms
+from grpo_tool.alarms import find_alarms
 from grpo_tool.console import compact_line
+from grpo_tool.json_files import write_json_atomic
 from grpo_tool.outputs import ALARMS_FILE, read_json
-from json_files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 metrics_logger = logging.getLogger("grpo.metrics")

@@ -1,7 +1,8 @@
 """The console is for a person, the log file for the record: one compact line per logging step, log lines that
 never land on a progress bar, and library noise a user cannot act on kept off the screen.
 
-    compact_line({"reward": 0.2, "reward_std": 0.05, "rewards/accuracy/mean": 0.4}, 10, 60, ["accuracy"])
+    line = compact_line({"reward": 0.2, "reward_std": 0.05, "rewards/accuracy/mean": 0.4}, 10, 60, ["accuracy"])
+    assert line == "step 10/60  reward 0.200 ± 0.050  (accuracy 0.400)"
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+
+from grpo_tool import metrics
 
 # Records only for the log file: every metric of every log, and the error that ended a run (printed once already).
 FILE_ONLY_LOGGERS = ("grpo.metrics", "grpo.error")
@@ -56,28 +59,53 @@ def for_a_person(record: logging.LogRecord) -> bool:
 
 def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -> str | None:
     """One line for one training or evaluation log; None for logs without a reward (the closing runtime dict)."""
-    prefix = "eval_" if "eval_reward" in logs else ""
-    if logs.get(prefix + "reward") is None:
+    prefix = metrics.EVAL_PREFIX if metrics.EVAL_REWARD in logs else ""
+    if logs.get(prefix + metrics.REWARD) is None:
         return None
 
     def value(key: str):
         return logs.get(prefix + key)
 
     parts = [f"{'eval at ' if prefix else ''}step {step}/{max_steps}",
-             f"reward {value('reward'):.3f} ± {value('reward_std') or 0:.3f}"]
-    means = [f"{name} {value(f'rewards/{name}/mean'):.3f}" for name in components
-             if value(f"rewards/{name}/mean") is not None]
+             f"reward {value(metrics.REWARD):.3f} ± {value(metrics.REWARD_STD) or 0:.3f}"]
+    means = [f"{name} {value(metrics.component_mean(name)):.3f}" for name in components
+             if value(metrics.component_mean(name)) is not None]
     if means:
         parts.append("(" + ", ".join(means) + ")")
-    if value("completions/mean_length") is not None:
-        parts.append(f"length {value('completions/mean_length'):.0f} tok, "
-                     f"{value('completions/clipped_ratio') or 0:.0%} at the cap")
-    if value("frac_reward_zero_std") is not None:
-        parts.append(f"flat groups {value('frac_reward_zero_std'):.0%}")
-    if value("kl") is not None:
-        parts.append(f"kl {value('kl'):.4f}")
-    if value("base_nll") is not None:
-        parts.append(f"base model's loss {value('base_nll'):.2f}/token, drift {value('base_drift') or 0:.2f}")
+    if value(metrics.MEAN_LENGTH) is not None:
+        parts.append(f"length {value(metrics.MEAN_LENGTH):.0f} tok, "
+                     f"{value(metrics.CLIPPED_RATIO) or 0:.0%} at the cap")
+    if value(metrics.FLAT_GROUPS) is not None:
+        parts.append(f"flat groups {value(metrics.FLAT_GROUPS):.0%}")
+    if value(metrics.KL) is not None:
+        parts.append(f"kl {value(metrics.KL):.4f}")
+    if value(metrics.BASE_NLL) is not None:
+        parts.append(f"base model's loss {value(metrics.BASE_NLL):.2f}/token, "
+                     f"drift {value(metrics.BASE_DRIFT) or 0:.2f}")
     if logs.get("step_time") is not None:
         parts.append(f"{logs['step_time']:.2f} s/step")
     return "  ".join(parts)
+
+
+def format_summary(result: dict, eval_only: bool = False) -> str:
+    """What the run produced and where it went, one item a line."""
+    if eval_only:
+        lines = [f"evaluated {result.get('model')} at step {result.get('global_step')}"]
+        lines += [f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}"
+                  for key, value in result.items() if key.startswith(metrics.EVAL_REWARD)]
+        return "\n".join(lines)
+    lines = [f"done: {result['steps']} steps in {result['seconds']} s",
+             f"  model:           {result['model']}",
+             *([f"  merged model:    {result['merged']}"] if "merged" in result else []),
+             f"  checkpoints:     {', '.join(result['checkpoints']) or 'none'}",
+             f"  generation logs: {result['generation_logs'] or 'off'}",
+             f"  training log:    {result['log_file']}",
+             f"  config:          {result['config']}",
+             f"  report:          {result['report']}"]
+    if metrics.EVAL_REWARD in result:
+        rewards = result[metrics.EVAL_REWARD]
+        lines.append(f"  eval reward:     {rewards['first']:.4f} -> {rewards['last']:.4f} over "
+                     f"{rewards['evaluations']} evaluations")
+    lines += [f"  settings:        {note}" for note in result.get("settings", [])]
+    lines += [f"  alarm:           {text}" for text in result.get("alarms", [])]
+    return "\n".join(lines)

@@ -6,7 +6,8 @@ module name. The name after the colon may be a function, a `functools.partial` o
 `__call__(self, completions, **kwargs)` method; it is the component's name, and so its metric name. Each is checked
 to take TRL's keyword arguments before any model loads.
 
-    function = load_custom_reward("trl.rewards:accuracy_reward")    # or "my_rewards.py:correctness_reward"
+    from trl.rewards import accuracy_reward
+    assert load_custom_reward("trl.rewards:accuracy_reward") is accuracy_reward    # or "my_rewards.py:correctness"
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from errors import UserError
+from grpo_tool.errors import UserError
 
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 SPEC_FORMS = "path/to/file.py:function_name or package.module:function_name"

@@ -5,8 +5,9 @@ file, a folder of such files (the shards of one dataset), or a folder written by
 bad row all go through it. datasets reads the data first; only when it cannot (or to name a bad row's line) is a
 JSON file read line by line here.
 
-    from data_loader import SAMPLE_FILES
+    from grpo_tool.datasets import SAMPLE_FILES
     table = read_table(SAMPLE_FILES["train"])
+    assert len(table) == 225 and table.column_names == ["prompt", "chosen", "rejected"]    # the file's rows and columns
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import UserError
+from grpo_tool.errors import UserError
 
 FILE_BUILDERS = {".jsonl": "json", ".jsonl.gz": "json", ".json": "json", ".json.gz": "json", ".parquet": "parquet"}
 ACCEPTED = ("a .jsonl, .jsonl.gz, .json, .json.gz or .parquet file, a folder of such files, or a folder written by "

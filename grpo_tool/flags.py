@@ -4,7 +4,7 @@ and default, plus the original's spellings (`--epochs`, `--batch-size`, `--model
 Every flag defaults to "not given" (argparse.SUPPRESS), so only flags the user typed reach the config as overrides.
 
     parser = argparse.ArgumentParser(argument_default=argparse.SUPPRESS); add_config_flags(parser)
-    overrides = config_overrides(parser.parse_args(["--epochs", "2"]))    # {"num_train_epochs": 2.0}
+    assert config_overrides(parser.parse_args(["--epochs", "2"])) == {"num_train_epochs": 2.0}    # only what was typed
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import re
 import typing
 
-from config import FIELD_TYPES, FIELDS
+from grpo_tool.settings import FIELD_TYPES, FIELDS
 from grpo_tool.trl_options import TRL_ALIASES, parse_option, trl_word_problem
 
 # Where each --help section starts, in field order (the config's # comments).
@@ -160,7 +160,7 @@ def as_typed(message: str, given: dict[str, typing.Any]) -> str:
     fields given as flags (a value from a config file keeps its key's name)."""
     for name, value in given.items():
         typed = f"{option_strings(name)[0]} {value if value != '' else repr(value)}"
-        message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", lambda _: typed, message)
+        message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", lambda _, flag=typed: flag, message)
     return message
 
 

@@ -23,8 +23,8 @@ import torch
 from gguf import GGUFReader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from errors import UserError
-from tiny_model import cache_root
+from grpo_tool.errors import UserError
+from grpo_tool.tiny_model import cache_root
 
 logger = logging.getLogger(__name__)
 

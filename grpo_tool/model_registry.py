@@ -1,8 +1,9 @@
-"""The model registry: the presets and what they stand for, the sizes a CPU cannot run, and what a model path must
-hold (a save_pretrained directory, or a GGUF file), checked before anything loads. config.py layers the presets;
-grpo_tool/models.py loads what these names resolve to.
+"""The model registry: the presets and what they stand for, and what a model path must hold (a save_pretrained
+directory, or a GGUF file), checked before anything loads. config.py layers the presets; grpo_tool/models.py loads
+what these names resolve to; a preset's shape (and so its size) is grpo_tool/model_shapes.py's built-in table's.
 
-    resolve_model_name("llama-3.1-8b"), model_name_problem("no/such/dir")
+    assert resolve_model_name("llama-3.1-8b") == "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
+    assert model_name_problem("no/such/dir") == "model 'no/such/dir': no such file or directory"
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from errors import near_miss
-from json_files import read_json_file
+from grpo_tool.errors import near_miss
+from grpo_tool.json_files import read_json_file
 
 TINY_MODEL = "tiny"
 
@@ -31,12 +32,6 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 # Spellings that do not exist on the hub, mapped to the checkpoint they mean.
 MODEL_ALIASES = {"unsloth/llama-3.1-8b-bnb-4bit": "unsloth/Meta-Llama-3.1-8B-bnb-4bit"}
-# Billions of parameters of checkpoints we know, so a CPU machine can refuse them before any download.
-MODEL_SIZES_BILLION = {
-    "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit": 8, "unsloth/Meta-Llama-3.1-8B-bnb-4bit": 8,
-    "unsloth/Meta-Llama-3.1-70B-Instruct-bnb-4bit": 70, "unsloth/gemma-2-9b-it-bnb-4bit": 9,
-    "unsloth/Qwen2.5-7B-Instruct-bnb-4bit": 7,
-}
 
 
 def resolve_model_name(model_name: str) -> str:

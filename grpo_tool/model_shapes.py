@@ -3,7 +3,7 @@ count with. Read from a local config.json, a GGUF file's header, the Hugging Fac
 presets and common small models, in that order; nothing touches the network or loads a weight.
 
     shape = find_shape("HuggingFaceTB/SmolLM2-135M-Instruct")
-    shape.parameters, shape.source    # 134515008, 'built-in table (...)'
+    assert shape.parameters == 134515008    # shape.source: 'built-in table (...)', or where else it was read
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import UserError
+from grpo_tool.errors import UserError
+from grpo_tool.json_files import read_json_file
 from grpo_tool.model_registry import TINY_MODEL, find_gguf, resolve_model_name
-from json_files import read_json_file
 
+# The linear layers of a Llama-style block, by the module names LoRA targets: what the plan counts.
+LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -42,11 +44,12 @@ class ModelShape:
         return self.kv_heads * self.head_dim
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in, out) of each linear layer of one transformer block, by the module names LoRA targets."""
-        return {"q_proj": (self.hidden, self.attention_width), "k_proj": (self.hidden, self.kv_width),
-                "v_proj": (self.hidden, self.kv_width), "o_proj": (self.attention_width, self.hidden),
-                "gate_proj": (self.hidden, self.intermediate), "up_proj": (self.hidden, self.intermediate),
-                "down_proj": (self.intermediate, self.hidden)}
+        """(in, out) of each linear layer of one transformer block, by the module names LoRA targets (LINEAR_LAYERS,
+        in that order)."""
+        return dict(zip(LINEAR_LAYERS, [(self.hidden, self.attention_width), (self.hidden, self.kv_width),
+                                        (self.hidden, self.kv_width), (self.attention_width, self.hidden),
+                                        (self.hidden, self.intermediate), (self.hidden, self.intermediate),
+                                        (self.intermediate, self.hidden)]))
 
     @property
     def layer_linear_parameters(self) -> int:
@@ -181,13 +184,23 @@ def hub_cache_config(model_id: str) -> Path | None:
 
 
 def tiny_shape() -> ModelShape:
-    from tiny_model import VOCAB_SIZE, tiny_model_dir
+    from grpo_tool.tiny_model import VOCAB_SIZE, tiny_model_dir
 
     built = tiny_model_dir() / "config.json"
     if built.is_file():
         return shape_from_config(read_json_file(built, "model config"), "the tiny model's config.json")
     return ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=VOCAB_SIZE,
                       tied=True, source="the tiny model's recipe (tiny_model.py)")
+
+
+def known_shape(model_name: str) -> ModelShape | None:
+    """The shape the built-in table gives the name's family (the presets' and common models'), or None."""
+    family = family_key(model_name)
+    if family not in KNOWN_SHAPES:
+        return None
+    known = dict(KNOWN_SHAPES[family])
+    known.setdefault("head_dim", known["hidden"] // known["heads"])
+    return ModelShape(**known, source=f"built-in table ({family})")
 
 
 def find_shape(model_name: str) -> ModelShape:
@@ -210,11 +223,8 @@ def find_shape(model_name: str) -> ModelShape:
     cached = hub_cache_config(name)
     if cached:
         return shape_from_config(read_json_file(cached, "model config"), f"the Hugging Face cache ({cached})")
-    family = family_key(name)
-    if family in KNOWN_SHAPES:
-        known = dict(KNOWN_SHAPES[family])
-        known.setdefault("head_dim", known["hidden"] // known["heads"])
-        return ModelShape(**known, source=f"built-in table ({family})")
+    if (shape := known_shape(name)) is not None:
+        return shape
     raise UserError(f"no shape known for {model_name!r}: it is not a preset or a model in the built-in table "
                     f"({', '.join(sorted(KNOWN_SHAPES))}), and no config.json for it is on this machine. Give a local "
                     "model directory (only its config.json is read), or download the config once: "

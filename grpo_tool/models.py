@@ -4,6 +4,7 @@ merged export. Heavy: imported only after backend.prepare (see grpo_tool/__init_
     from grpo_tool.backend import prepare
     config = GRPOConfig(model_name="tiny")
     model, tokenizer, source = load_policy(config, prepare(config))
+    assert isinstance(model, PeftModel) and model.peft_config["default"].r == config.lora_r    # a fresh LoRA adapter
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from safetensors import SafetensorError
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          BitsAndBytesConfig)
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+)
 
-from config import GRPOConfig
-from errors import UserError
 from grpo_tool import outputs
 from grpo_tool.backend import Machine
+from grpo_tool.components import REWARD_MODEL, Component
+from grpo_tool.errors import UserError
 from grpo_tool.gguf_models import converted_gguf
 from grpo_tool.model_registry import TINY_MODEL, architecture_problem, find_gguf, resolve_model_name
-from rewards import REWARD_MODEL, Component, make_reward_model_reward
+from grpo_tool.scoring import make_reward_model_reward
+from grpo_tool.settings import GRPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +84,7 @@ def ensure_pad_token(tokenizer) -> None:
 def model_location(config: GRPOConfig) -> str:
     """Where the configured model loads from: the tiny model's cache, a GGUF file's converted copy, or the name."""
     if config.model_name == TINY_MODEL:
-        from tiny_model import ensure_tiny_model  # builds the tiny model on first use
+        from grpo_tool.tiny_model import ensure_tiny_model  # builds the tiny model on first use
 
         return str(ensure_tiny_model())
     if gguf := find_gguf(config.model_name):
@@ -190,7 +197,7 @@ def load_reward_model(config: GRPOConfig, machine: Machine, weight: float) -> Co
     """The --reward-model as a reward component, scored by rewards.make_reward_model_reward."""
     name = config.reward_model
     if name == TINY_MODEL:
-        from tiny_model import ensure_tiny_reward_model  # builds the tiny reward model on first use
+        from grpo_tool.tiny_model import ensure_tiny_reward_model  # builds the tiny reward model on first use
 
         name = str(ensure_tiny_reward_model())
     try:

@@ -5,7 +5,8 @@ generation logger, `--eval-only` and `--report` included). The run record (`run_
 the first step, and holds what later readers must not re-derive: the reward components with their weights, the
 backend, the model and the data.
 
-    record = read_run_record("grpo_outputs"); record["components"]
+    record = read_run_record("grpo_outputs")    # the quick test's run: the balanced rewards
+    assert record["components"] == {"accuracy": 0.4, "length": 0.2, "quality": 0.4}    # component -> weight
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from errors import UserError
-from json_files import write_json_atomic
+from grpo_tool import metrics
+from grpo_tool.alarms import alarm_records
+from grpo_tool.errors import UserError
+from grpo_tool.json_files import write_json_atomic
 
 LOG_FILE = "grpo_training.log"
 CONFIG_FILE = "grpo_config.json"
@@ -294,8 +297,8 @@ def model_card(record: dict[str, Any], log_history: list[dict], steps: int) -> s
     """The model card of final_model/, from the run record and the metric history."""
     config = record.get("config", {})
     weights = ", ".join(f"{name} {weight}" for name, weight in record.get("components", {}).items())
-    last_eval = next((entry for entry in reversed(log_history) if "eval_reward" in entry), {})
-    last_train = next((entry for entry in reversed(log_history) if "reward" in entry), {})
+    last_eval = next((entry for entry in reversed(log_history) if metrics.EVAL_REWARD in entry), {})
+    last_train = next((entry for entry in reversed(log_history) if metrics.REWARD in entry), {})
     lora = record.get("use_lora")
     lines = [
         f"# GRPO fine-tune of {record.get('model')}",
@@ -313,7 +316,42 @@ def model_card(record: dict[str, Any], log_history: list[dict], steps: int) -> s
     if last_train:
         lines.append(f"- last training reward: {last_train['reward']:.4f}")
     if last_eval:
-        lines.append(f"- last evaluation reward: {last_eval['eval_reward']:.4f}")
+        lines.append(f"- last evaluation reward: {last_eval[metrics.EVAL_REWARD]:.4f}")
     lines += ["", "Load it with `AutoModelForCausalLM.from_pretrained(path)`"
               + (" after `peft.AutoPeftModelForCausalLM` for the adapter." if lora else ".")]
     return "\n".join(lines) + "\n"
+
+
+def saved_model(output_dir: str | Path) -> str | None:
+    """The output dir's final model when one was saved (weights or an adapter), else None."""
+    final = Path(output_dir) / FINAL_MODEL_DIR
+    saved = (final / "config.json").is_file() or (final / "adapter_config.json").is_file()
+    return str(final) if saved else None
+
+
+def run_summary(config, state, final: Path, report: Path | None, weights: dict[str, float]) -> dict:
+    """What a training run produced and where it went, for the closing lines: steps, model, checkpoints, logs, the
+    report, the alarms raised and the evaluation reward's first and last values."""
+    directory = Path(config.output_dir)
+    summary = {
+        "steps": state.global_step,
+        "model": str(final),
+        "checkpoints": [str(path) for path in complete_checkpoints(directory)],
+        "generation_logs": config.effective_generation_log_dir if config.enable_generation_logging else None,
+        "log_file": str(directory / LOG_FILE),
+        "config": str(directory / CONFIG_FILE),
+        "report": str(report),
+    }
+    if config.save_merged and config.use_lora:
+        merged = Path(final) / MERGED_DIR
+        summary["merged"] = str(merged) if merged.is_dir() else f"not written: see {summary['log_file']}"
+    recorded = read_json(directory / ALARMS_FILE, [])
+    summary["alarms"] = [f"{record['id']} (step {record['step']}): {record['message']}"
+                         for record in alarm_records(state.log_history, recorded, weights=weights,
+                                                     max_completion_length=config.max_completion_length)]
+    evaluations = [entry[metrics.EVAL_REWARD] for entry in state.log_history if metrics.EVAL_REWARD in entry]
+    if evaluations:
+        summary[metrics.EVAL_REWARD] = {"first": evaluations[0], "last": evaluations[-1],
+                                        "evaluations": len(evaluations)}
+    return summary
+

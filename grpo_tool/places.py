@@ -1,7 +1,8 @@
 """Where the tool writes: each folder checked before any model loads, and the one translation of a failure to write
 (a read-only mount, a folder without permission, a full disk) into a line a person can act on.
 
-    problem = unwritable("output_dir", "runs/first")    # None, or "output_dir runs/first: cannot write in ..."
+    assert unwritable("output_dir", "runs/first") is None    # or "output_dir runs/first: cannot write in ..."
+    assert not Path("runs").exists()    # checked by writing in the nearest existing folder, which keeps nothing
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Guarding what TRL calls: a reward component that raises, exits, returns the wrong shape or NaN stops with a
 message a person can act on, instead of a traceback from deep inside TRL (or a silent exit).
 
-    from rewards import Component
-    function = guarded(Component("brevity", lambda completions, **kwargs: [1.0] * len(completions), 1.0))
+    from grpo_tool.components import Component
+    function = guarded(Component("brevity", lambda completions, **kwargs: [1.0, float("nan")], 1.0))
+    assert function(["a", "b"]) == [1.0, None] and function.__name__ == "brevity"    # NaN: no score; TRL logs "brevity"
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from errors import UserError
-from messages import message_text
+from grpo_tool import metrics
+from grpo_tool.errors import UserError
+from grpo_tool.messages import message_text
 
 if TYPE_CHECKING:
-    from rewards import Component, RewardFunction
+    from grpo_tool.components import Component, RewardFunction
 
 
 # rewards/<name>/all_missing: the share of a component's batches in which it scored no completion (the batch trained
@@ -152,8 +154,8 @@ def guarded(component: Component) -> RewardFunction:
         scores = clean_scores(component.name, values, len(completions))
         log_metric = kwargs.get("log_metric")
         if log_metric is not None and completions:
-            log_metric(f"rewards/{component.name}/missing", scores.count(None) / len(scores))
-            log_metric(f"rewards/{component.name}/{ALL_MISSING}", float(scored_nothing(scores)))
+            log_metric(metrics.component_share(component.name, "missing"), scores.count(None) / len(scores))
+            log_metric(metrics.component_share(component.name, ALL_MISSING), float(scored_nothing(scores)))
         return scores
 
     # TRL names the metric after the function: the component's name, so that both reward modes log

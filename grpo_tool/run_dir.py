@@ -1,7 +1,9 @@
 """One run per output dir: a used dir is refused unless the run continues it or replaces it, and a lock keeps two live
 runs out of one dir (a dead run's lock is taken over).
 
-    with DirectoryLock("grpo_outputs"): ...      # what the command line does around every task that writes
+    with DirectoryLock("grpo_outputs") as lock:      # what the command line does around every task that writes
+        assert lock.holder()["pid"] == os.getpid()    # another run's DirectoryLock("grpo_outputs") is refused now
+    assert not Path("grpo_outputs/.lock").exists()
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-from errors import UserError
 from grpo_tool import outputs
+from grpo_tool.errors import UserError
 
 LOCK_FILE = ".lock"
 # What a training run leaves in its output dir (checkpoint-N besides); anything else there is the user's and stays.
@@ -126,7 +128,7 @@ class DirectoryLock:
         for _ in range(3):
             try:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            except FileExistsError as taken:
                 holder = self.holder()
                 same_host = holder.get("host") == socket.gethostname()
                 if holder and (not same_host or process_alive(int(holder.get("pid", 0)))):
@@ -134,7 +136,8 @@ class DirectoryLock:
                     self.release()
                     raise UserError(f"output dir {self.directory} is in use by another run (process "
                                     f"{holder.get('pid')} {where}, since {holder.get('started')}): wait for it to "
-                                    f"end or choose another --output-dir (if that run is gone, delete {self.path})")
+                                    f"end or choose another --output-dir (if that run is gone, delete {self.path})"
+                                    ) from taken
                 self.path.unlink(missing_ok=True)  # a dead run's lock, or one cut off while being written
                 continue
             self.held = True  # from here on release() removes it, also when writing the holder fails (full disk)

@@ -1,25 +1,29 @@
 """Sampling completions outside TRL's loop, as TRL samples them: for the generation logs and for the reward check.
 Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
 
-    from data_loader import load_grpo_dataset; from grpo_tool.backend import prepare; from grpo_tool.models import load_policy
+    from data_loader import load_grpo_dataset; from grpo_tool.backend import prepare
+    from grpo_tool.models import load_policy
     config = GRPOConfig(model_name="tiny", dataset_name="sample")
     model, tokenizer, _ = load_policy(config, prepare(config))
     samples = sample(model, tokenizer, load_grpo_dataset(config)["eval"].select(range(2)), config, per_prompt=4)
+    assert len(samples) == 8 and samples[0]["prompt"] == samples[3]["prompt"] != samples[4]["prompt"]    # 4 per prompt
 """
 
 from __future__ import annotations
 
 import torch
 
-from config import GRPOConfig
 from grpo_tool.base_view import BaseView, completion_logps, row_measures
-from rewards import Component, score_completions
+from grpo_tool.components import Component
+from grpo_tool.scoring import score_completions
+from grpo_tool.settings import GRPOConfig
 
 
 def encode_prompts(tokenizer, prompts: list):
     if isinstance(prompts[0], list):
         # Rendered to text first: apply_chat_template pads on the tokenizer's side, and generation needs the left.
-        texts = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) for prompt in prompts]
+        texts = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+                 for prompt in prompts]
         return tokenizer(texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
     return tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
 

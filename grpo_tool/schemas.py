@@ -21,7 +21,9 @@ is. Detected from the columns, in this order:
 
 A row that cannot be used gets a reason in ROW_PROBLEM (the caller drops it or names its line).
 
-    schema = SCHEMAS[detect_schema(["question", "answer"], {})]; schema.replaces    # ('question', 'answer')
+    schema = SCHEMAS[detect_schema(["question", "answer"], {})]    # question_answer: GSM8K's layout
+    rows = schema.convert({"question": ["2 + 2?"], "answer": ["2 + 2 = 4\\n#### 4"]})    # a batch, column by column
+    assert schema.replaces == ("question", "answer") and rows["answer"] == ["4"]    # the final answer, after ####
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from os.path import commonprefix
 from typing import Any
 
-from messages import answer_text, is_message_list, message_text
+from grpo_tool.messages import answer_text, is_message_list, message_text
 
 ROW_PROBLEM = "__row_problem__"  # why a converted row cannot be used, None when it can; never leaves data_loader
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
@@ -247,7 +249,7 @@ def detect_schema(columns: list[str], row: dict) -> str | None:
 
 def schema_for(columns: list[str], row: dict, prompt_column: str | None, source: str) -> Schema:
     """The schema of a table, the prompt column named by the user first; an error when no schema fits."""
-    from errors import UserError
+    from grpo_tool.errors import UserError
 
     if prompt_column:
         if prompt_column not in columns:

@@ -20,7 +20,7 @@ import math
 import re
 from pathlib import Path
 
-from errors import near_miss
+from grpo_tool.errors import near_miss
 
 # (package, file inside it, class) whose annotated fields make up TRL's GRPOConfig, base classes included.
 TRL_CONFIG_SOURCES = (("trl", "trainer/grpo_config.py", "GRPOConfig"), ("trl", "trainer/base_config.py", None),
@@ -190,8 +190,8 @@ def trl_option_problems(options: dict) -> list[str]:
             problems.append(f"trl_options: {name} is set by this tool's own setting {MODELLED[name]}; set that "
                             "instead")
         elif known and name not in known:
-            problems.append(f"trl_options: TRL's GRPOConfig has no option {name!r}{near_miss(name, sorted(known))}; see "
-                            "https://huggingface.co/docs/trl/grpo_trainer for the options it has")
+            problems.append(f"trl_options: TRL's GRPOConfig has no option {name!r}{near_miss(name, sorted(known))}; "
+                            "see https://huggingface.co/docs/trl/grpo_trainer for the options it has")
         elif problem := value_problem(name, value):
             problems.append(problem)
     return problems

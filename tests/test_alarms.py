@@ -2,7 +2,7 @@
 
 import math
 
-from alarms import find_alarms
+from grpo_tool.alarms import find_alarms
 
 
 def train(step, **metrics):
@@ -100,7 +100,7 @@ def test_a_length_collapse_is_enough_without_the_base_measure():
 
 
 def test_alarm_records_keep_the_step_an_alarm_was_first_raised_at():
-    from alarms import alarm_records
+    from grpo_tool.alarms import alarm_records
 
     history = [train(s, **{"completions/clipped_ratio": 0.95}) for s in (10, 20, 30, 40)]
     recorded = [{"id": "length_cap", "step": 30, "message": "cut off"}]

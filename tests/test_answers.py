@@ -4,7 +4,8 @@ answer_match and format components built on that."""
 import pytest
 
 from grpo_tool.answers import final_answer, reference_answer, same_answer
-from rewards import load_reward_config, make_answer_match_reward, make_format_reward, rule_components
+from grpo_tool.reward_config import load_reward_config
+from rewards import make_answer_match_reward, make_format_reward, rule_components
 
 ANSWER_MATCH = {"reference_column": None, "tolerance": 1e-6}
 
@@ -89,7 +90,8 @@ def test_format_reward_exact_loose_and_missing():
                    "<think>unfinished",
                    [{"role": "assistant", "content": "  <think>a</think><answer>b</answer>"}]]
     assert reward(completions) == [1.0, 0.5, 0.0, 0.0, 1.0]
-    assert make_format_reward({"tags": ["reasoning", "answer"]})(["<reasoning>r</reasoning><answer>a</answer>"]) == [1.0]
+    reasoning = make_format_reward({"tags": ["reasoning", "answer"]})
+    assert reasoning(["<reasoning>r</reasoning><answer>a</answer>"]) == [1.0]
 
 
 def test_presets_combine_the_answer_checking_components():

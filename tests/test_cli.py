@@ -23,7 +23,8 @@ def test_only_the_heavy_modules_import_torch_transformers_trl_or_peft():
     """The import rule of grpo_tool/__init__.py: every other module loads without them."""
     code = ("import sys, pathlib, importlib\nfrom grpo_tool import HEAVY_MODULES\n"
             "names = [p.stem for p in pathlib.Path('.').glob('*.py')]"
-            " + ['grpo_tool.' + p.stem for p in pathlib.Path('grpo_tool').glob('*.py') if p.stem != '__init__']\n"
+            " + ['.'.join(p.with_suffix('').parts) for p in pathlib.Path('grpo_tool').rglob('*.py')"
+            " if p.stem != '__init__']\n"
             "for name in sorted(set(names) - set(HEAVY_MODULES)):\n    importlib.import_module(name)\n"
             "print('HEAVY', [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -88,7 +89,7 @@ MISTAKES = {
     "preset typo": (["--model", "llama3.1-8b"], "did you mean 'llama-3.1-8b'"),
     "dataset typo": (["--dataset", "ultrafeedbak"], "did you mean 'ultrafeedback'"),
     "choice typo": (["--quick-test", "--prompt-format", "chatml"], "did you mean 'chat'"),
-    "flag named as typed": (["--quick-test", "--batch-size", "0"], "--batch-size 0 must be at least 1"),
+    "flag named as typed": (["--quick-test", "--epochs", "-1"], "--epochs -1.0 must be above 0"),
     "integer out of range": (["--quick-test", "--seed", "99999999999"], "--seed 99999999999 is too large"),
     "negative seed": (["--quick-test", "--seed", "-1"], "must be >= 0"),
     "duplicate config key": (["--quick-test", "--config", "@dup.json"], "the key 'group_size' appears twice"),
@@ -100,7 +101,8 @@ MISTAKES = {
     "reward file that exits at import": (["--quick-test", "--reward-fn", "@exits.py:r"], "ended the program"),
     "reward file that parses arguments": (["--quick-test", "--reward-fn", "@argparsing.py:r"],
                                           "must not parse arguments"),
-    "reward file with a syntax error": (["--quick-test", "--reward-fn", "@syntax.py:r"], "failed at line 1: SyntaxError"),
+    "reward file with a syntax error": (["--quick-test", "--reward-fn", "@syntax.py:r"],
+                                        "failed at line 1: SyntaxError"),
     "JSON array in a .jsonl": (["--quick-test", "--custom-data", "@array.jsonl"], "a JSON array, not JSON Lines"),
     "prompt that is a number": (["--quick-test", "--custom-data", "@numbers.jsonl"], "got int"),
     "malformed chat message": (["--quick-test", "--custom-data", "@bad_messages.jsonl"], "not of chat messages"),
@@ -319,10 +321,13 @@ MISTAKE_FILES = {
     "done/checkpoint-60/trainer_state.json": '{"global_step": 60, "max_steps": 60}',
     "done/final_model/trainer_state.json": '{"global_step": 60}',
     "eight_bit/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',
-    "scorer_class.py": "class Scorer:\n    def __call__(self, completions, **kwargs):\n        return [0.0] * len(completions)\n",
-    "strict_object.py": "class Strict:\n    def __call__(self, completions):\n        return [0.0] * len(completions)\n\n\n"
+    "scorer_class.py": "class Scorer:\n    def __call__(self, completions, **kwargs):\n"
+                       "        return [0.0] * len(completions)\n",
+    "strict_object.py": "class Strict:\n    def __call__(self, completions):\n"
+                        "        return [0.0] * len(completions)\n\n\n"
                         "strict = Strict()\n",
-    "strict_partial.py": "import functools\n\n\ndef mentions(completions, word):\n    return [0.0] * len(completions)\n\n\n"
+    "strict_partial.py": "import functools\n\n\ndef mentions(completions, word):\n"
+                         "    return [0.0] * len(completions)\n\n\n"
                          "says_yes = functools.partial(mentions, word='yes')\n",
     "settings_object.py": "class Settings:\n    pass\n\n\nsettings = Settings()\n",
     "ranked/checkpoint-3/trainer_state.json": '{"global_step": 3, "max_steps": 60}',

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 import config as config_module
-from config import (GRPOConfig, build_config, create_default_config, load_config_file, resolve_model_name,
-                    resolved_eval_group_size, save_config_to_file)
-from errors import UserError
+from config import build_config, create_default_config, load_config_file, resolve_model_name, save_config_to_file
+from grpo_tool.errors import UserError
+from grpo_tool.settings import GRPOConfig, resolved_eval_group_size
 from train_grpo import build_parser, config_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,8 @@ def test_quick_test_defaults_to_offline_model_and_data(tmp_path):
     assert (quick.model_name, quick.dataset_name) == ("tiny", "sample")
     custom = from_flags("--quick-test", "--custom-data", str(ROOT / "tests/fixtures/custom.jsonl"))
     assert custom.custom_data.endswith("custom.jsonl")
-    assert from_flags("--quick-test", "--model", "Qwen/Qwen2.5-0.5B-Instruct").model_name == "Qwen/Qwen2.5-0.5B-Instruct"
+    qwen = "Qwen/Qwen2.5-0.5B-Instruct"
+    assert from_flags("--quick-test", "--model", qwen).model_name == qwen
 
 
 def test_production_mode():

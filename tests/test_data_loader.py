@@ -1,21 +1,18 @@
 """Data sources on small fixture files with the real schemas: conversions, the hub path (offline, through a local
 mirror), streaming, and the mistakes a user can make."""
 
-import gzip
 import json
-from pathlib import Path
 
 import datasets
 import pytest
 from torch.utils.data import DataLoader
 
-from config import GRPOConfig
-from data_loader import SAMPLE_FILES, convert_local_file, create_grpo_dataloader, load_grpo_dataset
-from grpo_tool.data_files import data_path_problem
+from conftest import FIXTURES
+from data_loader import convert_local_file, create_grpo_dataloader, load_grpo_dataset
+from grpo_tool.datasets import SAMPLE_FILES
+from grpo_tool.errors import UserError
 from grpo_tool.schemas import extract_hh_prompt, mean_rating
-from errors import UserError
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from grpo_tool.settings import GRPOConfig
 
 
 def rows_of(dataset):
@@ -90,7 +87,8 @@ def test_hh_rlhf_pairs_that_differ_early_keep_only_the_shared_context():
     assert problem is None
     assert prompt == [{"role": "user", "content": "How do I fix a flat tyre?"}]
     assert (good, bad) == ("First remove the wheel.", "Call someone.")
-    assert extract_hh_prompt("no dialogue", "at all")[3] is not None
+    no_dialogue = "no shared '\\n\\nHuman: ... \\n\\nAssistant:' dialogue in 'chosen' and 'rejected'"
+    assert extract_hh_prompt("no dialogue", "at all") == (None, None, None, no_dialogue)
 
 
 def test_openbmb_rows_use_mean_ratings_and_skip_truthful_qa():
@@ -116,140 +114,6 @@ def test_tldr_rows_are_deduplicated():
     assert len(rows) == 3
     assert rows[0]["prompt"].startswith("SUBREDDIT: r/relationships") and rows[0]["prompt"].endswith("TL;DR:")
 
-
-@pytest.mark.parametrize("suffix", [".json", ".parquet"])
-def test_json_and_parquet_files(tmp_path, suffix):
-    rows = datasets.load_dataset("json", data_files=str(FIXTURES / "hh_rlhf.jsonl"), split="train")
-    path = tmp_path / f"hh{suffix}"
-    if suffix == ".json":
-        path.write_text(json.dumps(rows.to_list()), encoding="utf-8")
-    else:
-        rows.to_parquet(str(path))
-    converted = rows_of(convert_local_file(path))
-    assert converted == rows_of(convert_local_file(FIXTURES / "hh_rlhf.jsonl"))
-
-
-# compressed files and data folders
-
-def write_gzip(path, text):
-    path.write_bytes(gzip.compress(text.encode("utf-8")))
-    return path
-
-
-@pytest.mark.parametrize("name", ["hh.jsonl.gz", "hh.json.gz"])
-def test_gzip_files_read_like_plain_ones(tmp_path, name):
-    path = write_gzip(tmp_path / name, (FIXTURES / "hh_rlhf.jsonl").read_text(encoding="utf-8"))
-    assert rows_of(convert_local_file(path)) == rows_of(convert_local_file(FIXTURES / "hh_rlhf.jsonl"))
-
-
-@pytest.mark.parametrize("content, fragment", [
-    ('{"prompt": "a"}\n{"prompt": "b"\n', "bad.jsonl.gz line 2: not valid JSON"),
-    ('{"prompt": "a"}\n\n{"prompt": " "}\n', "bad.jsonl.gz line 3: 'prompt' is empty"),
-])
-def test_a_bad_line_in_a_gzip_file_is_named(tmp_path, content, fragment):
-    with pytest.raises(UserError) as error:
-        convert_local_file(write_gzip(tmp_path / "bad.jsonl.gz", content))
-    assert fragment in str(error.value)
-
-
-def test_a_file_named_gz_that_is_not_gzip(tmp_path):
-    (tmp_path / "plain.jsonl.gz").write_text('{"prompt": "a"}\n')
-    with pytest.raises(UserError, match="plain.jsonl.gz: not a readable gzip file"):
-        convert_local_file(tmp_path / "plain.jsonl.gz")
-
-
-SAVED_ROWS = [{"prompt": "q1", "answer": "1"}, {"prompt": "q2", "answer": "2"}]
-
-
-@pytest.mark.parametrize("layout", ["Dataset", "DatasetDict with train", "DatasetDict of one split"])
-def test_save_to_disk_folders(tmp_path, layout):
-    rows = datasets.Dataset.from_list(SAVED_ROWS)
-    other = datasets.Dataset.from_list([{"prompt": "held out", "answer": "0"}])
-    saved = {"Dataset": rows, "DatasetDict with train": datasets.DatasetDict({"test": other, "train": rows}),
-             "DatasetDict of one split": datasets.DatasetDict({"validation": rows})}[layout]
-    saved.save_to_disk(str(tmp_path / "saved"))
-    files_before = sorted(path.name for path in (tmp_path / "saved").rglob("*"))
-    assert rows_of(convert_local_file(tmp_path / "saved")) == SAVED_ROWS
-    assert sorted(path.name for path in (tmp_path / "saved").rglob("*")) == files_before  # no cache files left there
-
-
-def test_a_saved_dataset_dict_without_a_train_split_is_refused(tmp_path):
-    rows = datasets.Dataset.from_list(SAVED_ROWS)
-    datasets.DatasetDict({"validation": rows, "test": rows}).save_to_disk(str(tmp_path / "saved"))
-    with pytest.raises(UserError, match="splits validation, test and none named 'train'"):
-        convert_local_file(tmp_path / "saved")
-
-
-def test_a_bad_row_of_a_saved_dataset_is_named_by_its_position(tmp_path):
-    datasets.Dataset.from_list([{"prompt": "a"}, {"prompt": ""}]).save_to_disk(str(tmp_path / "saved"))
-    with pytest.raises(UserError, match="saved row 2: 'prompt' is empty"):
-        convert_local_file(tmp_path / "saved")
-
-
-def write_shards(folder):
-    folder.mkdir()
-    (folder / "part-10.jsonl").write_text('{"prompt": "d"}\n', encoding="utf-8")
-    (folder / "part-02.jsonl").write_text('{"prompt": "b"}\n{"prompt": "c"}\n', encoding="utf-8")
-    write_gzip(folder / "part-01.jsonl.gz", '{"prompt": "a"}\n')
-    (folder / "README.md").write_text("not data")
-    (folder / ".part-00.jsonl.crc").write_text("not data either")
-    return folder
-
-
-def test_a_folder_of_shards_is_read_in_name_order(tmp_path):
-    folder = write_shards(tmp_path / "shards")
-    assert [row["prompt"] for row in convert_local_file(folder)] == ["a", "b", "c", "d"]
-    data = load_grpo_dataset(GRPOConfig(custom_data=str(folder), streaming=True, max_steps=5, max_eval_samples=1))
-    assert [row["prompt"] for row in data["eval"]] + [row["prompt"] for row in data["train"]] == ["a", "b", "c", "d"]
-
-
-def test_a_folder_of_parquet_shards(tmp_path):
-    (tmp_path / "shards").mkdir()
-    for index, rows in enumerate([SAVED_ROWS[:1], SAVED_ROWS[1:]]):
-        datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "shards" / f"{index}.parquet"))
-    assert rows_of(convert_local_file(tmp_path / "shards")) == SAVED_ROWS
-
-
-@pytest.mark.parametrize("content, fragment", [
-    ('{"prompt": "e"}\n{broken\n', "part-11.jsonl line 2: not valid JSON"),
-    ('{"prompt": "e"}\n\n{"prompt": ""}\n', "part-11.jsonl line 3: 'prompt' is empty"),
-])
-def test_a_bad_line_in_a_shard_names_the_shard(tmp_path, content, fragment):
-    folder = write_shards(tmp_path / "shards")
-    (folder / "part-11.jsonl").write_text(content, encoding="utf-8")
-    with pytest.raises(UserError) as error:
-        convert_local_file(folder)
-    assert fragment in str(error.value)
-
-
-@pytest.mark.parametrize("files, fragment", [
-    ({"a.jsonl": '{"prompt": "a"}\n', "b.parquet": ""}, "mixes JSON and Parquet shards (a.jsonl, b.parquet)"),
-    ({}, "an empty folder; use a .jsonl"),
-    ({"a.csv": "prompt\nx\n", "b.csv": "prompt\ny\n"}, "no data files in this folder (found .csv); use a .jsonl"),
-])
-def test_folders_that_hold_no_readable_data_are_one_line_errors(tmp_path, files, fragment):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for name, content in files.items():
-        (folder / name).write_text(content)
-    for read in (convert_local_file, lambda path: load_grpo_dataset(GRPOConfig(custom_data=str(path),
-                                                                               streaming=True, max_steps=5))):
-        with pytest.raises(UserError) as error:
-            read(folder)
-        assert fragment in str(error.value) and "\n" not in str(error.value)
-    assert fragment in data_path_problem(folder)
-
-
-def test_the_config_check_takes_folders_and_a_home_relative_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    write_shards(tmp_path / "shards")
-    assert data_path_problem(tmp_path / "shards") is None and data_path_problem("~/shards") is None
-    data = load_grpo_dataset(GRPOConfig(custom_data="~/shards"))
-    assert sorted([*data["train"]["prompt"], *data["eval"]["prompt"]]) == ["a", "b", "c", "d"]
-    assert data_path_problem("~/missing.jsonl").startswith(f"custom data {tmp_path / 'missing.jsonl'}: no such file")
-
-
-# the formats of answer-checked data: the prompt, and every other column for the rewards
 
 USER_FORMATS = {
     "prompt-only text with extra columns": (
@@ -478,3 +342,11 @@ def test_create_grpo_dataloader_returns_loader_and_splits(mirror):
     _, hub = create_grpo_dataloader(model_name="unsloth/llama-3.1-8b-bnb-4bit",
                                     dataset_name="HuggingFaceH4/ultrafeedback_binarized", max_samples=1000)
     assert len(hub["train"]) == 3
+
+
+def test_the_tiny_models_tokenizer_learns_from_every_sample_file():
+    from grpo_tool.tiny_model import training_text
+
+    texts = training_text()
+    rows = sum(len(path.read_text(encoding="utf-8").splitlines()) for path in SAMPLE_FILES.values())
+    assert len(texts) >= rows  # each row gives its prompt and at least one answer

@@ -1,5 +1,6 @@
 """Real GRPO runs of the tiny model: the CLI's quick test, the Python API of the original, and a run that learns."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import FIXTURES, run_cli, run_main
+from conftest import FIXTURES, run_main
 from generation_logger import logged_steps
 
 ORIGINAL_KEYS = {"eval_step", "sample_index", "prompt", "generated", "full_response"}
@@ -73,7 +74,7 @@ def test_saved_config_reloads_to_the_same_settings(quick_run, tmp_path):
 
     saved = json.loads((output_dir / "grpo_config.json").read_text(encoding="utf-8"))
     reloaded = config_from_args(build_parser().parse_args(["--config", str(output_dir / "grpo_config.json")]))
-    assert json.loads(json.dumps(reloaded.__dict__)) == saved
+    assert json.loads(json.dumps(dataclasses.asdict(reloaded))) == saved
 
 
 def files_of(directory):
@@ -91,7 +92,8 @@ def test_eval_only_evaluates_the_saved_model(quick_run):
     # It writes only its own files; the training run's config, record, logs and report are left as they were.
     after = files_of(output_dir)
     assert {name: after[name] for name in before} == before
-    assert sorted(set(after) - set(before)) == ["evaluation/eval_metrics.json", "evaluation/generation_log_step_60.json"]
+    assert sorted(set(after) - set(before)) == ["evaluation/eval_metrics.json",
+                                                "evaluation/generation_log_step_60.json"]
 
 
 def test_python_api_of_the_original(tmp_path, monkeypatch):
@@ -129,7 +131,7 @@ def test_python_api_of_the_original(tmp_path, monkeypatch):
 
 
 def test_api_refuses_the_original_8b_checkpoint_on_a_cpu(tmp_path):
-    from errors import UserError
+    from grpo_tool.errors import UserError
     from grpo_trainer import GRPOConfig, GRPOTrainer
 
     trainer = GRPOTrainer(GRPOConfig(model_name="unsloth/llama-3.1-8b-bnb-4bit", output_dir=str(tmp_path / "o")))
@@ -176,21 +178,18 @@ def test_interrupted_run_resumes_to_the_same_end(tmp_path):
     """Ctrl-C saves a checkpoint; --resume-from-checkpoint latest then reaches the same final step and writes the same
     generation logs as a run that was never stopped."""
     import signal
-    import subprocess
-    import sys
     import time
 
-    from conftest import ROOT
+    from children import Child
 
     run_config = tmp_path / "run.json"
     run_config.write_text(json.dumps({"max_steps": 60, "eval_steps": 10, "save_steps": 10, "logging_steps": 5}))
     common = ["--quick-test", "--config", str(run_config)]
-    straight = run_cli(*common, "--output-dir", str(tmp_path / "straight"))
+    straight = run_main(*common, "--output-dir", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     stopped_dir = tmp_path / "stopped"
-    process = subprocess.Popen([sys.executable, str(ROOT / "train_grpo.py"), *common, "--output-dir", str(stopped_dir)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = Child(*common, "--output-dir", str(stopped_dir))
     deadline = time.monotonic() + 300
     while not (stopped_dir / "generation_logs" / "generation_log_step_10.json").exists():
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
@@ -202,7 +201,7 @@ def test_interrupted_run_resumes_to_the_same_end(tmp_path):
     stopped_at = max(int(p.name.split("-")[1]) for p in stopped_dir.glob("checkpoint-*"))
     assert 10 <= stopped_at < 60
 
-    resumed = run_cli(*common, "--output-dir", str(stopped_dir), "--resume-from-checkpoint", "latest")
+    resumed = run_main(*common, "--output-dir", str(stopped_dir), "--resume-from-checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "done: 60 steps" in resumed.stdout
     assert logged_steps(stopped_dir / "generation_logs") == logged_steps(tmp_path / "straight" / "generation_logs") \

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from config import FIELD_TYPES, FIELDS, build_config
+from config import build_config
 from grpo_tool.flags import config_overrides
+from grpo_tool.settings import FIELD_TYPES, FIELDS
 from train_grpo import build_parser, config_from_args
 
 
@@ -20,7 +21,8 @@ def example(name: str):
     if kind is list:
         return [flag, "a.py:f", flag, "b.py:g"], ["a.py:f", "b.py:g"]
     if kind is dict:
-        return [flag, "epsilon_high=0.28", flag, "scale_rewards=batch"], {"epsilon_high": 0.28, "scale_rewards": "batch"}
+        return ([flag, "epsilon_high=0.28", flag, "scale_rewards=batch"],
+                {"epsilon_high": 0.28, "scale_rewards": "batch"})
     if kind in (int, int | None):
         return [flag, "7"], 7
     if kind in (float, float | None):
@@ -81,5 +83,6 @@ def test_yaml_config_files_load_like_json(tmp_path):
     config = build_config(mode="quick_test", config_file=str(path))
     assert (config.group_size, config.learning_rate, config.trl_options) == (2, 1e-3, {"scale_rewards": "batch"})
     json_path = tmp_path / "run.json"
-    json_path.write_text(json.dumps({"group_size": 2, "learning_rate": 1e-3, "trl_options": {"scale_rewards": "batch"}}))
+    json_path.write_text(json.dumps({"group_size": 2, "learning_rate": 1e-3,
+                                     "trl_options": {"scale_rewards": "batch"}}))
     assert build_config(mode="quick_test", config_file=str(json_path)) == config

@@ -13,9 +13,10 @@ import torch
 import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from config import GRPOConfig, build_config
-from errors import UserError
+from config import build_config
 from grpo_tool.backend import Machine, backend_problem, precision, quiet_unsloth
+from grpo_tool.errors import UserError
+from grpo_tool.settings import GRPOConfig
 from grpo_tool.trl_options import SAME_ON_EVERY_BACKEND
 from grpo_tool.trl_setup import effective_arguments, keep_trainable_weights_in_fp32, trl_arguments, trl_defaults
 
@@ -108,7 +109,7 @@ def test_full_fine_tuning_never_loads_4_bit_weights():
 def test_unsloth_writes_nothing_into_the_working_dir_and_fetches_no_statistics(monkeypatch):
     import os
 
-    from tiny_model import cache_root
+    from grpo_tool.tiny_model import cache_root
 
     monkeypatch.delenv("UNSLOTH_DISABLE_STATISTICS", raising=False)
     monkeypatch.delenv("UNSLOTH_COMPILE_LOCATION", raising=False)
@@ -122,7 +123,7 @@ def test_unsloth_writes_nothing_into_the_working_dir_and_fetches_no_statistics(m
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_cache):
-    from tiny_model import ensure_tiny_model
+    from grpo_tool.tiny_model import ensure_tiny_model
 
     return str(ensure_tiny_model())
 
@@ -172,7 +173,8 @@ def test_unsloth_is_given_the_runs_precision_vllm_mode_and_the_models_own_layers
     assert fake_unsloth["get_peft_model"]["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj",
                                                                 "q_proj", "up_proj", "v_proj"]
     load_with_unsloth(GRPOConfig(use_vllm=True), replace(gpu, weights_dtype="float16", bf16=False), tiny, fresh=True)
-    assert fake_unsloth["from_pretrained"]["dtype"] is torch.float16 and fake_unsloth["from_pretrained"]["fast_inference"]
+    loaded = fake_unsloth["from_pretrained"]
+    assert loaded["dtype"] is torch.float16 and loaded["fast_inference"]
     load_with_unsloth(GRPOConfig(use_lora=False), replace(gpu, weights_dtype="float32"), tiny, fresh=True)
     assert fake_unsloth["from_pretrained"]["full_finetuning"] and not fake_unsloth["from_pretrained"]["load_in_4bit"]
     assert fake_unsloth["from_pretrained"]["dtype"] is torch.float32
@@ -229,8 +231,12 @@ def test_a_4_bit_base_is_dequantised_before_the_merge_and_never_requantised(monk
         base = AutoModelForCausalLM.from_pretrained(tiny)
         calls.append(("load", source, quantize, machine.weights_dtype))
         base.hf_quantizer = object()
-        base.dequantize = lambda dtype=None: calls.append(("dequantize", dtype)) or AutoModelForCausalLM.from_pretrained(
-            tiny)
+
+        def dequantize(dtype=None):
+            calls.append(("dequantize", dtype))
+            return AutoModelForCausalLM.from_pretrained(tiny)
+
+        base.dequantize = dequantize
         return base
 
     monkeypatch.setattr(models, "load_causal_lm", load_quantised)
@@ -268,5 +274,6 @@ def test_a_checkpoint_of_another_optimizer_is_refused(tmp_path):
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "run_record.json").write_text(json.dumps({"trl_arguments": {"optim": "adamw_8bit"}}))
     problem = changed_settings_problem(str(tmp_path / "checkpoint-3"), {"optim": "adamw_torch_fused"})
-    assert "trained with trl_options.optim=adamw_8bit" in problem and "gives trl_options.optim=adamw_torch_fused" in problem
+    assert "trained with trl_options.optim=adamw_8bit" in problem
+    assert "gives trl_options.optim=adamw_torch_fused" in problem
     assert changed_settings_problem(str(tmp_path / "checkpoint-3"), {"optim": "adamw_8bit"}) is None

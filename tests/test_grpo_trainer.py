@@ -5,10 +5,10 @@ import os
 import datasets
 import pytest
 
-from config import GRPOConfig
-from errors import UserError
 from data_loader import as_dataset_dict
 from grpo_tool.backend import check_model_fits_machine, choose_backend, precision
+from grpo_tool.errors import UserError
+from grpo_tool.settings import GRPOConfig
 from grpo_trainer import GRPOTrainer
 
 
@@ -65,7 +65,7 @@ def test_lora_targets(tiny_model_cache):
     from transformers import AutoModelForCausalLM
 
     from grpo_tool.models import lora_targets
-    from tiny_model import ensure_tiny_model
+    from grpo_tool.tiny_model import ensure_tiny_model
 
     assert lora_targets(GRPOConfig()) == "all-linear"  # peft resolves it
     # Unsloth is given the model's own linear layers (its families name them differently), the head left out.
@@ -110,7 +110,8 @@ def test_dataset_shapes_are_accepted():
     config = GRPOConfig()
     split = as_dataset_dict(rows, config)
     assert (len(split["train"]), len(split["eval"])) == (18, 2)
-    assert as_dataset_dict((None, split), config) is not None
+    pair = as_dataset_dict((None, split), config)  # the original's (data_loader, dataset) pair
+    assert (len(pair["train"]), len(pair["eval"])) == (18, 2)
     with_test = as_dataset_dict(datasets.DatasetDict({"train": rows, "test": rows.select(range(3))}), config)
     assert len(with_test["eval"]) == 3 and len(with_test["train"]) == 20
     with pytest.raises(UserError):
@@ -207,7 +208,7 @@ def test_the_python_api_checks_its_arguments_with_the_cli_messages(tmp_path):
     import datasets
 
     from config import build_config
-    from errors import UserError
+    from grpo_tool.errors import UserError
     from grpo_trainer import GRPOTrainer
 
     with pytest.raises(UserError, match="GRPOTrainer takes a GRPOConfig, got str 'tiny'"):

@@ -28,7 +28,7 @@ def test_held_out_scores_base_measure_and_alarms_of_a_run(tmp_path):
     assert len(evaluations) == 3
     # The held-out score: at every evaluation, never a training score (weight 0, no value while training).
     assert all(0 < entry["eval_rewards/fewer_e/mean"] <= 1 for entry in evaluations)
-    assert all(entry.get("rewards/fewer_e/mean") is None for entry in train)
+    assert train and all(entry.get("rewards/fewer_e/mean") is None for entry in train)
     assert all(abs(entry["reward"] - entry["rewards/total_reward/mean"]) < 1e-6 for entry in train)
     # The best checkpoint by it is named and kept past save_total_limit=2, beside the newest.
     best_step = max(evaluations, key=lambda entry: entry["eval_rewards/fewer_e/mean"])["step"]
@@ -38,7 +38,7 @@ def test_held_out_scores_base_measure_and_alarms_of_a_run(tmp_path):
     assert all(entry["eval_base_nll"] > 0 for entry in evaluations)
     assert evaluations[-1]["eval_base_drift"] > 0.01
     log = json.loads((out / "generation_logs" / "generation_log_step_30.json").read_text())
-    assert all(entry["base_nll"] > 0 and "base_drift" in entry for entry in log)
+    assert log and all(entry["base_nll"] > 0 and "base_drift" in entry for entry in log)
     alarms = json.loads((out / "alarms.json").read_text())
     assert isinstance(alarms, list) and all(set(alarm) == {"id", "step", "message"} for alarm in alarms)
     page = (out / "report.html").read_text()

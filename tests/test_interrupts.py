@@ -10,17 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from children import Child, run_child
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_main
 from generation_logger import logged_steps
 
 RUN = {"max_steps": 40, "eval_steps": 10, "save_steps": 5, "logging_steps": 5}
 
 
-def start(output_dir: Path, config: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
-                             "--output-dir", str(output_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def start(output_dir: Path, config: Path, *more: str) -> Child:
+    return Child("--quick-test", "--config", str(config), "--output-dir", str(output_dir), *more)
 
 
 def wait_for(process: subprocess.Popen, condition, timeout: float = 300) -> None:
@@ -52,23 +51,26 @@ def run_config(tmp_path):
     return path
 
 
+# Moments to kill a run at, in the order a run reaches them; each kill is followed by a resume from the latest
+# checkpoint, which the next moment then interrupts again.
 KILL_MOMENTS = {
     "as the first checkpoint lands": lambda out: (out / "checkpoint-5").is_dir(),
-    "while a later checkpoint is staged": lambda out: (out / ".staging").is_dir() and (out / "checkpoint-5").is_dir(),
-    "after the second evaluation": lambda out: (out / "generation_logs" / "generation_log_step_20.json").exists(),
+    "while a later checkpoint is staged": lambda out: (out / ".staging").is_dir() and (out / "checkpoint-10").is_dir(),
+    "after the third evaluation": lambda out: (out / "generation_logs" / "generation_log_step_30.json").exists(),
 }
 
 
-@pytest.mark.parametrize("moment", list(KILL_MOMENTS))
-def test_sigkill_leaves_the_last_checkpoint_usable(tmp_path, run_config, moment):
+def test_sigkill_at_any_moment_leaves_the_last_checkpoint_usable(tmp_path, run_config):
     output_dir = tmp_path / "out"
-    process = start(output_dir, run_config)
-    wait_for(process, lambda: KILL_MOMENTS[moment](output_dir))
-    process.kill()
-    process.communicate()
-    assert unparsable_json(output_dir) == []
-    resumed = run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
-                      "--resume-from-checkpoint", "latest")
+    for moment, reached in KILL_MOMENTS.items():
+        process = start(output_dir, run_config, *(["--resume-from-checkpoint", "latest"] if
+                                                  (output_dir / "checkpoint-5").is_dir() else []))
+        wait_for(process, lambda reached=reached: reached(output_dir))
+        process.kill()
+        process.communicate()
+        assert unparsable_json(output_dir) == [], moment
+    resumed = run_child("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
+                        "--resume-from-checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "done: 40 steps" in resumed.stdout
     assert logged_steps(output_dir / "generation_logs") == [10, 20, 30, 40]
@@ -86,19 +88,19 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path, run_config):
     assert last_line.startswith("stopped at step") and "--resume-from-checkpoint" in last_line
     checkpoint = last_line.rsplit(" ", 1)[-1]
     assert Path(checkpoint).is_dir() and (Path(checkpoint) / "trainer_state.json").is_file()
-    resumed = run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
-                      "--resume-from-checkpoint", checkpoint)
+    resumed = run_child("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
+                        "--resume-from-checkpoint", checkpoint)
     assert resumed.returncode == 0 and "done: 40 steps" in resumed.stdout
 
 
 def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_config):
     output_dir = tmp_path / "out"
-    assert run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir)).returncode == 0
+    assert run_main("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir)).returncode == 0
     broken = output_dir / "checkpoint-99"
     broken.mkdir()
     (broken / "trainer_state.json").write_text('{"global_step": 9')  # cut off mid-write
-    result = run_cli("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
-                     "--resume-from-checkpoint", str(broken))
+    result = run_main("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
+                      "--resume-from-checkpoint", str(broken))
     assert result.returncode == 2 and "is incomplete" in result.stderr.strip().splitlines()[-1]
     from grpo_tool.outputs import resolve_checkpoint
 
@@ -144,8 +146,8 @@ def test_a_mistake_under_the_launcher_is_one_line_from_the_main_process(tmp_path
 def test_ctrl_c_during_the_last_evaluation_is_finished_by_the_advised_resume(tmp_path):
     from transformers import TrainerCallback
 
-    from conftest import run_main
     from config import build_config
+    from conftest import run_main
     from grpo_trainer import GRPOTrainer, TrainingInterrupted
 
     class CtrlCInLastEvaluation(TrainerCallback):
@@ -172,9 +174,8 @@ def test_secrets_never_reach_the_files(tmp_path):
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"max_steps": 4, "eval_steps": 2, "save_steps": 4}))
     env = {**os.environ, **secrets, "WANDB_MODE": "offline"}
-    result = subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
-                             "--wandb-project", "secret-test", "--output-dir", str(tmp_path / "out")],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = run_child("--quick-test", "--config", str(config), "--wandb-project", "secret-test", "--output-dir",
+                       str(tmp_path / "out"), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
@@ -201,16 +202,14 @@ def test_wandb_offline_and_tensorboard_write_runs_and_no_wandb_writes_none(tmp_p
     config.write_text(json.dumps({"max_steps": 2, "eval_steps": 2, "save_steps": 2}))
     env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
     env["HOME"] = str(tmp_path)  # no ~/.netrc: no W&B credentials
-    logged = subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
-                             "--wandb-project", "demo", "--tensorboard", "--output-dir", str(tmp_path / "logged")],
-                            capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=600)
+    logged = run_child("--quick-test", "--config", str(config), "--wandb-project", "demo", "--tensorboard",
+                       "--output-dir", str(tmp_path / "logged"), env=env)
     assert logged.returncode == 0, logged.stderr[-3000:]
     assert "logged offline" in logged.stderr
     assert list((tmp_path / "logged" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert list((tmp_path / "logged" / "runs").glob("*/events.out.tfevents.*"))
-    quiet = subprocess.run([sys.executable, str(ROOT / "train_grpo.py"), "--quick-test", "--config", str(config),
-                            "--no-wandb", "--output-dir", str(tmp_path / "quiet")],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    quiet = run_child("--quick-test", "--config", str(config), "--no-wandb", "--output-dir", str(tmp_path / "quiet"),
+                      env=env, cwd=tmp_path)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert not list(tmp_path.rglob("quiet/wandb")) and not (tmp_path / "wandb").exists()
 

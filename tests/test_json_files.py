@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from json_files import write_json_atomic
+from grpo_tool.json_files import write_json_atomic
 
 
 def test_replaces_the_file_whole(tmp_path):
@@ -31,8 +31,8 @@ def test_a_failed_write_keeps_the_old_content(tmp_path, monkeypatch):
 
 
 def test_unreadable_json_is_one_user_error(tmp_path):
-    from errors import UserError
-    from json_files import read_json_file
+    from grpo_tool.errors import UserError
+    from grpo_tool.json_files import read_json_file
 
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(UserError, match="settings .*bad.json: not readable JSON"):

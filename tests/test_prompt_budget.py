@@ -6,12 +6,12 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from errors import UserError
-from prompt_budget import fit_prompts, prompt_token_count, uses_chat
+from grpo_tool.errors import UserError
+from grpo_tool.prompt_budget import fit_prompts, prompt_token_count, uses_chat
 
 
 def test_prompt_budget_drops_long_prompts_and_refuses_when_nothing_fits(tiny_model_cache):
-    from tiny_model import ensure_tiny_model
+    from grpo_tool.tiny_model import ensure_tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
     rows = datasets.Dataset.from_list([{"prompt": "short"}, {"prompt": "long " * 200}])
@@ -24,7 +24,7 @@ def test_prompt_budget_drops_long_prompts_and_refuses_when_nothing_fits(tiny_mod
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tiny_model_cache):
-    from tiny_model import ensure_tiny_model
+    from grpo_tool.tiny_model import ensure_tiny_model
 
     return AutoTokenizer.from_pretrained(ensure_tiny_model())
 
@@ -81,8 +81,8 @@ SYSTEM = "Think, then give the final answer after ####."
 
 
 def test_system_prompt_goes_first_unless_the_row_has_its_own(tiny_tokenizer):
-    from config import GRPOConfig
-    from prompt_budget import fit_to_model
+    from grpo_tool.prompt_budget import fit_to_model
+    from grpo_tool.settings import GRPOConfig
 
     rows = datasets.Dataset.from_list([{"prompt": "What is 2 + 2?", "answer": "4"}])
     own = datasets.Dataset.from_list([{"prompt": [{"role": "system", "content": "Be brief."},
@@ -108,6 +108,18 @@ def test_a_template_without_system_messages_gets_it_in_the_first_user_turn(tiny_
     fitted = fit_prompts(rows, refusing, budget=100, split="train", chat=True, system_prompt=SYSTEM,
                          system_as_message=False)
     assert fitted[0]["prompt"] == [{"role": "user", "content": f"{SYSTEM}\n\nHi"}]
-    from prompt_budget import takes_system_messages
+    from grpo_tool.prompt_budget import takes_system_messages
 
     assert not takes_system_messages(refusing) and takes_system_messages(tiny_tokenizer)
+
+
+@pytest.mark.parametrize("budget", [30, 12])
+def test_truncating_text_whose_cut_tokenizes_longer_still_ends(tiny_tokenizer, budget):
+    """A Korean prompt cut at a token boundary can tokenize back to more tokens than the cut left (a character split
+    across tokens); truncation must still end, within the budget."""
+    from grpo_tool.prompt_budget import truncate_messages
+
+    messages = [{"role": "user", "content": "지구는 태양 주위를 도나요? " * 4}]
+    cut = truncate_messages(messages, tiny_tokenizer, budget)
+    assert cut is not None and prompt_token_count(tiny_tokenizer, cut) <= budget
+    assert messages[0]["content"].rstrip().endswith(cut[0]["content"].strip()[-5:])  # the end is kept

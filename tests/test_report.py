@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from conftest import run_main
-from errors import UserError
-from report import build_report
+from grpo_tool.errors import UserError
+from grpo_tool.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -1,7 +1,6 @@
-"""Custom reward files, reward models, the guard TRL calls through, the presets, and the reward check."""
+"""Custom reward files, reward models, the guard TRL calls through, and the presets."""
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -10,13 +9,18 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import FIXTURES, run_main
-from errors import UserError
-from reward_check import check_groups, check_pairs, warnings_for
-from grpo_tool.reward_guard import RewardFunctionError, guarded, held_out
+from grpo_tool.components import Component
 from grpo_tool.custom_rewards import load_custom_reward
-from rewards import (DEFAULT_REWARD_CONFIG, Component, build_reward_functions, custom_components, describe_rewards,
-                     load_reward_config, make_reward_model_reward, resolve_rewards, reward_preset_names, rule_components,
-                     validate_reward_config)
+from grpo_tool.errors import UserError
+from grpo_tool.reward_config import (
+    DEFAULT_REWARD_CONFIG,
+    load_reward_config,
+    reward_preset_names,
+    validate_reward_config,
+)
+from grpo_tool.reward_guard import RewardFunctionError, guarded, held_out
+from grpo_tool.scoring import build_reward_functions, make_reward_model_reward
+from rewards import custom_components, describe_rewards, resolve_rewards, rule_components
 
 CUSTOM = FIXTURES / "custom_rewards.py"
 WRITTEN = FIXTURES / "reward_pkg" / "my_rewards.py"  # an object, a partial, helpers imported from beside it
@@ -242,7 +246,7 @@ def test_single_mode_counts_a_missing_score_as_zero():
 
 @pytest.fixture(scope="module")
 def tiny_reward_model(tiny_model_cache):
-    from tiny_model import ensure_tiny_reward_model
+    from grpo_tool.tiny_model import ensure_tiny_reward_model
 
     path = ensure_tiny_reward_model()
     return AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
@@ -300,57 +304,6 @@ def test_presets_have_distinct_documented_purposes():
     assert load_reward_config("concise")["length"]["optimal_length"] < DEFAULT_REWARD_CONFIG["length"]["optimal_length"]
 
 
-# the reward check
-
-def test_pair_check_measures_accuracy_and_margin():
-    import datasets
-
-    rows = datasets.Dataset.from_list([
-        {"prompt": "q1", "chosen": "great answer!", "rejected": "bad answer"},
-        {"prompt": "q2", "chosen": "also good!", "rejected": "meh"},
-        {"prompt": "q3", "chosen": "no mark", "rejected": "wrong!"},
-        {"prompt": "q4", "chosen": "only chosen", "rejected": None},
-    ])
-    components = [Component("exclamation_reward", load_custom_reward(f"{CUSTOM}:exclamation_reward"), 1.0)]
-    result = check_pairs(components, rows)
-    assert result["pairs"] == 3
-    stats = result["components"]["exclamation_reward"]
-    assert stats["pairwise_accuracy"] == pytest.approx(2 / 3, abs=1e-4)
-    assert stats["mean_margin"] == pytest.approx(1 / 3, abs=1e-4)
-
-
-def test_group_check_finds_flat_groups_errors_and_missing_scores():
-    samples = [{"prompt": "p", "completion": text, "reward_input": text, "truncated": False}
-               for text in ("a", "b", "c!", "d", "boom", "unsure", "ok", "fine")]
-    components = [Component("exclamation_reward", load_custom_reward(f"{CUSTOM}:exclamation_reward"), 1.0),
-                  Component("picky_reward", load_custom_reward(f"{CUSTOM}:picky_reward"), 1.0)]
-    result = check_groups(components, samples, group_size=4, columns={})
-    assert result["groups"] == 2
-    exclamation, picky = result["components"]["exclamation_reward"], result["components"]["picky_reward"]
-    assert exclamation["zero_variance_groups"] == 0.5 and exclamation["exceptions"] == 0
-    assert (picky["exceptions"], picky["missing"]) == (1, 1)
-    assert picky["zero_variance_groups"] == 1.0  # first group all 1.0; second has one score left
-    assert math.isclose(exclamation["mean"], 0.125)
-    text = " ".join(warnings_for({"pairs": {"pairs": 0}, "groups": result}))
-    assert "picky_reward raised an exception on 1 of 8" in text and "GRPO learns nothing" in text
-
-
-def test_check_rewards_cli_spends_no_training_step(tmp_path):
-    output_dir = tmp_path / "out"
-    result = run_main("--quick-test", "--check-rewards", "--reward-model", "tiny", "--reward-fn",
-                     f"{CUSTOM}:exclamation_reward", "--reward-config", "balanced", "--output-dir", str(output_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    for fragment in ("pair acc", "accuracy", "exclamation_reward", "reward_model", "total", "warning:"):
-        assert fragment in result.stdout
-    report = json.loads((output_dir / "reward_check.json").read_text(encoding="utf-8"))
-    assert report["pairs"]["pairs"] == 200 and report["groups"]["groups"] == 8 and report["groups"]["group_size"] == 4
-    assert set(report["groups"]["components"]) == {"accuracy", "length", "quality", "exclamation_reward",
-                                                   "reward_model", "total"}
-    assert report["weights"]["reward_model"] == 1.0
-    # A check writes its own file and nothing of a run's.
-    assert sorted(path.name for path in output_dir.iterdir()) == ["reward_check.json"]
-
-
 def test_training_stops_with_the_failing_component_named(tmp_path):
     crash = tmp_path / "crash.py"
     crash.write_text("def crash_reward(completions, **kwargs):\n    raise RuntimeError('bug in my reward')\n")
@@ -398,7 +351,7 @@ def test_an_object_a_partial_and_a_file_with_helpers_train_under_their_names(wri
 def test_a_component_that_never_scores_warns_once_and_raises_an_alarm(written_run):
     output_dir, result, history = written_run
     train = [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
-    assert all(entry["rewards/never_scores/all_missing"] == 1.0 for entry in train)
+    assert train and all(entry["rewards/never_scores/all_missing"] == 1.0 for entry in train)
     (alarm,) = [a for a in json.loads((output_dir / "alarms.json").read_text()) if a["id"] == "unscored_batches"]
     assert alarm["step"] == 1 and "never_scores in 100% of the batches logged at step 1" in alarm["message"]
     assert "says_the" not in alarm["message"]

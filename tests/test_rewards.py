@@ -5,12 +5,25 @@ import sys
 
 import pytest
 
-from errors import UserError
-from config import GRPOConfig
+from grpo_tool.components import Component
+from grpo_tool.errors import UserError
+from grpo_tool.reward_config import (
+    DEFAULT_REWARD_CONFIG,
+    load_reward_config,
+    reward_preset_names,
+    validate_reward_config,
+)
 from grpo_tool.reward_guard import RewardFunctionError
-from rewards import (DEFAULT_REWARD_CONFIG, Component, build_reward_functions, load_reward_config, resolve_rewards,
-                     make_accuracy_reward, make_length_reward, make_quality_reward, reward_preset_names,
-                     rule_components, score_completions, validate_reward_config, word_overlap)
+from grpo_tool.scoring import build_reward_functions, score_completions
+from grpo_tool.settings import GRPOConfig
+from rewards import (
+    make_accuracy_reward,
+    make_length_reward,
+    make_quality_reward,
+    resolve_rewards,
+    rule_components,
+    word_overlap,
+)
 
 CONFIG = DEFAULT_REWARD_CONFIG
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import run_main
-from errors import UserError
+from grpo_tool.errors import UserError
 from grpo_tool.run_dir import LOCK_FILE, DirectoryLock
 
 SHORT = ["--quick-test", "--max-steps", "2", "--eval-steps", "2", "--save-steps", "2"]
@@ -113,7 +113,8 @@ def test_a_resume_applies_new_intervals_and_refuses_a_new_learning_rate(used_dir
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((copy / "final_model" / "trainer_state.json").read_text())
     # The checkpoint said every 2 steps; the run (and its record) say 1, and 1 is what was used.
-    assert state["logging_steps"] == 1 and {3, 4} <= {entry["step"] for entry in state["log_history"] if "loss" in entry}
+    assert state["logging_steps"] == 1
+    assert {3, 4} <= {entry["step"] for entry in state["log_history"] if "loss" in entry}
     record = json.loads((copy / "run_record.json").read_text())
     assert record["config"]["logging_steps"] == 1 and record["trl_arguments"]["logging_steps"] == 1
 

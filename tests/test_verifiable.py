@@ -89,7 +89,7 @@ def test_eval_only_passes_the_columns_too(trained, workspace):
     metrics = json.loads((trained / "evaluation" / "eval_metrics.json").read_text(encoding="utf-8"))
     assert metrics["eval_rewards/aligned_reward/mean"] == 1.0
     log = json.loads((trained / "evaluation" / "generation_log_step_6.json").read_text(encoding="utf-8"))
-    assert all(entry["rewards"]["aligned_reward"] == 1.0 for entry in log)
+    assert log and all(entry["rewards"]["aligned_reward"] == 1.0 for entry in log)
 
 
 def test_the_reward_check_passes_the_columns_too(workspace):
@@ -111,7 +111,8 @@ def test_a_reward_that_needs_a_missing_column_is_shown_with_its_exception(worksp
     assert ("TypeError: correctness_reward_func() missing 1 required positional argument: 'label', calling "
             "correctness_reward_func(prompts, completions, label, **kwargs) with completions, prompts, answer, item, "
             "solution, on sample 0") in result.stdout
-    failed = json.loads((output_dir / "reward_check.json").read_text())["groups"]["components"]["correctness_reward_func"]
+    groups = json.loads((output_dir / "reward_check.json").read_text())["groups"]
+    failed = groups["components"]["correctness_reward_func"]
     assert (failed["exceptions"], failed["first_exception"]["type"], failed["first_exception"]["sample"]) == (
         8, "TypeError", 0)  # the 2 evaluation prompts x 4
 

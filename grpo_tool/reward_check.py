@@ -9,8 +9,7 @@ Two measurements, per component and for the weighted total:
 - groups: `group_size` completions are sampled from the current model for a few prompts, as training would sample
   them. GRPO learns only from differences inside a group, so a group whose scores are all equal teaches nothing.
 
-    from config import build_config
-    report = run_reward_check(build_config(mode="quick_test")); print(format_report(report))
+    python train_grpo.py --quick-test --check-rewards    # GRPOTrainer loads the model and data it is given
 """
 
 from __future__ import annotations
@@ -21,11 +20,12 @@ import statistics
 import time
 from pathlib import Path
 
-from config import GRPOConfig, is_main_process
+from grpo_tool.components import Component, weighted_totals
+from grpo_tool.json_files import write_json_atomic
+from grpo_tool.launch import is_main_process
 from grpo_tool.outputs import REWARD_CHECK_FILE
 from grpo_tool.reward_guard import call_reward, clean_scores, error_location, preview_text, sample_arguments
-from json_files import write_json_atomic
-from rewards import Component, weighted_totals
+from grpo_tool.settings import GRPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -182,29 +182,24 @@ def first_exception_text(failure: dict) -> str:
             f"{failure['prompt']!r}, completion {failure['completion']!r})")
 
 
-def run_reward_check(config: GRPOConfig) -> dict:
-    """Score pairs and sampled groups, write {output_dir}/reward_check.json (and nothing else), return the report."""
-    from grpo_trainer import GRPOTrainer  # imports nothing heavy itself; the model modules load in load_model
+def run_reward_check(config: GRPOConfig, components: list[Component], data, model, tokenizer, model_path: str) -> dict:
+    """Score pairs and sampled groups, write {output_dir}/reward_check.json (and nothing else), return the report.
+    `data` is the run's data prepared for the loaded `model` (GRPOTrainer.prepare_data)."""
+    from grpo_tool.sampling import sample  # heavy: after the model loaded, which decided the backend
 
-    trainer = GRPOTrainer(config)
-    data = trainer.load_data()  # a data mistake costs no model load
-    trainer.load_model()
-    data = trainer.prepare_data(data)
-    from grpo_tool.sampling import sample  # heavy: after load_model decided the backend (grpo_tool/__init__.py)
-
-    pairs = check_pairs(trainer.components, data["train"])
+    pairs = check_pairs(components, data["train"])
     source = data["eval"] if len(data["eval"]) else data["train"]
     rows = source.select(range(min(CHECK_PROMPTS, len(source))))
-    samples = sample(trainer.model, trainer.tokenizer, rows, config, per_prompt=config.group_size)
+    samples = sample(model, tokenizer, rows, config, per_prompt=config.group_size)
     columns = {name: [value for value in rows[name] for _ in range(config.group_size)]
                for name in rows.column_names if name != "prompt"}
     report = {
-        "model": trainer.model_path,
+        "model": model_path,
         "data": config.custom_data or config.dataset_name,
         "reward_function_type": config.reward_function_type,
-        "weights": {c.name: c.weight for c in trainer.components},
+        "weights": {c.name: c.weight for c in components},
         "pairs": pairs,
-        "groups": check_groups(trainer.components, samples, config.group_size, columns),
+        "groups": check_groups(components, samples, config.group_size, columns),
     }
     report["warnings"] = warnings_for(report)
     path = Path(config.output_dir) / REWARD_CHECK_FILE

@@ -1,9 +1,11 @@
 """The run report: one self-contained `report.html` in the output dir, rebuilt from what the run left there.
 
 It reads the metric history (final_model/trainer_state.json, or the newest checkpoint's), the generation logs and
-the run record (components and their weights, the effective config), and draws every curve as inline SVG: the page needs no network and no script to view.
+the run record (components and their weights, the effective config), and draws every curve as inline SVG: the page
+needs no network and no script to view.
 
     path = build_report("grpo_outputs")    # python train_grpo.py --report --output-dir grpo_outputs
+    assert path == Path("grpo_outputs/report.html") and "<svg" in path.read_text(encoding="utf-8")
 """
 
 from __future__ import annotations
@@ -13,11 +15,22 @@ import json
 import math
 from pathlib import Path
 
-from alarms import alarm_records, eval_logs, train_logs
-from errors import UserError
-from grpo_tool.outputs import (ALARMS_FILE, CHECKPOINT_PREFIX, FINAL_MODEL_DIR, GENERATION_LOG_DIR, REPORT_FILE,
-                               TRAINER_STATE_FILE, generation_log_name, logged_steps, read_json, read_run_record)
-from json_files import write_text_atomic
+from grpo_tool import metrics
+from grpo_tool.alarms import alarm_records, eval_logs, train_logs
+from grpo_tool.errors import UserError
+from grpo_tool.json_files import write_text_atomic
+from grpo_tool.outputs import (
+    ALARMS_FILE,
+    CHECKPOINT_PREFIX,
+    FINAL_MODEL_DIR,
+    GENERATION_LOG_DIR,
+    REPORT_FILE,
+    TRAINER_STATE_FILE,
+    generation_log_name,
+    logged_steps,
+    read_json,
+    read_run_record,
+)
 
 COLUMN_PREVIEW = 120  # characters of a data column shown under its prompt
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -65,7 +78,8 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], note: s
              f'<line x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{PAD_LEFT + plot_w}" y2="{PAD_TOP + plot_h}" '
              'class="axis"/>',
              f'<line x1="{PAD_LEFT}" y1="{PAD_TOP}" x2="{PAD_LEFT}" y2="{PAD_TOP + plot_h}" class="axis"/>',
-             f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 4}" class="tick" text-anchor="end">{format_number(y_high)}</text>',
+             f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 4}" class="tick" text-anchor="end">'
+             f'{format_number(y_high)}</text>',
              f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + plot_h}" class="tick" text-anchor="end">'
              f'{format_number(y_low)}</text>',
              f'<text x="{PAD_LEFT}" y="{HEIGHT - 8}" class="tick">step {format_number(x_low)}</text>',
@@ -121,8 +135,8 @@ def answers_table(log_dir: Path) -> str:
                 continue
             total = (entry.get("rewards") or {}).get("total")
             shown = ([f"reward {format_number(total)}"] if total is not None else []) + (
-                [f"base model's loss {format_number(entry['base_nll'])}/token"] if entry.get("base_nll") is not None
-                else [])
+                [f"base model's loss {format_number(entry[metrics.BASE_NLL])}/token"]
+                if entry.get(metrics.BASE_NLL) is not None else [])
             reward = f'<div class="reward">{", ".join(shown)}</div>' if shown else ""
             cells.append(f'<td><div class="answer">{html.escape(entry.get("full_response", ""))}</div>{reward}</td>')
         rows.append(f'<tr><th class="prompt">{html.escape(prompt)}{row_columns(by_step)}</th>{"".join(cells)}</tr>')
@@ -133,29 +147,41 @@ def curves(train: list[dict], evaluations: list[dict], weights: dict, with_kl: b
            ) -> list[str]:
     """Every chart the report draws, in reading order; a curve with no data is left out."""
     charts = [
-        line_chart("Reward", {"train": metric_series(train, "reward"), "eval": metric_series(evaluations,
-                                                                                            "eval_reward")}),
+        line_chart("Reward", {"train": metric_series(train, metrics.REWARD), "eval": metric_series(evaluations,
+                                                                                            metrics.EVAL_REWARD)}),
         line_chart("Reward components (train means)",
-                   {name: metric_series(train, f"rewards/{name}/mean") for name in weights}),
-        line_chart("Completion length (tokens)", {"mean": metric_series(train, "completions/mean_length"),
+                   {name: metric_series(train, metrics.component_mean(name)) for name in weights}),
+        line_chart("Completion length (tokens)", {"mean": metric_series(train, metrics.MEAN_LENGTH),
                                                   "eval mean": metric_series(evaluations,
-                                                                             "eval_completions/mean_length")}),
+                                                                             metrics.evaluation(metrics.MEAN_LENGTH))}),
         line_chart("Share of completions cut at the length cap",
-                   {"train": metric_series(train, "completions/clipped_ratio")}),
+                   {"train": metric_series(train, metrics.CLIPPED_RATIO)}),
         line_chart("Groups with no reward spread (no signal)",
-                   {"train": metric_series(train, "frac_reward_zero_std")}),
+                   {"train": metric_series(train, metrics.FLAT_GROUPS)}),
         line_chart("How the answers look to the starting model (nats per token)",
-                   {"base model's loss": metric_series(evaluations, "eval_base_nll"),
-                    "drift from it": metric_series(evaluations, "eval_base_drift")},
+                   {"base model's loss": metric_series(evaluations, metrics.EVAL_BASE_NLL),
+                    "drift from it": metric_series(evaluations, metrics.EVAL_BASE_DRIFT)},
                    ),
         line_chart("Held-out evaluation rewards (not trained on)",
-                   {name: metric_series(evaluations, f"eval_rewards/{name}/mean") for name in held_out}),
-        line_chart("Learning rate", {"learning rate": metric_series(train, "learning_rate")}),
-        line_chart("Loss", {"loss": metric_series(train, "loss")}),
+                   {name: metric_series(evaluations, metrics.evaluation(metrics.component_mean(name)))
+                    for name in held_out}),
+        line_chart("Learning rate", {"learning rate": metric_series(train, metrics.LEARNING_RATE)}),
+        line_chart("Loss", {"loss": metric_series(train, metrics.LOSS)}),
     ]
     if with_kl:
-        charts.insert(3, line_chart("KL to the reference model", {"kl": metric_series(train, "kl")}))
+        charts.insert(3, line_chart("KL to the reference model", {"kl": metric_series(train, metrics.KL)}))
     return [chart for chart in charts if chart]
+
+
+def run_summary_rows(config: dict, record: dict, steps: int | None) -> str:
+    """The table at the top: what was trained on what, with which rewards and settings."""
+    weights = record.get("components", {})
+    summary = [("model", config.get("model_name")), ("data", config.get("custom_data") or config.get("dataset_name")),
+               ("rewards", f"{record.get('reward_function_type')} ({record.get('reward_config')}: "
+                           + ", ".join(f"{name} {weight}" for name, weight in weights.items()) + ")"),
+               ("steps", steps), ("group size", config.get("group_size")),
+               ("learning rate", config.get("learning_rate")), ("beta", config.get("beta"))]
+    return "".join(f"<tr><td>{name}</td><td>{html.escape(str(value))}</td></tr>" for name, value in summary)
 
 
 def build_report(output_dir: str | Path) -> Path:
@@ -177,15 +203,12 @@ def build_report(output_dir: str | Path) -> Path:
                            max_completion_length=config.get("max_completion_length"), generation_log_dir=str(log_dir))
 
     charts = curves(train, evaluations, weights, config.get("beta", 0) > 0, record.get("eval_rewards", []))
-    eval_rows = "".join(f"<tr><td>{index}</td><td>{entry['step']}</td><td>{format_number(entry['eval_reward'])}</td>"
-                        f"</tr>" for index, entry in enumerate(evaluations, start=1))
+    eval_rows = "".join(f"<tr><td>{index}</td><td>{entry['step']}</td>"
+                        f"<td>{format_number(entry[metrics.EVAL_REWARD])}</td></tr>"
+                        for index, entry in enumerate(evaluations, start=1))
     alarm_items = "".join(f"<li><b>{html.escape(str(alarm.get('id')))}</b> (step {alarm.get('step')}): "
                           f"{html.escape(str(alarm.get('message')))}</li>" for alarm in alarms)
-    summary = [("model", config.get("model_name")), ("data", config.get("custom_data") or config.get("dataset_name")),
-               ("rewards", f"{record.get('reward_function_type')} ({record.get('reward_config')}: "
-                           + ", ".join(f"{name} {weight}" for name, weight in weights.items()) + ")"),
-               ("steps", state.get("global_step")), ("group size", config.get("group_size")),
-               ("learning rate", config.get("learning_rate")), ("beta", config.get("beta"))]
+    summary_rows = run_summary_rows(config, record, state.get("global_step"))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>GRPO run report: {html.escape(str(output_dir))}</title>
 <style>
@@ -203,7 +226,7 @@ table.answers th, table.answers td {{ border: 1px solid #ddd; padding: 6px; vert
 .columns {{ white-space: pre-wrap; color: #666; margin-top: 4px; font-size: 90%; }}
 </style></head><body>
 <h1>GRPO run report</h1>
-<table class="summary">{"".join(f"<tr><td>{name}</td><td>{html.escape(str(value))}</td></tr>" for name, value in summary)}</table>
+<table class="summary">{summary_rows}</table>
 <h2>Alarms</h2>
 {f'<ul class="alarms">{alarm_items}</ul>' if alarm_items else '<p>None: nothing in the metrics looks wrong.</p>'}
 <h2>Curves</h2>

@@ -6,13 +6,15 @@ each once, in the log and in {output_dir}/alarms.json (id, step, message); the c
 them again. Components are logged as rewards/<component>/mean in both reward modes.
 
     log_history = [{"step": 10, "reward": 0.2, "completions/clipped_ratio": 0.95}] * 3
-    alarms = find_alarms(log_history, weights={"accuracy": 0.4}, max_completion_length=256)   # {"length_cap": ...}
+    alarms = find_alarms(log_history, weights={"accuracy": 0.4}, max_completion_length=256)
+    assert list(alarms) == ["length_cap"]    # 95% of the completions were cut off at 256 tokens
 """
 
 from __future__ import annotations
 
 import math
 
+from grpo_tool import metrics
 from grpo_tool.reward_guard import ALL_MISSING
 
 CAPPED_SHARE = 0.8  # completions at the length cap, in the recent logs, from which on it is an alarm
@@ -36,11 +38,11 @@ UNSCORED_SUFFIX = f"/{ALL_MISSING}"  # rewards/<name>/all_missing: the share of 
 
 
 def train_logs(history: list[dict]) -> list[dict]:
-    return [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
+    return [entry for entry in history if metrics.REWARD in entry and metrics.EVAL_REWARD not in entry]
 
 
 def eval_logs(history: list[dict]) -> list[dict]:
-    return [entry for entry in history if entry.get("eval_reward") is not None]
+    return [entry for entry in history if entry.get(metrics.EVAL_REWARD) is not None]
 
 
 def mean(values: list[float]) -> float:
@@ -48,8 +50,8 @@ def mean(values: list[float]) -> float:
 
 
 def capped_completions(history: list[dict], max_completion_length: int | None) -> str | None:
-    shares = [e["completions/clipped_ratio"] for e in train_logs(history)[-RECENT:]
-              if e.get("completions/clipped_ratio") is not None]
+    shares = [e[metrics.CLIPPED_RATIO] for e in train_logs(history)[-RECENT:]
+              if e.get(metrics.CLIPPED_RATIO) is not None]
     if len(shares) < RECENT or mean(shares) < CAPPED_SHARE:
         return None
     cap = f"max_completion_length={max_completion_length}" if max_completion_length else "max_completion_length"
@@ -61,12 +63,13 @@ def train_up_eval_down(history: list[dict]) -> str | None:
     evaluations = eval_logs(history)[-RECENT:]
     if len(evaluations) < RECENT:
         return None
-    rewards = [e["eval_reward"] for e in evaluations]
+    rewards = [e[metrics.EVAL_REWARD] for e in evaluations]
     if not all(later < earlier for earlier, later in zip(rewards, rewards[1:])):
         return None
     first_step = evaluations[0]["step"]
-    before = [e["reward"] for e in train_logs(history) if e["step"] <= first_step and e.get("reward") is not None]
-    recent = [e["reward"] for e in train_logs(history)[-RECENT:] if e.get("reward") is not None]
+    rewarded = [e for e in train_logs(history) if e.get(metrics.REWARD) is not None]
+    before = [e[metrics.REWARD] for e in rewarded if e["step"] <= first_step]
+    recent = [e[metrics.REWARD] for e in train_logs(history)[-RECENT:] if e.get(metrics.REWARD) is not None]
     if not before or not recent or mean(recent) <= before[-1]:
         return None
     return (f"training reward rose ({before[-1]:.3f} -> {mean(recent):.3f}) while evaluation reward fell for "
@@ -76,8 +79,8 @@ def train_up_eval_down(history: list[dict]) -> str | None:
 
 def component_means(entry: dict, weights: dict[str, float]) -> dict[str, float]:
     """Weighted component means of one log."""
-    return {name: weight * entry[f"rewards/{name}/mean"] for name, weight in weights.items()
-            if entry.get(f"rewards/{name}/mean") is not None}
+    return {name: weight * entry[metrics.component_mean(name)] for name, weight in weights.items()
+            if entry.get(metrics.component_mean(name)) is not None}
 
 
 def dominant_component(history: list[dict], weights: dict[str, float]) -> str | None:
@@ -103,8 +106,8 @@ def no_learning_signal(history: list[dict]) -> str | None:
     logs = train_logs(history)[-FLAT_LOGS:]
     if len(logs) < FLAT_LOGS:
         return None
-    flat = [e.get("frac_reward_zero_std", 0) >= FLAT_SHARE or (e.get("reward_std") is not None
-                                                               and e["reward_std"] < 1e-6) for e in logs]
+    flat = [e.get(metrics.FLAT_GROUPS, 0) >= FLAT_SHARE or (e.get(metrics.REWARD_STD) is not None
+                                                               and e[metrics.REWARD_STD] < 1e-6) for e in logs]
     if not all(flat):
         return None
     return (f"for the last {FLAT_LOGS} logs almost every group of completions got the same reward: GRPO learns only "
@@ -130,7 +133,7 @@ def unscored_batches(history: list[dict]) -> str | None:
 
 def nan_loss(history: list[dict]) -> str | None:
     for entry in history:
-        loss = entry.get("loss")
+        loss = entry.get(metrics.LOSS)
         if isinstance(loss, float) and math.isnan(loss):
             return (f"the loss became NaN at step {entry.get('step')}: lower the learning rate, check the rewards for "
                     "NaN, or turn bf16 off")
@@ -138,24 +141,24 @@ def nan_loss(history: list[dict]) -> str | None:
 
 
 def reward_hacking(history: list[dict], generation_log_dir: str | None = None) -> str | None:
-    train = [e for e in train_logs(history) if e.get("reward") is not None]
+    train = [e for e in train_logs(history) if e.get(metrics.REWARD) is not None]
     if len(train) < 2:
         return None
-    first, recent = train[0]["reward"], mean([e["reward"] for e in train[-RECENT:]])
+    first, recent = train[0][metrics.REWARD], mean([e[metrics.REWARD] for e in train[-RECENT:]])
     if recent - first < REWARD_RISE:
         return None
     signs = []
-    measured = [e for e in eval_logs(history) if e.get("eval_base_nll") is not None]
+    measured = [e for e in eval_logs(history) if e.get(metrics.EVAL_BASE_NLL) is not None]
     if measured:
         last = measured[-1]
-        if last.get("eval_base_drift") is not None and last["eval_base_drift"] >= DRIFT_LIMIT:
+        if last.get(metrics.EVAL_BASE_DRIFT) is not None and last[metrics.EVAL_BASE_DRIFT] >= DRIFT_LIMIT:
             signs.append(f"the model's answers have drifted {last['eval_base_drift']:.2f} nats per token from what "
                          "the starting model would say")
-        rise = last["eval_base_nll"] - measured[0]["eval_base_nll"]
-        if len(measured) > 1 and rise >= max(NLL_RISE_LIMIT, NLL_RISE_SHARE * measured[0]["eval_base_nll"]):
+        rise = last[metrics.EVAL_BASE_NLL] - measured[0][metrics.EVAL_BASE_NLL]
+        if len(measured) > 1 and rise >= max(NLL_RISE_LIMIT, NLL_RISE_SHARE * measured[0][metrics.EVAL_BASE_NLL]):
             signs.append(f"the starting model finds the answers less and less plausible (its loss per token "
                          f"{measured[0]['eval_base_nll']:.2f} -> {last['eval_base_nll']:.2f})")
-    lengths = [e["completions/mean_length"] for e in train if e.get("completions/mean_length") is not None]
+    lengths = [e[metrics.MEAN_LENGTH] for e in train if e.get(metrics.MEAN_LENGTH) is not None]
     if len(lengths) > RECENT and mean(lengths[-RECENT:]) <= LENGTH_COLLAPSE * lengths[0]:
         signs.append(f"answers shrank from {lengths[0]:.0f} to {mean(lengths[-RECENT:]):.0f} tokens")
     if not signs:

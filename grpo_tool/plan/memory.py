@@ -23,27 +23,22 @@ h: hidden width, I: MLP width, V: vocabulary):
 Training, generation and evaluation take turns, so the peak is what stays plus the largest of the three.
 
     from config import build_config
-    plan = make_plan(build_config(mode="quick_test"), Device.gpu(24))    # the tiny quick test on a 24 GB GPU
-    plan.peak / GB, plan.fits, what_would_fit(plan)    # about 0.7, True, []
+    plan = make_plan(build_config(mode="quick_test"), Device.gpu(24), prompt=(80, "given"))    # the tiny quick test
+    assert round(plan.peak / GB, 1) == 0.7 and plan.fits and what_would_fit(plan) == []    # fits: nothing to change
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from config import GRPOConfig
-from grpo_tool.backend import (BASE_COPY_MAX_PARAMETERS, CHECKPOINTING_MIN_PARAMETERS, choose_backend,
-                               package_installed)
-from errors import UserError
-from grpo_tool.model_shapes import ModelShape, find_shape, shape_from_config
+from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS, checkpointing_by_default, choose_backend, package_installed
+from grpo_tool.errors import UserError
+from grpo_tool.model_shapes import LINEAR_LAYERS, ModelShape, find_shape, shape_from_config
+from grpo_tool.plan.device import GB, MB, Device, available_memory, resident_memory
+from grpo_tool.settings import GRPOConfig
 from grpo_tool.trl_options import optimizer_name
 
-GB = 1024**3
-MB = 1024**2
 NF4_BYTES = 4.5 / 8  # 4-bit weights plus one fp32 absmax per 64 (double-quantised: less; counted plainly)
 CPU_RUNTIME = 560 * MB  # 513 MB measured after importing torch/transformers/trl/datasets/peft, plus data & tokenizer
 # On the CPU, glibc's malloc keeps most blocks a forward pass frees (each layer's temporaries: the LoRA layers' base
@@ -54,16 +49,7 @@ CPU_RUNTIME = 560 * MB  # 513 MB measured after importing torch/transformers/trl
 CPU_RETAINED_SHARE = 0.6
 CUDA_RUNTIME = 700 * MB  # CUDA context (about 500 MB on an H100) and cuBLAS/cuDNN workspaces
 MIN_USEFUL_COMPLETION = 16  # a shorter completion cap is not offered as a way to fit
-LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# bf16 dense tensor-core TFLOPS, memory GiB, bandwidth TB/s, from the vendors' data sheets.
-GPUS = {
-    "H200": (989, 141, 4.8), "H100": (989, 80, 3.35), "A100-SXM4-80GB": (312, 80, 2.0), "A100": (312, 40, 1.56),
-    "L40S": (362, 48, 0.86), "A6000": (155, 48, 0.77), "RTX 4090": (165, 24, 1.0), "RTX 3090": (71, 24, 0.94),
-    "A10G": (70, 24, 0.6), "A10": (125, 24, 0.6), "L4": (121, 24, 0.3), "T4": (65, 16, 0.32),
-}
-# Assumed when only --gpu-memory is given: the common GPU of that size.
-GPU_BY_MEMORY = ((16, "T4"), (24, "L4"), (48, "L40S"), (80, "H100"), (float("inf"), "H200"))
 # Per optimizer step, beside the FLOPs: TRL's and transformers' own work (sampling bookkeeping, metrics, the
 # optimizer call), measured as the tiny model's whole step on the CPU (0.05 s, of which its FLOPs are 0.01 s).
 STEP_OVERHEAD = 0.04
@@ -74,71 +60,6 @@ BANDWIDTH_EFFICIENCY = 0.7  # share of memory bandwidth a decode step reaches re
 # small beside reading the weights (SmolLM2-135M decodes at the copy bandwidth measured at plan time); on a GPU a
 # typical launch-bound figure for eager decoding.
 DECODE_OVERHEAD_PER_LAYER = {"cpu": 0.1e-3, "cuda": 0.15e-3}
-
-
-@dataclass(frozen=True)
-class Device:
-    kind: str  # cpu or cuda
-    memory: float  # bytes the run may use
-    name: str
-    tflops: float  # matmul throughput, TFLOPS, in the training precision
-    bandwidth: float  # TB/s
-    how: str  # where these figures came from
-
-    @staticmethod
-    def gpu(memory_gb: float, name: str | None = None) -> "Device":
-        if name is None:
-            name = next(gpu for limit, gpu in GPU_BY_MEMORY if memory_gb <= limit)
-            how = f"--gpu-memory {memory_gb:g}: throughput of a {name}-class GPU assumed"
-        else:
-            how = f"detected {name}"
-        key = next((known for known in sorted(GPUS, key=len, reverse=True) if known.lower() in name.lower()), "A100")
-        tflops, _, bandwidth = GPUS[key]
-        return Device("cuda", memory_gb * GB, name, tflops, bandwidth, how)
-
-    @staticmethod
-    def cpu_here() -> "Device":
-        """This machine's available memory, and its fp32 matmul rate and copy bandwidth measured now (~0.3 s)."""
-        import torch
-
-        size = 512
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        torch.mm(a, b)
-        start, rounds = time.perf_counter(), 20
-        for _ in range(rounds):
-            torch.mm(a, b)
-        tflops = 2 * size**3 * rounds / (time.perf_counter() - start) / 1e12
-        big = torch.empty(64 * MB // 4)
-        start = time.perf_counter()
-        for _ in range(5):
-            big.clone()
-        bandwidth = 2 * big.numel() * 4 * 5 / (time.perf_counter() - start) / 1e12
-        return Device("cpu", available_memory(), f"CPU ({os.cpu_count()} cores)", tflops, bandwidth,
-                      f"measured here: {tflops * 1000:.0f} GFLOP/s fp32 matmul, {bandwidth * 1000:.0f} GB/s copy")
-
-    @staticmethod
-    def detect(gpu_memory_gb: float | None) -> "Device":
-        """--gpu-memory plans for such a GPU wherever this runs; otherwise this machine's GPU, or its CPU."""
-        if gpu_memory_gb is not None:
-            return Device.gpu(gpu_memory_gb)
-        import torch  # not patched by Unsloth, so importing it before a later run is safe
-
-        if torch.cuda.is_available():
-            properties = torch.cuda.get_device_properties(0)
-            return Device.gpu(properties.total_memory / GB, properties.name)
-        return Device.cpu_here()
-
-
-def available_memory() -> float:
-    """Bytes this machine can give a new process: MemAvailable, else the physical memory."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass(frozen=True)
@@ -183,12 +104,12 @@ class Plan:
 
 def lora_parameters(shape: ModelShape, config: GRPOConfig) -> int:
     """LoRA's A and B matrices over the targeted linear layers of every block."""
-    wanted = LORA_MODULES if config.lora_target_modules == "all-linear" else tuple(
+    wanted = LINEAR_LAYERS if config.lora_target_modules == "all-linear" else tuple(
         name.strip() for name in config.lora_target_modules.split(","))
-    unknown = [name for name in wanted if name not in LORA_MODULES]
+    unknown = [name for name in wanted if name not in LINEAR_LAYERS]
     if unknown:
         raise UserError(f"--lora-target-modules {config.lora_target_modules}: the plan counts the linear layers of "
-                        f"Llama-style blocks ({', '.join(LORA_MODULES)}) and does not know {', '.join(unknown)}; "
+                        f"Llama-style blocks ({', '.join(LINEAR_LAYERS)}) and does not know {', '.join(unknown)}; "
                         "plan with those names or all-linear")
     total = 0
     for name, (fan_in, fan_out) in shape.linear_shapes().items():
@@ -199,10 +120,10 @@ def lora_parameters(shape: ModelShape, config: GRPOConfig) -> int:
 
 
 def checkpointing_on(config: GRPOConfig, shape: ModelShape, device: Device) -> bool:
-    """The rule trl_setup.trl_arguments applies (unset: on for CUDA models of 100M+ parameters)."""
+    """As the run decides it: the setting, or unset, backend.checkpointing_by_default."""
     if config.gradient_checkpointing is not None:
         return config.gradient_checkpointing
-    return device.kind == "cuda" and shape.parameters >= CHECKPOINTING_MIN_PARAMETERS
+    return checkpointing_by_default(device.kind == "cuda", shape.parameters)
 
 
 def steps_per_generation(config: GRPOConfig) -> int:
@@ -220,61 +141,91 @@ def steps_per_generation(config: GRPOConfig) -> int:
 
 def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
                 checkpointing: bool) -> list[Part]:
+    """Every part of the run's memory, in the table's order (the module docstring says what each counts)."""
     cpu = device.kind == "cpu"
-    act = 4 if cpu else 2  # fp32 on the CPU; bf16 (or fp16) autocast on a GPU
-    # backend.precision: float32 on the CPU and for full fine-tuning on a GPU; a LoRA run's frozen weights 16-bit.
-    weight_bytes = 4 if cpu or not config.use_lora else 2
-    four_bit = not cpu and config.four_bit
-    L, h, V = shape.layers, shape.hidden, shape.vocab
-    B, C = config.per_device_train_batch_size, config.max_completion_length
-    T = prompt_tokens + C
-    mlp = shape.intermediate * shape.active_experts
-    parts = []
+    weights = weight_part(config, shape, cpu, backend)
+    return [weights, *training_state_parts(config, shape, cpu), *other_model_parts(config, shape, device),
+            *training_parts(config, shape, cpu, backend, prompt_tokens, checkpointing),
+            *generation_parts(config, shape, cpu, prompt_tokens),
+            Part("runtime", CPU_RUNTIME if cpu else CUDA_RUNTIME, "always",
+                 "Python with the libraries imported, and the data" if cpu else "CUDA context and library workspaces")]
 
-    def add(name, size, phase, note):
-        parts.append(Part(name, float(size), phase, note))
 
+def weight_bytes(config: GRPOConfig, cpu: bool) -> int:
+    """backend.precision: float32 on the CPU and for full fine-tuning on a GPU; a LoRA run's frozen weights 16-bit."""
+    return 4 if cpu or not config.use_lora else 2
+
+
+def activation_bytes(cpu: bool) -> int:
+    return 4 if cpu else 2  # fp32 on the CPU; bf16 (or fp16) autocast on a GPU
+
+
+def weight_part(config: GRPOConfig, shape: ModelShape, cpu: bool, backend: str) -> Part:
+    billions = f"{shape.parameters / 1e9:.2f}B parameters"
     if backend == "unsloth" and config.use_vllm and config.vllm_mode == "colocate":
         # Unsloth's engine holds the weights and training reads them there: they are part of vLLM's share.
-        add("weights", 0, "always", f"{shape.parameters / 1e9:.2f}B parameters, inside vLLM's share (Unsloth's "
-            "engine shares them with training)")
-    elif four_bit:
-        quantized = L * shape.layer_linear_parameters
+        return Part("weights", 0.0, "always", f"{billions}, inside vLLM's share (Unsloth's engine shares them with "
+                    "training)")
+    if not cpu and config.four_bit:
+        quantized = shape.layers * shape.layer_linear_parameters
         # peft's prepare_model_for_kbit_training upcasts what stays unquantised to fp32; Unsloth keeps it 16-bit.
         rest_bytes, rest = (2, "16-bit") if backend == "unsloth" else (4, "fp32 (peft's k-bit preparation)")
-        add("weights", quantized * NF4_BYTES + (shape.parameters - quantized) * rest_bytes, "always",
-            f"{shape.parameters / 1e9:.2f}B parameters, linear layers 4-bit, embeddings and norms {rest}")
-    else:
-        add("weights", shape.parameters * weight_bytes, "always",
-            f"{shape.parameters / 1e9:.2f}B parameters in {'fp32' if weight_bytes == 4 else '16-bit'}")
+        return Part("weights", quantized * NF4_BYTES + (shape.parameters - quantized) * rest_bytes, "always",
+                    f"{billions}, linear layers 4-bit, embeddings and norms {rest}")
+    size = weight_bytes(config, cpu)
+    return Part("weights", float(shape.parameters * size), "always",
+                f"{billions} in {'fp32' if size == 4 else '16-bit'}")
+
+
+def training_state_parts(config: GRPOConfig, shape: ModelShape, cpu: bool) -> list[Part]:
+    """The trainable weights (LoRA's), their gradients and the optimizer's moments."""
+    parts = []
     if config.use_lora:
         trainable, state_bytes = lora_parameters(shape, config), 4
-        add("LoRA weights", trainable * 4, "always", f"{trainable / 1e6:.1f}M parameters (r={config.lora_r}), fp32")
+        parts.append(Part("LoRA weights", trainable * 4.0, "always",
+                          f"{trainable / 1e6:.1f}M parameters (r={config.lora_r}), fp32"))
     else:
-        trainable, state_bytes = shape.parameters, weight_bytes
+        trainable, state_bytes = shape.parameters, weight_bytes(config, cpu)
     optim = optimizer_name(config.trl_options)
     moments = 2 * (1 if "8bit" in optim else state_bytes)
-    add("gradients", trainable * state_bytes, "always", "one per trainable parameter")
-    add("optimizer state", trainable * moments, "always", f"{optim}: two moments per trainable parameter")
+    return [*parts, Part("gradients", float(trainable * state_bytes), "always", "one per trainable parameter"),
+            Part("optimizer state", float(trainable * moments), "always",
+                 f"{optim}: two moments per trainable parameter")]
+
+
+def other_model_parts(config: GRPOConfig, shape: ModelShape, device: Device) -> list[Part]:
+    """The reference model, the base copy, the reward model and vLLM's share, where the run has them."""
+    cpu = device.kind == "cpu"
+    parts = []
     if config.beta > 0 and not config.use_lora:
         reference_bytes = 4 if cpu else 2  # TRL loads it in the checkpoint's own dtype, 16-bit for released models
-        add("reference model", shape.parameters * reference_bytes, "always", f"beta={config.beta:g}: a second copy")
+        parts.append(Part("reference model", float(shape.parameters * reference_bytes), "always",
+                          f"beta={config.beta:g}: a second copy"))
     if (not config.use_lora and config.beta == 0 and config.max_eval_samples > 0
             and shape.parameters <= BASE_COPY_MAX_PARAMETERS):
-        add("base copy", shape.parameters * weight_bytes, "always", "frozen starting weights for the base-model "
-            "measure (full fine-tuning, beta 0)")
+        parts.append(Part("base copy", float(shape.parameters * weight_bytes(config, cpu)), "always",
+                          "frozen starting weights for the base-model measure (full fine-tuning, beta 0)"))
     if config.reward_model:
         try:
             reward = find_shape(config.reward_model)
-            add("reward model", reward.parameters * act, "always", f"{reward.parameters / 1e6:.0f}M parameters")
+            parts.append(Part("reward model", float(reward.parameters * activation_bytes(cpu)), "always",
+                              f"{reward.parameters / 1e6:.0f}M parameters"))
         except Exception:  # noqa: BLE001 - its shape unknown: said in the table rather than guessed
-            add("reward model", 0, "always", "shape unknown here: not counted")
+            parts.append(Part("reward model", 0.0, "always", "shape unknown here: not counted"))
     if config.use_vllm and config.vllm_mode == "colocate":
-        add("vLLM", config.vllm_gpu_memory_utilization * device.memory, "always",
-            f"its share ({config.vllm_gpu_memory_utilization:g}) holds its weights and KV cache")
+        parts.append(Part("vLLM", config.vllm_gpu_memory_utilization * device.memory, "always",
+                          f"its share ({config.vllm_gpu_memory_utilization:g}) holds its weights and KV cache"))
+    return parts
 
-    per_token_layer = 6 * h + 4 * shape.attention_width + 4 * mlp
-    every_layer = L * B * T * per_token_layer * act
+
+def training_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, backend: str, prompt_tokens: int,
+                   checkpointing: bool) -> list[Part]:
+    """What the backward pass keeps: the activations, and the logits of the log-probability pass."""
+    act = activation_bytes(cpu)
+    h, B, C = shape.hidden, config.per_device_train_batch_size, config.max_completion_length
+    T = prompt_tokens + C
+    per_token_layer = 6 * h + 4 * shape.attention_width + 4 * shape.intermediate * shape.active_experts
+    every_layer = shape.layers * B * T * per_token_layer * act
 
     def activations(checkpointed: bool) -> tuple[float, str]:
         if not checkpointed:
@@ -282,7 +233,7 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
         elif backend == "unsloth":
             kept, how = B * T * (per_token_layer + h) * act, "checkpointed, layer inputs offloaded to CPU (Unsloth)"
         else:
-            kept, how = B * T * (L * h + per_token_layer) * act, "checkpointed: layer inputs plus one layer"
+            kept, how = B * T * (shape.layers * h + per_token_layer) * act, "checkpointed: layer inputs plus one layer"
         if cpu:
             kept += CPU_RETAINED_SHARE * every_layer
             how += f"; plus {CPU_RETAINED_SHARE:g}x every layer's set, freed but kept by malloc"
@@ -290,31 +241,38 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
 
     kept, how = activations(checkpointing)
     other = activations(not checkpointing)[0]
-    add("activations", kept, "training", f"{B} completions x {T} tokens; {how} (checkpointing "
-        f"{'off' if checkpointing else 'on'}: {other / GB:.2f} GB)")
+    V = shape.vocab
     if backend == "unsloth":
-        logits, how = (C + 1) * V * 4 * 2, "one completion at a time (Unsloth's chunked loss), fp32"
+        logits, logit_how = (C + 1) * V * 4 * 2, "one completion at a time (Unsloth's chunked loss), fp32"
     elif cpu:
-        logits, how = B * (C + 1) * V * 4 * 3, "output, tempered copy and gradient, fp32"
+        logits, logit_how = B * (C + 1) * V * 4 * 3, "output, tempered copy and gradient, fp32"
     else:
-        logits, how = B * (C + 1) * V * 2 * 2, "output and gradient, 16-bit (TRL's fused log-softmax)"
-    add("logits", logits, "training", f"{B} x {C + 1} tokens x {V} vocabulary: {how}")
+        logits, logit_how = B * (C + 1) * V * 2 * 2, "output and gradient, 16-bit (TRL's fused log-softmax)"
+    return [Part("activations", float(kept), "training", f"{B} completions x {T} tokens; {how} (checkpointing "
+                 f"{'off' if checkpointing else 'on'}: {other / GB:.2f} GB)"),
+            Part("logits", float(logits), "training", f"{B} x {C + 1} tokens x {V} vocabulary: {logit_how}")]
 
-    generated = B * steps_per_generation(config)
+
+def generation_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, prompt_tokens: int) -> list[Part]:
+    """Sampling's KV cache and prefill, and an evaluation's cache and logits (no gradients)."""
+    act = activation_bytes(cpu)
+    C, V = config.max_completion_length, shape.vocab
+    T = prompt_tokens + C
+    cache_per_completion = shape.layers * 2 * shape.kv_width * T * act
+    generated = config.per_device_train_batch_size * steps_per_generation(config)
     if config.use_vllm:
-        add("KV cache", 0, "generation", "inside vLLM's share" if config.vllm_mode == "colocate" else
-            "on the vLLM server")
+        parts = [Part("KV cache", 0.0, "generation",
+                      "inside vLLM's share" if config.vllm_mode == "colocate" else "on the vLLM server")]
     else:
-        add("KV cache", generated * L * 2 * shape.kv_width * T * act, "generation",
-            f"{generated} completions x {T} tokens")
-        add("prefill", generated * prompt_tokens * (4 * h + 2 * mlp) * act + generated * V * 4, "generation",
-            "one layer's working tensors over the prompts")
+        mlp = shape.intermediate * shape.active_experts
+        parts = [Part("KV cache", float(generated * cache_per_completion), "generation",
+                      f"{generated} completions x {T} tokens"),
+                 Part("prefill", float(generated * (prompt_tokens * (4 * shape.hidden + 2 * mlp) * act + V * 4)),
+                      "generation", "one layer's working tensors over the prompts")]
     evaluated = config.per_device_eval_batch_size
-    add("evaluation", evaluated * L * 2 * shape.kv_width * T * act + evaluated * (C + 1) * V * (4 if cpu else 2),
-        "evaluation", f"{evaluated} completions: KV cache and logits, no gradients")
-    add("runtime", CPU_RUNTIME if cpu else CUDA_RUNTIME, "always",
-        "Python with the libraries imported, and the data" if cpu else "CUDA context and library workspaces")
-    return parts
+    kept = evaluated * (cache_per_completion + (C + 1) * V * (4 if cpu else 2))
+    return [*parts, Part("evaluation", float(kept), "evaluation",
+                         f"{evaluated} completions: KV cache and logits, no gradients")]
 
 
 def peak_of(parts) -> float:
@@ -359,57 +317,10 @@ def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, prompt_t
                                                     "training": round(training, 3), "other": STEP_OVERHEAD}, note
 
 
-def local_tokenizer(config: GRPOConfig):
-    """The model's tokenizer when it is on this machine (no download), else None."""
-    from grpo_tool.model_registry import TOKENIZER_FILES, TINY_MODEL, find_gguf, resolve_model_name
-    from grpo_tool.model_shapes import hub_cache_config
-
-    name = resolve_model_name(config.model_name)
-    if name == TINY_MODEL:
-        from tiny_model import ensure_tiny_model
-
-        source = ensure_tiny_model()
-    elif find_gguf(name):
-        from grpo_tool.gguf_models import cache_dir
-
-        source = cache_dir(find_gguf(name))
-    else:
-        cached = hub_cache_config(name)
-        source = Path(name) if Path(name).is_dir() else cached.parent if cached else None
-    if source is None or not any((Path(source) / file).is_file() for file in TOKENIZER_FILES):
-        return None
-    from grpo_tool.models import load_tokenizer
-
-    return load_tokenizer(str(source), config.trust_remote_code)
-
-
-def longest_prompt(config: GRPOConfig) -> tuple[int, str]:
-    """The longest training prompt in tokens when the data and tokenizer are on this machine; otherwise the most a
-    prompt may be (max_seq_length - max_completion_length), which is what a run can meet."""
-    from data_loader import SAMPLE_DATASET, load_grpo_dataset
-    from prompt_budget import in_form, prompt_token_count, uses_chat
-
-    budget = config.max_seq_length - config.max_completion_length
-    fallback = "max_seq_length - max_completion_length, the most a prompt may be: "
-    if config.streaming:
-        return budget, fallback + "the data streams"
-    if not (config.custom_data or config.dataset_name == SAMPLE_DATASET):
-        return budget, fallback + "the hub dataset is not read for a plan"
-    tokenizer = local_tokenizer(config)
-    if tokenizer is None:
-        return budget, fallback + "the tokenizer is not on this machine"
-    prompts = load_grpo_dataset(config)["train"]["prompt"]
-    chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
-    # The longest by characters are the longest in tokens, give or take: count tokens for those only.
-    longest = sorted(prompts, key=lambda prompt: len(str(prompt)), reverse=True)[:200]
-    counts = [prompt_token_count(tokenizer, in_form(prompt, chat)) for prompt in longest]
-    fitting = [count for count in counts if count <= budget]
-    tokens = budget if config.prompt_overflow == "truncate" and len(fitting) < len(counts) else max(fitting or [budget])
-    return tokens, f"the longest training prompt of {len(prompts)}"
-
-
-def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = None,
-              prompt: tuple[int, str] | None = None, backend: str | None = None) -> Plan:
+def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = None, *, prompt: tuple[int, str],
+              backend: str | None = None) -> Plan:
+    """The plan of a run: `prompt` is (the prompt tokens counted, where that figure comes from), as
+    grpo_tool/plan/prompts.py finds it."""
     shape = shape or find_shape(config.model_name)
     cuda = device.kind == "cuda"
     if config.use_vllm and not cuda:
@@ -420,7 +331,7 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
         planned_elsewhere = device.how.startswith("--gpu-memory")
         backend = choose_backend(config, cuda, package_installed("unsloth") or planned_elsewhere)[0] if cuda \
             else "transformers"
-    prompt_tokens, prompt_source = prompt or longest_prompt(config)
+    prompt_tokens, prompt_source = prompt
     checkpointing = checkpointing_on(config, shape, device)
     parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing)
     seconds, split, note = 0.0, {}, "not estimated"
@@ -429,11 +340,6 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
         seconds, split, note = step_seconds(config, shape, device, prompt_tokens, checkpointing, weights)
     return Plan(config, shape, device, backend, prompt_tokens, prompt_source, checkpointing, tuple(parts), seconds,
                 split, note)
-
-
-def resident_memory() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | None) -> Plan | None:
@@ -458,7 +364,7 @@ def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | No
     budget = config.max_seq_length - config.max_completion_length
     prompt = (prompt_tokens, "the longest training prompt") if prompt_tokens else (budget, "the prompt budget")
     try:
-        plan = make_plan(config, device, shape, prompt, machine.backend)
+        plan = make_plan(config, device, shape, prompt=prompt, backend=machine.backend)
     except UserError as error:  # a model or setting the plan cannot count: the run goes on without it
         logger.info("memory plan skipped: %s", error)
         return None
@@ -529,57 +435,3 @@ def what_would_fit(plan: Plan) -> list[str]:
     return ideas
 
 
-def format_plan(plan: Plan) -> str:
-    config, shape, device = plan.config, plan.shape, plan.device
-    unit, scale, digits = ("MB", MB, 0) if plan.peak < 4 * GB else ("GB", GB, 2)
-    lines = [f"plan: {config.model_name} ({shape.parameters / 1e9:.2f}B parameters; shape from {shape.source})",
-             f"  on {device.name} with {device.memory / GB:.1f} GB, {plan.backend} backend, "
-             f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, gradient checkpointing "
-             f"{'on' if plan.checkpointing else 'off'}",
-             f"  {config.per_device_train_batch_size} completions per micro-batch (group {config.group_size}), "
-             f"prompts up to {plan.prompt_tokens} tokens ({plan.prompt_source}), completions up to "
-             f"{config.max_completion_length}", "",
-             f"  {'part':<17}{unit:>8}  {'when':<11} what"]
-    for part in plan.parts:
-        lines.append(f"  {part.name:<17}{part.bytes / scale:>8.{digits}f}  {part.phase:<11} {part.note}")
-    verdict = "fits" if plan.fits else "does NOT fit"
-    lines += [f"  {'peak':<17}{plan.peak / scale:>8.{digits}f}  what stays plus the largest phase: {verdict} in "
-              f"{device.memory / GB:.1f} GB", ""]
-    lines += [f"  would fit: {idea}" for idea in plan.would_fit]
-    seconds = plan.seconds_per_step
-    lines.append(f"  time: about {seconds:.2f}" if seconds < 1 else f"  time: about {seconds:.1f}")
-    lines[-1] += f" s per step ({plan.time_note})"
-    return "\n".join(lines)
-
-
-def plan_record(plan: Plan) -> dict:
-    """plan.json: figures in GiB (bytes beside them), so a script can read `peak` and `fits` directly."""
-    return {
-        "model": plan.config.model_name, "shape": {**plan.shape.__dict__, "parameters": plan.shape.parameters},
-        "device": {**plan.device.__dict__, "memory_gib": round(plan.device.memory / GB, 3)},
-        "backend": plan.backend, "gradient_checkpointing": plan.checkpointing,
-        "prompt_tokens": plan.prompt_tokens, "prompt_source": plan.prompt_source,
-        "completion_tokens": plan.config.max_completion_length,
-        "parts": [{"name": part.name, "gib": round(part.bytes / GB, 4), "bytes": int(part.bytes),
-                   "phase": part.phase, "note": part.note} for part in plan.parts],
-        "peak": round(plan.peak / GB, 4), "peak_bytes": int(plan.peak),
-        # What torch.cuda.max_memory_allocated can see: the peak less the runtime (CUDA context, libraries).
-        "allocated": round((plan.peak - plan.runtime) / GB, 4),
-        "memory": round(plan.device.memory / GB, 4), "fits": plan.fits, "would_fit": plan.would_fit,
-        "seconds_per_step": round(plan.seconds_per_step, 3), "seconds_by_phase": plan.seconds_by_phase, "time_note": plan.time_note,
-        "units": "GiB unless a key says bytes or seconds",
-    }
-
-
-def run_plan(config: GRPOConfig, gpu_memory_gb: float | None) -> str:
-    """--plan: the table, and plan.json in the output dir (the only file written)."""
-    from grpo_tool.outputs import PLAN_FILE
-    from json_files import write_json_atomic
-
-    plan = make_plan(config, Device.detect(gpu_memory_gb))
-    path = Path(config.output_dir) / PLAN_FILE
-    try:
-        write_json_atomic(path, plan_record(plan))
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-    return format_plan(plan) + f"\n  written: {path}"

@@ -4,7 +4,7 @@ A completion arrives as a string (plain prompts) or as `[{"role": "assistant", "
 reference answer may be a string or a whole conversation whose last assistant turn is the answer; message content may
 be a string or a list of typed parts (`{"type": "text", "text": ...}`).
 
-    message_text([{"role": "assistant", "content": "Paris."}]) == "Paris."
+    assert message_text([{"role": "assistant", "content": "Paris."}]) == "Paris."
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ text, same seed, same files) and is cached; the cached directory is an ordinary 
 `AutoModelForCausalLM.from_pretrained` loads like any hub model.
 
     path = ensure_tiny_model()    # builds on first use, then returns the cached directory
-    ensure_tiny_reward_model()    # a sequence-classification model on the same tokenizer, for reward-model tests
+    assert ensure_tiny_model() == path and (path / "model.safetensors").is_file()
+    reward = ensure_tiny_reward_model()    # a sequence-classification model, for reward-model tests
+    assert (reward / "tokenizer.json").read_bytes() == (path / "tokenizer.json").read_bytes()    # the same tokenizer
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+from grpo_tool.datasets import SAMPLE_FILES
+
 # Bump when the recipe below changes, so old caches are not reused.
 TINY_MODEL_VERSION = 1
 VOCAB_SIZE = 512
@@ -47,7 +50,7 @@ def tiny_reward_model_dir() -> Path:
 def training_text() -> list[str]:
     """Every prompt and answer of the bundled sample data, in file order."""
     texts = []
-    for path in sorted(DATA_DIR.glob("sample_*.jsonl")):
+    for path in sorted(SAMPLE_FILES.values()):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)

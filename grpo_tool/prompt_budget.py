@@ -3,18 +3,19 @@
 TRL never truncates prompts, so a prompt longer than max_seq_length - max_completion_length tokens is dropped here,
 or shortened when the config says truncate. This module knows tokenizers and prompts, nothing of training.
 
-    from config import GRPOConfig; from data_loader import load_grpo_dataset; from tiny_model import ensure_tiny_model
-    from transformers import AutoTokenizer
-    config = GRPOConfig(model_name="tiny", dataset_name="sample")
+    from config import GRPOConfig; from data_loader import load_grpo_dataset
+    from grpo_tool.tiny_model import ensure_tiny_model; from transformers import AutoTokenizer
+    config = GRPOConfig(model_name="tiny", dataset_name="sample", max_seq_length=296, max_completion_length=256)
     data = fit_to_model(load_grpo_dataset(config), AutoTokenizer.from_pretrained(ensure_tiny_model()), config)
+    assert len(data["train"]) == 202    # of the sample's 225 prompts, the 23 over 296 - 256 = 40 tokens are dropped
 """
 
 from __future__ import annotations
 
 import logging
 
-from errors import UserError
-from messages import message_text, messages_as_text
+from grpo_tool.errors import UserError
+from grpo_tool.messages import message_text, messages_as_text
 
 logger = logging.getLogger(__name__)
 
@@ -89,18 +90,27 @@ def truncate_messages(messages: list[dict], tokenizer, budget: int) -> list[dict
     messages = [dict(message) for message in messages]
     while prompt_token_count(tokenizer, messages) > budget:
         turns = [index for index, message in enumerate(messages) if message["role"] != "system"]
-        if len(turns) > 1:
-            del messages[turns[0]]
-            if messages[turns[0]]["role"] == "assistant" and len(turns) > 2:
-                del messages[turns[0]]  # keep the conversation starting with a user turn
-            continue
-        last = messages[turns[0]]
-        excess = prompt_token_count(tokenizer, messages) - budget
-        ids = tokenizer(message_text(last), add_special_tokens=False)["input_ids"]
-        if excess >= len(ids):
-            return None
-        last["content"] = tokenizer.decode(ids[excess + 1:])
+        if len(turns) == 1:
+            return cut_start(messages, turns[0], tokenizer, budget)
+        del messages[turns[0]]
+        if messages[turns[0]]["role"] == "assistant" and len(turns) > 2:
+            del messages[turns[0]]  # keep the conversation starting with a user turn
     return messages
+
+
+def cut_start(messages: list[dict], index: int, tokenizer, budget: int) -> list[dict] | None:
+    """The conversation with the start of messages[index] cut until it fits, or None when nothing of it would be
+    left. Each try cuts more tokens than the last: decoding a cut and tokenizing it again need not give fewer tokens
+    (a character split across tokens comes back as more than one), so cutting by the excess alone could loop."""
+    ids = tokenizer(message_text(messages[index]), add_special_tokens=False)["input_ids"]
+    cut = prompt_token_count(tokenizer, messages) - budget + 1
+    while cut < len(ids):
+        messages[index] = {**messages[index], "content": tokenizer.decode(ids[cut:])}
+        excess = prompt_token_count(tokenizer, messages) - budget
+        if excess <= 0:
+            return messages
+        cut += excess
+    return None
 
 
 def fit_prompt(prompt, tokenizer, budget: int, truncate: bool):

@@ -3,7 +3,8 @@
 Writes are atomic: a reader (or a crash) sees either the old file or the complete new one, never half of it. Reads turn
 every way a file can be unreadable into one UserError that names the file.
 
-    write_json_atomic("settings.json", {"a": 1}); read_json_file("settings.json", "config file")
+    write_json_atomic("settings.json", {"a": 1})
+    assert read_json_file("settings.json", "config file") == {"a": 1}
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from errors import UserError
+from grpo_tool.errors import UserError
 
 
 def read_umask() -> int:

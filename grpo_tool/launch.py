@@ -1,0 +1,55 @@
+"""The processes of a run: how many a launcher (accelerate launch, torchrun) started, which one is the main one
+(it writes the files and narrates), and a leftover launcher environment that would make a lone process wait.
+
+    assert world_size() >= 1 and is_main_process() in (True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def world_size() -> int:
+    """Processes in this run, as `accelerate launch` / torchrun announce them."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes files and narrates (rank 0, or the only one)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+# What a launcher (accelerate launch, torchrun) sets for each process it starts, and what it must set with them.
+PROCESS_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT")
+
+
+def launch_problem() -> str | None:
+    """A process that the environment calls one of several, though no launcher started it: RANK or WORLD_SIZE left
+    over in a shell (or a job script), which would make it wait for processes that never come, or stay silent."""
+    given = {name: os.environ[name] for name in PROCESS_VARIABLES if name in os.environ}
+    missing = [name for name in LAUNCHER_VARIABLES if not os.environ.get(name)]
+    if not given or not missing:
+        return None
+    shown = " ".join(f"{name}={value}" for name, value in given.items())
+    return (f"the environment says {shown}, but no launcher started this process ({' and '.join(missing)} unset): "
+            f"unset {' '.join(given)} for a run of one process, or start it with accelerate launch")
+
+
+QUIET_LINGER_SECONDS = 3.0
+
+
+def says_errors() -> bool:
+    """The main process, or one that only the environment calls another (no launcher started it: it is alone). Every
+    process checks the same settings and data, so the others would repeat what it says."""
+    return is_main_process() or launch_problem() is not None
+
+
+def linger() -> None:
+    """A process that stops quietly waits a moment first: the launcher stops every process once one has ended, and
+    the main one, meeting the same mistake a moment later, must have printed it by then."""
+    time.sleep(QUIET_LINGER_SECONDS)

@@ -1,0 +1,88 @@
+"""The names of the metrics a run logs, in one place: TRL's and ours, what each means, and how an evaluation's and a
+reward component's are spelled. The console line, the alarms, the report, the choice of the best checkpoint and the
+README's table read them from here.
+
+    assert evaluation(REWARD) == "eval_reward" and component_mean("accuracy") == "rewards/accuracy/mean"
+    assert best_metric("eval_base_nll", []) == (BASE_NLL, False)
+"""
+
+from __future__ import annotations
+
+from grpo_tool.errors import UserError, near_miss
+
+EVAL_PREFIX = "eval_"  # what transformers puts before every metric an evaluation logs
+
+# TRL's, per logging step and per evaluation.
+REWARD = "reward"
+REWARD_STD = "reward_std"
+FLAT_GROUPS = "frac_reward_zero_std"
+LOSS = "loss"
+LEARNING_RATE = "learning_rate"
+KL = "kl"
+ENTROPY = "entropy"
+MEAN_LENGTH = "completions/mean_length"
+CLIPPED_RATIO = "completions/clipped_ratio"
+LENGTHS = ("completions/min_length", "completions/max_length", "completions/mean_terminated_length",
+           "completions/min_terminated_length", "completions/max_terminated_length")
+# Ours, at evaluations (grpo_tool/base_view.py): how the completions look to the model training started from.
+BASE_NLL = "base_nll"
+BASE_DRIFT = "base_drift"
+
+EVAL_REWARD = EVAL_PREFIX + REWARD
+EVAL_BASE_NLL = EVAL_PREFIX + BASE_NLL
+EVAL_BASE_DRIFT = EVAL_PREFIX + BASE_DRIFT
+
+# What each means, for the README's table (tests/test_readme.py holds the two together).
+MEANINGS = {
+    REWARD: "the weighted total reward, mean over the step's completions",
+    REWARD_STD: "its standard deviation within groups, averaged",
+    FLAT_GROUPS: "share of groups whose completions all scored the same (no learning signal)",
+    "rewards/NAME/mean": "each reward component's mean score",
+    "rewards/NAME/missing": "share of completions a component left unscored (None)",
+    "rewards/NAME/all_missing": "share of batches in which a component scored nothing",
+    MEAN_LENGTH: "completion length in tokens (also min, max, and of those that ended)",
+    CLIPPED_RATIO: "share of completions cut off at max_completion_length",
+    KL: "KL divergence to the reference model (when beta > 0)",
+    ENTROPY: "mean token entropy of the policy",
+    LOSS: "the GRPO loss",
+    LEARNING_RATE: "the learning rate",
+    BASE_NLL: "at evaluations: the starting model's loss per token on the completions",
+    BASE_DRIFT: "at evaluations: how far the current model has moved from the starting one",
+}
+
+# What an evaluation logs, without its prefix: the names --metric-for-best-model takes besides a reward's name.
+EVAL_METRICS = (REWARD, REWARD_STD, LOSS, BASE_NLL, BASE_DRIFT, FLAT_GROUPS, ENTROPY, KL, MEAN_LENGTH, CLIPPED_RATIO,
+                *LENGTHS)
+LOWER_IS_BETTER = ("nll", "drift", "loss")  # endings of metrics where less is better
+
+
+def evaluation(metric: str) -> str:
+    """The name an evaluation logs `metric` under."""
+    return EVAL_PREFIX + metric
+
+
+def component_mean(name: str) -> str:
+    return f"rewards/{name}/mean"
+
+
+def component_share(name: str, kind: str) -> str:
+    """rewards/NAME/missing or rewards/NAME/all_missing (see grpo_tool/reward_guard.py)."""
+    return f"rewards/{name}/{kind}"
+
+
+def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
+    """(TRL's metric_for_best_model, greater_is_better) for --metric-for-best-model: a reward function's name means
+    its mean score; otherwise a metric an evaluation logs, with or without its eval_ prefix. Checked here, since
+    transformers would only find a wrong name at the first evaluation."""
+    if name is None:
+        return None
+    names = [c.name for c in components]
+    if name in names:
+        return component_mean(name), True
+    metric = name.removeprefix(EVAL_PREFIX)
+    per_function = {f"rewards/{n}/{kind}" for n in names for kind in ("mean", "std")}
+    if metric in EVAL_METRICS or metric in per_function:
+        return metric, not metric.endswith(LOWER_IS_BETTER)
+    raise UserError(f"metric_for_best_model={name!r}{near_miss(name, names + list(EVAL_METRICS))}: give a reward "
+                    f"function's name ({', '.join(names)}) or a metric an evaluation logs ({', '.join(EVAL_METRICS)}, "
+                    "rewards/NAME/mean), with or without eval_")

@@ -1,0 +1,172 @@
+"""Reward configs: the original's `config/reward_config.json` (the one place its weights and keywords are written),
+the presets in `config/rewards/` (each holding only what it changes), validation of a user's file, and which config
+a run uses.
+
+    balanced = load_reward_config("balanced")
+    assert balanced["accuracy_weight"] == DEFAULT_REWARD_CONFIG["accuracy_weight"] and "format" in RULE_COMPONENTS
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from grpo_tool.errors import UserError
+from grpo_tool.json_files import read_json_file
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+REWARD_PRESET_DIR = CONFIG_DIR / "rewards"
+DEFAULT_REWARD_PRESET = "balanced"  # the reward config of a run that names none and brings no rewards of its own
+# Where answer_match finds a row's reference answer when answer_match.reference_column is unset: the names GSM8K
+# (answer), MATH and open-r1 (solution), Alpaca (output) and verl (ground_truth) give it.
+REFERENCE_COLUMNS = ("answer", "solution", "output", "ground_truth", "reference")
+
+# The original's config/reward_config.json: every loaded reward config is these values overlaid with the file's.
+DEFAULT_REWARD_CONFIG: dict[str, Any] = read_json_file(CONFIG_DIR / "reward_config.json", "reward config")
+
+
+# Keys beyond the original's: what a preset is for, the answer-checking components (off unless weighted), and the
+# weights of a --reward-model and of --reward-fn functions (by function name; 1.0 when not given).
+EXTENSION_DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "answer_match_weight": 0.0,
+    "format_weight": 0.0,
+    "answer_match": {"reference_column": None, "tolerance": 1e-6},
+    "format": {"tags": ["think", "answer"]},
+    "reward_model_weight": 1.0,
+    "custom_weights": {},
+}
+
+TAG_NAME = re.compile(r"[A-Za-z_][\w.-]*")
+# The built-in components, in the order they are logged: each has a `<name>_weight` key.
+RULE_COMPONENTS = tuple(key.removesuffix("_weight") for key in {**DEFAULT_REWARD_CONFIG, **EXTENSION_DEFAULTS}
+                        if key.endswith("_weight") and key != "reward_model_weight")
+
+
+def reward_config_choice(config) -> str | None:
+    """The reward config a run uses: the preset or file it names; naming none, balanced (the original's), unless the
+    run brings rewards of its own (--reward-fn, --reward-model): None, and those rewards alone, as TRL's reward_funcs
+    are exactly what it is given. Naming a reward config as well keeps its components beside them."""
+    named = config.reward_config_path or config.reward_config_name
+    if named:
+        return named
+    return None if config.reward_functions or config.reward_model else DEFAULT_REWARD_PRESET
+
+
+def run_reward_config(config) -> dict:
+    """The reward config of a run config (see reward_config_choice); with none, every built-in weight is 0."""
+    choice = reward_config_choice(config)
+    if choice is None:
+        return validate_reward_config({f"{name}_weight": 0 for name in RULE_COMPONENTS},
+                                      source="the run's own rewards")
+    return load_reward_config(choice)
+
+ZERO_WEIGHTS = "every reward component has weight 0: give at least one a positive weight"
+
+
+def rule_weights_problem(reward_config: dict, reward_functions: Sequence[str], reward_model: str | None) -> str | None:
+    """The all-zero-weights mistake, seen before any --reward-fn file is imported (they count 1.0 unless set)."""
+    weights = [reward_config[f"{name}_weight"] for name in RULE_COMPONENTS]
+    if reward_functions:
+        weights.append(max([1.0, *reward_config["custom_weights"].values()]))
+    if reward_model:
+        weights.append(reward_config["reward_model_weight"])
+    return None if any(weight > 0 for weight in weights) else ZERO_WEIGHTS
+
+
+def reward_preset_names() -> list[str]:
+    return sorted(path.stem for path in REWARD_PRESET_DIR.glob("*.json"))
+
+
+def load_reward_config(name_or_path: str) -> dict:
+    """A validated reward config from a preset name in config/rewards/ or a JSON file path.
+
+    Keys the file leaves out keep the original's values (DEFAULT_REWARD_CONFIG), so a preset holds only what it changes.
+    """
+    path = Path(name_or_path)
+    if not (path.suffix == ".json" or path.exists()):
+        path = REWARD_PRESET_DIR / f"{name_or_path}.json"
+        if not path.exists():
+            raise UserError(f"unknown reward preset {name_or_path!r}: use one of {', '.join(reward_preset_names())} "
+                            "or the path of a reward config JSON file")
+    return validate_reward_config(read_json_file(path, "reward config"), source=str(path))
+
+
+def validate_reward_config(data: Any, source: str = "reward config") -> dict:
+    """Overlay `data` on the defaults and check every key, reporting all problems in one message."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a JSON object like config/reward_config.json")
+    merged = {**copy.deepcopy(DEFAULT_REWARD_CONFIG), **copy.deepcopy(EXTENSION_DEFAULTS)}
+    problems = []
+    for key, value in data.items():
+        if key not in merged:
+            problems.append(f"unknown key {key!r} (valid keys: {', '.join(merged)})")
+        elif key == "custom_weights":
+            if not isinstance(value, dict) or not all(is_number(w) and w >= 0 for w in value.values()):
+                problems.append("custom_weights must map function names to numbers >= 0")
+            else:
+                merged[key] = dict(value)
+        elif isinstance(merged[key], dict):
+            if not isinstance(value, dict):
+                problems.append(f"{key} must be an object with keys {', '.join(merged[key])}")
+                continue
+            for sub_key, sub_value in value.items():
+                if sub_key not in merged[key]:
+                    problems.append(f"unknown key {key}.{sub_key!r} (valid keys: {', '.join(merged[key])})")
+                else:
+                    merged[key][sub_key] = sub_value
+        else:
+            merged[key] = value
+    problems += reward_config_problems(merged)
+    if problems:
+        raise UserError(f"{source}: " + "; ".join(problems))
+    return merged
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def reward_config_problems(config: dict) -> list[str]:
+    problems = []
+    for name in RULE_COMPONENTS:
+        weight = config[f"{name}_weight"]
+        if not is_number(weight) or weight < 0:
+            problems.append(f"{name}_weight={weight!r} must be a number >= 0")
+    for key in ("reward_model_weight",):
+        if not is_number(config[key]) or config[key] < 0:
+            problems.append(f"{key}={config[key]!r} must be a number >= 0")
+    if not isinstance(config["description"], str):
+        problems.append("description must be text")
+    for section, key in (("accuracy", "correct_keywords"), ("quality", "quality_keywords"),
+                         ("quality", "negative_keywords")):
+        value = config[section][key]
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            problems.append(f"{section}.{key} must be a list of non-empty strings")
+    optimal = config["length"]["optimal_length"]
+    if not isinstance(optimal, int) or isinstance(optimal, bool) or optimal < 0:
+        problems.append(f"length.optimal_length={optimal!r} must be a whole number of words >= 0")
+    falloff = config["length"]["length_weight"]
+    if not is_number(falloff) or falloff < 0:
+        problems.append(f"length.length_weight={falloff!r} must be a number >= 0 (how fast the reward falls per word)")
+    for key in ("reward_scale", "penalty_scale"):
+        if not is_number(config["quality"][key]):
+            problems.append(f"quality.{key}={config['quality'][key]!r} must be a number")
+    column = config["answer_match"]["reference_column"]
+    if column is not None and not (isinstance(column, str) and column.strip()):
+        problems.append(f"answer_match.reference_column={column!r} must be a column name, or null for the first of "
+                        f"{', '.join(REFERENCE_COLUMNS)} the data has")
+    tolerance = config["answer_match"]["tolerance"]
+    if not is_number(tolerance) or tolerance < 0:
+        problems.append(f"answer_match.tolerance={tolerance!r} must be a number >= 0 (relative: 1e-6 accepts 1000000 "
+                        "for 1000001)")
+    tags = config["format"]["tags"]
+    if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) and TAG_NAME.fullmatch(tag)
+                                                         for tag in tags):
+        problems.append(f"format.tags={tags!r} must be a list of tag names such as [\"think\", \"answer\"] (letters, "
+                        "digits, _ . -; no angle brackets)")
+    return problems
