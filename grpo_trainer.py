@@ -77,6 +77,7 @@ class GRPOTrainer:
         self.record = None
         self.replacing: list[str] | None = None  # set by check_output_dir: an earlier run's entries to replace
         self.checked: dict[str, str | None] = {}  # set by check_arguments: {"checkpoint": the one to resume}
+        self.loaded = None  # the data load_data read and checked
         self.prompt_lengths: dict[str, list[int]] = {}  # tokens of each prompt, by split, once the data is prepared
 
     # The modules that import torch, transformers, trl and peft are imported in the methods below, after
@@ -136,12 +137,13 @@ class GRPOTrainer:
         data (its rows, its columns against the rewards) before any model loads; a mistake there costs no load."""
         data = as_dataset_dict(dataset, self.config)
         check_references(self.components, self.reward_config, data)
+        self.loaded = data  # what prepare_data may take as checked
         return data
 
     def prepare_data(self, dataset=None):
         """The data as the model takes it (see load_data for `dataset`), with prompts in the model's form and token
         budget."""
-        data = self.load_data(dataset)
+        data = dataset if dataset is not None and dataset is self.loaded else self.load_data(dataset)
         if self.model is None:
             self.load_model()
         self.prompt_lengths = {}

@@ -42,6 +42,7 @@ def test_help_lists_every_flag_of_the_original():
     assert [flag for flag in flags if flag not in result.stdout] == []
 
 
+@pytest.mark.slow
 def test_a_mistake_prints_exactly_one_line_in_a_real_process(tmp_path):
     """In-process runs share pytest's log capture; a process of its own shows what a user sees."""
     result = run_cli("--quick-test", "--batch-size", "0", "--output-dir", str(tmp_path / "out"))

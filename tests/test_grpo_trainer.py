@@ -183,6 +183,7 @@ class FastLanguageModel:
 '''
 
 
+@pytest.mark.slow
 def test_unsloth_is_imported_before_transformers_trl_and_peft(tmp_path):
     """The whole command line on a (pretended) CUDA machine with a stand-in unsloth package: by the time unsloth is
     imported, none of the libraries it patches may be."""

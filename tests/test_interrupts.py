@@ -60,6 +60,7 @@ KILL_MOMENTS = {
 }
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_leaves_the_last_checkpoint_usable(tmp_path, run_config):
     output_dir = tmp_path / "out"
     for moment, reached in KILL_MOMENTS.items():
@@ -77,6 +78,7 @@ def test_sigkill_at_any_moment_leaves_the_last_checkpoint_usable(tmp_path, run_c
     assert unparsable_json(output_dir) == []
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_says_how_to_resume(tmp_path, run_config):
     output_dir = tmp_path / "out"
     process = start(output_dir, run_config)
@@ -108,29 +110,31 @@ def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_c
     assert Path(latest).name == "checkpoint-40"
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({"max_steps": 20, "eval_steps": 10, "save_steps": 10, "logging_steps": 5}))
+    config.write_text(json.dumps({"max_steps": 10, "eval_steps": 5, "save_steps": 5, "logging_steps": 5}))
     output_dir = tmp_path / "out"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(ROOT / "config/accelerate/cpu_2proc.yaml"), "--main_process_port", "29531",
               str(ROOT / "train_grpo.py"), "--quick-test", "--output-dir", str(output_dir)]
     first = subprocess.run([*launch, "--config", str(config)], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert first.stdout.count("done: 20 steps") == 1
-    assert {p.name for p in (output_dir / "checkpoint-20").glob("rng_state_*.pth")} == {"rng_state_0.pth",
+    assert first.stdout.count("done: 10 steps") == 1
+    assert {p.name for p in (output_dir / "checkpoint-10").glob("rng_state_*.pth")} == {"rng_state_0.pth",
                                                                                           "rng_state_1.pth"}
-    assert logged_steps(output_dir / "generation_logs") == [10, 20]
+    assert logged_steps(output_dir / "generation_logs") == [5, 10]
     log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
-    assert log.count("logging to") == 1 and log.count("step 20: ") >= 1
-    config.write_text(json.dumps({"max_steps": 30, "eval_steps": 10, "save_steps": 10, "logging_steps": 5}))
+    assert log.count("logging to") == 1 and log.count("step 10: ") >= 1
+    config.write_text(json.dumps({"max_steps": 15, "eval_steps": 5, "save_steps": 5, "logging_steps": 5}))
     resumed = subprocess.run([*launch, "--config", str(config), "--resume-from-checkpoint", "latest"],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stdout.count("done: 30 steps") == 1
-    assert logged_steps(output_dir / "generation_logs") == [10, 20, 30]
+    assert resumed.stdout.count("done: 15 steps") == 1
+    assert logged_steps(output_dir / "generation_logs") == [5, 10, 15]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mistake", [["--batch-size", "0"], ["--batch-siz", "8"]])
 def test_a_mistake_under_the_launcher_is_one_line_from_the_main_process(tmp_path, mistake):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
@@ -169,6 +173,7 @@ def test_ctrl_c_during_the_last_evaluation_is_finished_by_the_advised_resume(tmp
     assert (tmp_path / "out" / "final_model" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_secrets_never_reach_the_files(tmp_path):
     secrets = {"WANDB_API_KEY": "wandb-secret-0123456789abcdef", "HF_TOKEN": "hf_secretTOKEN0123456789"}
     config = tmp_path / "run.json"
@@ -197,6 +202,7 @@ def test_every_shipped_accelerate_config_loads():
     assert zero3.deepspeed_config["zero_stage"] == 3
 
 
+@pytest.mark.slow
 def test_wandb_offline_and_tensorboard_write_runs_and_no_wandb_writes_none(tmp_path):
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"max_steps": 2, "eval_steps": 2, "save_steps": 2}))
