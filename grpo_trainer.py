@@ -102,9 +102,11 @@ class GRPOTrainer:
         arguments = trl_setup.effective_arguments(trl_setup.trl_arguments(self.config, self.machine, None,
                                                                           evaluate=True, trackers=False))
         checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
-        if checkpoint is not None and training and (problem := self.resume_problem(checkpoint, arguments)):
+        if not training:
+            return checkpoint  # an evaluation loads the checkpoint as it is
+        if checkpoint is not None and (problem := self.resume_problem(checkpoint, arguments)):
             raise UserError(problem)
-        self.checked = {"checkpoint": checkpoint}  # an evaluation loads the checkpoint as it is
+        self.checked = {"checkpoint": checkpoint}  # train() takes it as checked
         return checkpoint
 
     def resume_problem(self, checkpoint: str, arguments: dict) -> str | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from child_run import print_result, run_child  # noqa: E402
+from child_run import print_result, run_child  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "overhead.json"
 SIDES = ("ours", "trl", "trl-matched")

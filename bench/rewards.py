@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from grpo_tool.reward_config import load_reward_config  # noqa: E402 - once the repository is on sys.path
-from grpo_tool.scoring import build_reward_functions  # noqa: E402
-from rewards import rule_components  # noqa: E402
+from grpo_tool.scoring import build_reward_functions  # noqa: E402 - once the repository is on sys.path
+from rewards import rule_components  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "rewards.json"
 WORDS = ("the answer is correct because water boils at one hundred degrees and the capital of France is Paris so "

@@ -58,7 +58,7 @@ def score(component: Component, completions: list, prompts: list, columns: dict)
             try:
                 values += clean_scores(component.name, call_reward(component.function, completions=[completion],
                                                                    **arguments), 1)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 - each failure is counted with its sample
                 values.append(None)
                 failures.append(failure(error, component, arguments, index, completion))
     return values, failures, time.perf_counter() - start

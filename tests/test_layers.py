@@ -2,6 +2,9 @@
 no import cycles. Imports inside functions count as much as those at the top (they are edges all the same)."""
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,15 @@ def test_the_check_sees_an_upward_import_and_a_cycle(tmp_path):
     known = {"grpo_tool.a", "grpo_tool.b", "config"}
     assert imports("grpo_tool.a", tmp_path / "a.py", known) == {"grpo_tool.b"}
     assert imports("grpo_tool.b", tmp_path / "b.py", known) == {"config", "grpo_tool.a"}
+
+
+def test_ruff_finds_nothing():
+    """The lint settings of pyproject.toml hold for the whole tree (a `noqa` only with its reason beside it)."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--quiet", str(ROOT)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+    marker = "# " + "noqa"  # spelled in two parts, so that this line is not one
+    reasonless = [f"{path.relative_to(ROOT)}:{number}" for path in ROOT.rglob("*.py") if "fixtures" not in path.parts
+                  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+                  if marker in line and not re.search(marker + r": [A-Z0-9, ]+ - \S", line)]
+    assert reasonless == []
