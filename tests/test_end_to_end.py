@@ -15,14 +15,6 @@ from generation_logger import logged_steps
 ORIGINAL_KEYS = {"eval_step", "sample_index", "prompt", "generated", "full_response"}
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("quick") / "out"
-    result = run_main("--quick-test", "--output-dir", str(output_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir, result
-
-
 def test_quick_test_trains_evaluates_and_says_where_things_went(quick_run):
     output_dir, result = quick_run
     assert "done: 60 steps" in result.stdout
