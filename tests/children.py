@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,8 +84,11 @@ class Child:
         return self.returncode
 
     def communicate(self, timeout: float | None = 600) -> tuple[str, str]:
+        """(stdout, stderr) once the child has ended; its scratch folder goes."""
         self.wait(timeout)
-        return tuple(path.read_text(errors="replace") if path.exists() else "" for path in (self.out, self.err))
+        output = tuple(path.read_text(errors="replace") if path.exists() else "" for path in (self.out, self.err))
+        shutil.rmtree(self.out.parent, ignore_errors=True)
+        return output
 
 
 def run_child(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
