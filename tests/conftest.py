@@ -26,6 +26,11 @@ def tiny_model_cache(tmp_path_factory):
     yield Path(os.environ["GRPO_TINY_MODEL_DIR"])
 
 
+def rows_of(dataset) -> list[dict]:
+    """A dataset's rows as plain dicts, for comparing."""
+    return [dict(row) for row in dataset]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python train_grpo.py ARGS` in a child process, as a user runs it: for what needs a process of its own
     (signals, imports, several processes)."""

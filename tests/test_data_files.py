@@ -7,15 +7,11 @@ import json
 import datasets
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, rows_of
 from data_loader import convert_local_file, load_grpo_dataset
 from grpo_tool.data_files import data_path_problem
 from grpo_tool.errors import UserError
 from grpo_tool.settings import GRPOConfig
-
-
-def rows_of(dataset):
-    return [dict(row) for row in dataset]
 
 
 @pytest.mark.parametrize("suffix", [".json", ".parquet"])

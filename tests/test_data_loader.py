@@ -7,16 +7,12 @@ import datasets
 import pytest
 from torch.utils.data import DataLoader
 
-from conftest import FIXTURES
+from conftest import FIXTURES, rows_of
 from data_loader import convert_local_file, create_grpo_dataloader, load_grpo_dataset
 from grpo_tool.datasets import SAMPLE_FILES
 from grpo_tool.errors import UserError
 from grpo_tool.schemas import extract_hh_prompt, mean_rating
 from grpo_tool.settings import GRPOConfig
-
-
-def rows_of(dataset):
-    return [dict(row) for row in dataset]
 
 
 @pytest.fixture
