@@ -26,6 +26,7 @@ from grpo_tool.custom_rewards import reward_function_problem
 from grpo_tool.data_files import data_path_problem
 from grpo_tool.datasets import DATASET_PRESETS, SAMPLE_DATASET, dataset_preset_name
 from grpo_tool.errors import UserError, near_miss
+from grpo_tool.group_choice import setting_problems as group_problems
 from grpo_tool.json_files import read_json_file, read_text_file, write_json_atomic
 from grpo_tool.launch import world_size
 from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_preset, resolve_model_name
@@ -232,7 +233,7 @@ def validate_config(config: GRPOConfig) -> None:
     problems = [problem for field in FIELD_NAMES if (problem := type_problem(field, getattr(config, field)))]
     if not problems:
         problems = (choice_problems(config) + range_problems(config) + path_problems(config) + batch_problems(config)
-                    + trl_option_problems(config.trl_options))
+                    + trl_option_problems(config.trl_options) + group_problems(config))
     if problems:
         raise UserError("; ".join(problems))
     config._checked_values = values

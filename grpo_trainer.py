@@ -23,7 +23,7 @@ from pathlib import Path
 
 from config import steps_problem, validate_config
 from data_loader import as_dataset_dict
-from grpo_tool import backend, metrics, outputs, run_dir
+from grpo_tool import backend, group_choice, metrics, outputs, run_dir
 from grpo_tool.components import REWARD_MODEL
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.json_files import write_json_atomic, write_text_atomic
@@ -194,6 +194,8 @@ class GRPOTrainer:
         if cast := trl_setup.keep_trainable_weights_in_fp32(self.model):
             logger.info("kept %d trainable weight tensors in float32 (TRL had cast them to 16 bits)", cast)
         self.trainer.merge_lora_for_generation = trl_setup.merges_lora_for_generation(config, self.machine, self.model)
+        prompts = len(data["train"]) if hasattr(data["train"], "__len__") else 0
+        self.trainer.groups = group_choice.policy_for(config, self.machine.backend if self.machine else None, prompts)
         if evaluate:
             choose_base(view, self.model, self.trainer, lambda: models.load_base_copy(config, self.machine))
             self.trainer.base_view = view
@@ -215,6 +217,8 @@ class GRPOTrainer:
             "components": {c.name: c.weight for c in self.components},
             "eval_rewards": [c.name for c in self.eval_components],
             "eval_group_size": resolved_eval_group_size(config),
+            "zero_variance_groups": group_choice.resolved_mode(config.zero_variance_groups, self.machine.backend
+                                                               if self.machine else None, config.streaming),
             "config": dataclasses.asdict(config),
         }
         if data is not None and hasattr(data["train"], "__len__"):
@@ -236,6 +240,7 @@ class GRPOTrainer:
             logger.info("replaced the earlier run in %s (%s)", self.config.output_dir, ", ".join(replacing))
         log_path = outputs.attach_log_file(Path(self.config.output_dir) / outputs.LOG_FILE)
         logger.info("logging to %s", log_path)
+        logger.info(group_choice.describe(self.trainer.groups if self.trainer else None))
         outputs.write_run_record(self.config.output_dir, self.record["config"], self.reward_config, self.record)
         # What a killed run left half-written; nothing reads it.
         shutil.rmtree(Path(self.config.output_dir) / outputs.STAGING_DIR, ignore_errors=True)

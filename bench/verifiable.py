@@ -170,20 +170,25 @@ def child(which: str, model_dir: str, settings: dict) -> None:
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
+def task_arguments(parser: argparse.ArgumentParser, held_out: int, children: tuple[str, ...]) -> None:
+    """The task's and training's flags, shared with bench/zero_variance.py, and the child process's hidden ones."""
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--batch", type=int, default=8, help="completions per step")
     parser.add_argument("--group", type=int, default=4)
-    parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--completion-tokens", type=int, default=48)
-    parser.add_argument("--held-out", type=int, default=100)
+    parser.add_argument("--held-out", type=int, default=held_out)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sides", default=",".join(SIDES))
-    parser.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list(children), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--sides", default=",".join(SIDES))
+    task_arguments(parser, held_out=100, children=SIDES)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.model_dir, json.loads(args.settings))

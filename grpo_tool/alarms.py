@@ -103,16 +103,34 @@ def dominant_component(history: list[dict], weights: dict[str, float]) -> str | 
 
 
 def no_learning_signal(history: list[dict]) -> str | None:
+    """Almost every group flat for FLAT_LOGS logs in a row, told with what zero_variance_groups did about it: nothing
+    (keep), left them out (drop), or replaced them until its rounds ran out (resample; no alarm while it fills)."""
     logs = train_logs(history)[-FLAT_LOGS:]
     if len(logs) < FLAT_LOGS:
         return None
-    flat = [e.get(metrics.FLAT_GROUPS, 0) >= FLAT_SHARE or (e.get(metrics.REWARD_STD) is not None
-                                                               and e[metrics.REWARD_STD] < 1e-6) for e in logs]
-    if not all(flat):
+
+    def flat(entry: dict) -> bool:
+        share = entry.get(metrics.GROUPS_FLAT, entry.get(metrics.FLAT_GROUPS, 0))
+        return share >= FLAT_SHARE or (entry.get(metrics.REWARD_STD) is not None and entry[metrics.REWARD_STD] < 1e-6)
+
+    if not all(flat(entry) for entry in logs):
         return None
-    return (f"for the last {FLAT_LOGS} logs almost every group of completions got the same reward: GRPO learns only "
-            "from differences within a group, so nothing is being learned; make the reward finer-grained, raise "
-            "group_size or the temperature (try --check-rewards)")
+    said = (f"for the last {FLAT_LOGS} logs almost every group of completions got the same reward: GRPO learns only "
+            "from differences within a group")
+    advice = "make the reward finer-grained, raise group_size or the temperature (try --check-rewards)"
+    if any(entry.get(metrics.GROUPS_RESAMPLED) is not None for entry in logs):
+        if not all(entry.get(metrics.GROUPS_DROPPED) for entry in logs):
+            return None  # resampling found groups with signal for some steps: they trained
+        extra = mean([entry.get(metrics.EXTRA_COMPLETIONS) or 0 for entry in logs])
+        dropped = mean([entry[metrics.GROUPS_DROPPED] for entry in logs])
+        return (f"{said}. zero_variance_groups=resample generated {extra:.0f} extra completions a step and still "
+                f"dropped {dropped:.1f} flat groups a step, so the steps trained on few groups; {advice}, or raise "
+                "resample_rounds")
+    if any(entry.get(metrics.GROUPS_DROPPED) is not None for entry in logs):
+        return (f"{said}. zero_variance_groups=drop left those groups out of the loss, so the steps trained on the "
+                f"few groups left, or on none; {advice}, or try zero_variance_groups=resample")
+    return (f"{said}, so nothing is being learned, and each flat group still costs a backward pass; {advice}, or set "
+            "zero_variance_groups to drop (skip them) or resample (replace them from fresh prompts)")
 
 
 def unscored_batches(history: list[dict]) -> str | None:

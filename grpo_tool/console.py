@@ -76,7 +76,8 @@ def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -
         parts.append(f"length {value(metrics.MEAN_LENGTH):.0f} tok, "
                      f"{value(metrics.CLIPPED_RATIO) or 0:.0%} at the cap")
     if value(metrics.FLAT_GROUPS) is not None:
-        parts.append(f"flat groups {value(metrics.FLAT_GROUPS):.0%}")
+        flat = value(metrics.GROUPS_FLAT) if value(metrics.GROUPS_FLAT) is not None else value(metrics.FLAT_GROUPS)
+        parts.append(f"flat groups {flat:.0%}" + group_actions(logs))
     if value(metrics.KL) is not None:
         parts.append(f"kl {value(metrics.KL):.4f}")
     if value(metrics.BASE_NLL) is not None:
@@ -85,6 +86,17 @@ def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -
     if logs.get("step_time") is not None:
         parts.append(f"{logs['step_time']:.2f} s/step")
     return "  ".join(parts)
+
+
+def group_actions(logs: dict) -> str:
+    """What zero_variance_groups and the curriculum did, per step on average over the logged steps."""
+    said = [f"{word} {logs[name]:.3g}" for word, name in (("dropped", metrics.GROUPS_DROPPED),
+                                                          ("resampled", metrics.GROUPS_RESAMPLED),
+                                                          ("rested", metrics.GROUPS_SWAPPED))
+            if logs.get(name)]
+    if logs.get(metrics.EXTRA_COMPLETIONS):
+        said.append(f"+{logs[metrics.EXTRA_COMPLETIONS]:.0f} completions")
+    return f" ({', '.join(said)} a step)" if said else ""
 
 
 def format_summary(result: dict, eval_only: bool = False) -> str:

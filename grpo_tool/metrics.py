@@ -28,6 +28,15 @@ LENGTHS = ("completions/min_length", "completions/max_length", "completions/mean
 BASE_NLL = "base_nll"
 BASE_DRIFT = "base_drift"
 
+# Ours, per training step, when zero_variance_groups or the curriculum is on (grpo_tool/group_choice.py).
+GROUPS_FLAT = "groups/flat"
+GROUPS_DROPPED = "groups/dropped"
+GROUPS_RESAMPLED = "groups/resampled"
+EXTRA_COMPLETIONS = "groups/extra_completions"
+GROUPS_SWAPPED = "groups/swapped"
+RESTING = "curriculum/resting_{kind}"
+GROUP_METRICS = (GROUPS_FLAT, GROUPS_DROPPED, GROUPS_RESAMPLED, EXTRA_COMPLETIONS, GROUPS_SWAPPED)
+
 EVAL_REWARD = EVAL_PREFIX + REWARD
 EVAL_BASE_NLL = EVAL_PREFIX + BASE_NLL
 EVAL_BASE_DRIFT = EVAL_PREFIX + BASE_DRIFT
@@ -46,6 +55,13 @@ MEANINGS = {
     ENTROPY: "mean token entropy of the policy",
     LOSS: "the GRPO loss",
     LEARNING_RATE: "the learning rate",
+    GROUPS_FLAT: "share of the step's own groups that were flat, before anything was done about them",
+    GROUPS_DROPPED: "groups left out of the loss (zero_variance_groups drop, or resample when rounds ran out)",
+    GROUPS_RESAMPLED: "groups with signal from fresh prompts that took flat groups' places (resample)",
+    EXTRA_COMPLETIONS: "completions generated beyond the step's own to find them (resample)",
+    GROUPS_SWAPPED: "prompts the curriculum swapped out of the step because they rest",
+    RESTING.format(kind="solved"): "prompts resting because their whole group scored the run's highest reward",
+    RESTING.format(kind="hopeless"): "prompts resting because their whole group scored the run's lowest reward",
     BASE_NLL: "at evaluations: the starting model's loss per token on the completions",
     BASE_DRIFT: "at evaluations: how far the current model has moved from the starting one",
 }
@@ -59,6 +75,11 @@ LOWER_IS_BETTER = ("nll", "drift", "loss")  # endings of metrics where less is b
 def evaluation(metric: str) -> str:
     """The name an evaluation logs `metric` under."""
     return EVAL_PREFIX + metric
+
+
+def resting(kind: str) -> str:
+    """curriculum/resting_solved or curriculum/resting_hopeless."""
+    return RESTING.format(kind=kind)
 
 
 def component_mean(name: str) -> str:

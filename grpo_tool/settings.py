@@ -16,6 +16,7 @@ from typing import Any
 
 from grpo_tool.data_files import ACCEPTED
 from grpo_tool.datasets import DATASET_CHOICES, dataset_preset_name
+from grpo_tool.group_choice import DEFAULT_MODE, MODES
 from grpo_tool.launch import world_size
 from grpo_tool.outputs import GENERATION_LOG_DIR
 
@@ -101,6 +102,16 @@ class GRPOConfig:
     beta: float = setting(0.0, "KL coefficient against the reference model; 0 loads no reference model")
     gamma: float = setting(1.0, "discount over turns; every episode is one completion, so only 1.0 is meaningful")
     loss_type: str = setting("dapo", "TRL's loss", choices=LOSS_TYPES)
+    zero_variance_groups: str = setting("auto", "groups whose completions all scored the same teach nothing: keep "
+                                                "them in the loss (TRL's way), drop them from it (no backward pass "
+                                                "on them), or resample: fresh prompts top the step up to its number "
+                                                f"of groups with signal; auto: {DEFAULT_MODE} (keep on the unsloth "
+                                                "backend, drop with streaming data)", choices=("auto", *MODES))
+    resample_rounds: int = setting(2, "resample: extra generation rounds a step may spend, each as large as its own")
+    curriculum_solved_rest: int = setting(0, "steps a prompt sits out after its whole group scored the run's highest "
+                                             "reward so far; 0: never")
+    curriculum_hopeless_rest: int = setting(0, "steps a prompt sits out after its whole group scored the run's "
+                                               "lowest reward so far, before it is tried again; 0: never")
     use_vllm: bool = setting(False, "generate completions with vLLM (CUDA and the vllm package needed)")
     vllm_mode: str = setting("colocate", "colocate: vLLM shares the GPU; server: a separate `trl vllm-serve`",
                              choices=("colocate", "server"))

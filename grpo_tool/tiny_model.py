@@ -12,6 +12,7 @@ text, same seed, same files) and is cached; the cached directory is an ordinary 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -96,8 +97,23 @@ def build_tiny_model(directory: Path) -> None:
     tokenizer = build_tokenizer()
     model = seeded(lambda: LlamaForCausalLM(llama_config(tokenizer)), seed=0)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(directory, safe_serialization=True)
+    save_weights(model, directory)
     tokenizer.save_pretrained(directory)
+
+
+def save_weights(model, directory: Path) -> None:
+    """The model's config, generation config and weights, as save_pretrained lays them out. Written directly because
+    transformers' save_pretrained writes nothing outside torch.distributed's rank 0, and under a launcher whichever
+    process comes first builds the tiny model. The output embedding is tied to the input one, so it is left out, as
+    save_pretrained leaves it out."""
+    from safetensors.torch import save_file
+
+    model.config.architectures, model.config.dtype = [type(model).__name__], model.dtype  # as save_pretrained does
+    model.config.save_pretrained(directory)
+    if getattr(model, "generation_config", None) is not None:  # a causal LM's; the reward model has none
+        model.generation_config.save_pretrained(directory)
+    weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items() if name != "lm_head.weight"}
+    save_file(weights, str(Path(directory) / "model.safetensors"), metadata={"format": "pt"})
 
 
 def build_tiny_reward_model(directory: Path) -> None:
@@ -108,7 +124,7 @@ def build_tiny_reward_model(directory: Path) -> None:
     config = llama_config(tokenizer)
     config.num_labels = 1
     model = seeded(lambda: LlamaForSequenceClassification(config), seed=1)
-    model.save_pretrained(directory, safe_serialization=True)
+    save_weights(model, directory)
     tokenizer.save_pretrained(directory)
 
 
@@ -123,9 +139,22 @@ def ensure_tiny_reward_model() -> Path:
 
 
 def ensure_built(target: Path, build) -> Path:
-    """`target`, built by `build(directory)` first if missing. Safe when several processes race to build it."""
+    """`target`, built by `build(directory)` first if missing. Several processes starting at once (a launcher's)
+    build it once: the others wait on a lock beside it, then find it built."""
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():
+            return target
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            build(staging)
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:

@@ -8,7 +8,10 @@ Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
 - LoraMergedForGeneration (`_generate_single_turn`): sampling with the adapter folded into the weights;
 - LongestPromptsFirst (`_get_train_sampler`): the first generation batch holds the longest prompts;
 - BaseModelMeasure (`_generate_and_score_completions`): eval_base_nll and eval_base_drift at evaluations;
-- OwnModelCard (`create_model_card`): no placeholder README.md at each checkpoint.
+- OwnModelCard (`create_model_card`): no placeholder README.md at each checkpoint;
+- SignalGroupsOnly (`_generate_and_score_completions`, `_calculate_rewards`): zero_variance_groups and the curriculum
+  (grpo_tool/group_choice.py), their state saved with each checkpoint (`_save_checkpoint`) and read back on resume
+  (`_load_optimizer_and_scheduler`).
 
     sampler = LongestFirstSampler(RepeatSampler(list(range(6)), mini_repeat_count=2, batch_size=2, seed=0),
                                   [1, 9, 2, 8, 3, 4])
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import torch
 import trl
@@ -31,7 +35,9 @@ from trl.trainer.utils import RepeatSampler
 from grpo_tool import metrics
 from grpo_tool.base_view import BaseView, completion_logps, per_completion
 from grpo_tool.errors import UserError
-from grpo_tool.outputs import CHECKPOINT_PREFIX, STAGING_DIR, no_space_message
+from grpo_tool.group_choice import GroupPolicy, padded_size, prompt_key, rows_per_process
+from grpo_tool.json_files import write_json_atomic
+from grpo_tool.outputs import CHECKPOINT_PREFIX, GROUPS_STATE_FILE, STAGING_DIR, no_space_message, read_json
 from grpo_tool.places import out_of_space
 
 logger = logging.getLogger(__name__)
@@ -205,6 +211,185 @@ class OwnModelCard(trl.GRPOTrainer):
         its own model card into final_model/ from the run record instead."""
 
 
+LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, what is per completion token on the right
+LOSS_MASKS = ("completion_mask", "tool_mask")  # their product says which tokens count in the loss
+
+
+def rows_of(batch: dict, rows: list[int]) -> dict:
+    """The given rows of every per-row value of TRL's batch (tensors and lists as long as the batch); the scalars,
+    such as num_items_in_batch, are left out: they are worked out again for the rows kept."""
+    count = len(batch["advantages"])
+    picked = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.ndim > 0 and value.size(0) == count:
+            picked[key] = value[torch.tensor(rows, dtype=torch.long, device=value.device)]
+        elif isinstance(value, list) and len(value) == count:
+            picked[key] = [value[row] for row in rows]
+    return picked
+
+
+def joined(parts: list[dict], pad_id: int) -> dict:
+    """Batches of rows from several generation rounds as one: token tensors of different widths padded as TRL pads
+    them (prompts on the left, completions on the right)."""
+    batch = {}
+    for key in parts[0]:
+        values = [part[key] for part in parts]
+        if isinstance(values[0], list):
+            batch[key] = [item for value in values for item in value]
+            continue
+        width = max(value.size(1) for value in values) if values[0].ndim == 2 else None
+        if width is not None:
+            fill = pad_id if key.endswith("_ids") else 0
+            values = [torch.nn.functional.pad(value, (width - value.size(1), 0) if key in LEFT_PADDED
+                                              else (0, width - value.size(1)), value=fill) for value in values]
+        batch[key] = torch.cat(values)
+    return batch
+
+
+def ghost_rows(template: dict, count: int) -> dict:
+    """`count` rows that weigh nothing: copies of the template's first row with no token in the loss and advantage 0.
+    They keep processes stepping together and TRL's chunks whole; their gradient is exactly zero."""
+    ghosts = {}
+    for key, value in template.items():
+        if isinstance(value, list):
+            ghosts[key] = value[:1] * count
+            continue
+        ghosts[key] = value[:1].repeat(count, *[1] * (value.ndim - 1))
+        if key in (*LOSS_MASKS, "advantages"):
+            ghosts[key] = torch.zeros_like(ghosts[key])
+    return ghosts
+
+
+class SignalGroupsOnly(trl.GRPOTrainer):
+    """zero_variance_groups (drop, resample) and the curriculum, applied to TRL's generation batch: see
+    grpo_tool/group_choice.py for what is decided, and why every process decides the same."""
+
+    groups: GroupPolicy | None = None  # set by grpo_trainer.py; None: every group trains as in TRL
+    round_rewards = None
+    prompt_keys: dict | None = None
+
+    def _calculate_rewards(self, *args, **kwargs):
+        rewards = super()._calculate_rewards(*args, **kwargs)
+        self.round_rewards = rewards  # gathered: every completion of the batch, from every process
+        return rewards
+
+    def scored_round(self, inputs) -> tuple[dict, list[float]]:
+        """TRL's batch for `inputs`, and the total reward of each completion of the whole batch (NaN: unscored)."""
+        self.round_rewards = None
+        batch = super()._generate_and_score_completions(inputs)
+        per_function = self.round_rewards
+        if per_function is None:
+            raise UserError("zero_variance_groups needs TRL's reward step, which this backend's training loop "
+                            "replaces: set zero_variance_groups to keep and the curriculum rests to 0")
+        totals = (per_function * self.reward_weights.to(per_function.device).unsqueeze(0)).nansum(dim=1)
+        totals[torch.isnan(per_function).all(dim=1)] = float("nan")
+        return batch, totals.tolist()
+
+    def key_of(self, index: int) -> str:
+        self.prompt_keys = self.prompt_keys if self.prompt_keys is not None else {}
+        if index not in self.prompt_keys:
+            self.prompt_keys[index] = prompt_key(self.train_dataset[index]["prompt"])
+        return self.prompt_keys[index]
+
+    def fresh_index(self, taken: set, step: int) -> int:
+        """A prompt from the reserve that is not resting and not in this step yet."""
+        index = self.groups.reserve.draw(lambda i: self.key_of(i) not in taken and not self.groups.rests(
+            self.key_of(i), step))
+        taken.add(self.key_of(index))
+        return index
+
+    def rest_prompts(self, inputs: list, keys: list[str], step: int, taken: set) -> tuple[list, int]:
+        """The step's prompts with each resting one swapped for a fresh prompt (the same swap in every process)."""
+        size, count = self.num_generations, len(inputs)
+        start, inputs, swapped = self.accelerator.process_index * count, list(inputs), 0
+        for group in range(len(keys) // size):
+            if not self.groups.rests(keys[group * size], step):
+                continue
+            index, swapped = self.fresh_index(taken, step), swapped + 1
+            for row in range(group * size, (group + 1) * size):
+                keys[row] = self.key_of(index)
+                if start <= row < start + count:
+                    inputs[row - start] = self.train_dataset[index]
+        return inputs, swapped
+
+    def fresh_rows(self, count: int, groups: int, taken: set, step: int) -> tuple[list[str], list]:
+        """`groups` fresh prompts (one key each) and this process's `count` rows of their completions."""
+        indices = [self.fresh_index(taken, step) for _ in range(groups)]
+        rows = [index for index in indices for _ in range(self.num_generations)]
+        start = self.accelerator.process_index * count
+        return [self.key_of(index) for index in indices], [self.train_dataset[i] for i in rows[start:start + count]]
+
+    def _generate_and_score_completions(self, inputs):
+        policy = self.groups
+        if policy is None or not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        from accelerate.utils import gather_object
+
+        step, size, count = self.state.global_step, self.num_generations, len(inputs)
+        keys = gather_object([prompt_key(row["prompt"]) for row in inputs])  # every row of the step, in order
+        taken, swapped = set(keys), 0
+        if policy.curriculum:
+            inputs, swapped = self.rest_prompts(inputs, keys, step, taken)
+        batch, rewards = self.scored_round(inputs)
+        choice = policy.first_round(rewards, size)
+        choice.swapped, rounds = swapped, [batch]
+        policy.observe(keys[::size], rewards, size, step)
+        while policy.wants_more(choice):
+            fresh_keys, fresh = self.fresh_rows(count, choice.groups, taken, step)
+            batch, rewards = self.scored_round(fresh)
+            policy.next_round(choice, rewards, size)
+            policy.observe(fresh_keys, rewards, size, step)
+            rounds.append(batch)
+        self.check_agreement(choice, step)
+        placed = rows_per_process(choice.kept, size, count, self.accelerator.num_processes)
+        mine = placed[self.accelerator.process_index]
+        parts = [rows_of(rounds[index], [row for r, row in mine if r == index]) for index in range(len(rounds))]
+        parts = [part for part in parts if len(part["advantages"])]
+        ghosts = padded_size([len(rows) for rows in placed], self.args.steps_per_generation) - len(mine)
+        if ghosts:
+            parts.append(ghost_rows(parts[0] if parts else rows_of(rounds[0], [0]), ghosts))
+        batch = joined(parts, self.processing_class.pad_token_id)
+        loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
+        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        self.log_choice(choice, step)
+        return batch
+
+    def check_agreement(self, choice, step: int) -> None:
+        """Several processes: each must have chosen the same groups, or their batches no longer fit together."""
+        if self.accelerator.num_processes == 1:
+            return
+        mine = torch.tensor([choice.fingerprint()], dtype=torch.long, device=self.accelerator.device)
+        if (self.accelerator.gather(mine) != mine).any():
+            raise RuntimeError(f"the processes chose different groups at step {step + 1}; every process must see "
+                               "the same rewards, seed and data")
+
+    def log_choice(self, choice, step: int) -> None:
+        logged = self._metrics["train"]
+        logged[metrics.GROUPS_FLAT].append(choice.flat / choice.groups)
+        if self.groups.mode != "keep":
+            logged[metrics.GROUPS_DROPPED].append(choice.dropped)
+        if self.groups.mode == "resample":
+            logged[metrics.GROUPS_RESAMPLED].append(choice.resampled)
+            logged[metrics.EXTRA_COMPLETIONS].append((choice.rounds - 1) * choice.groups * self.num_generations)
+        if self.groups.curriculum:
+            logged[metrics.GROUPS_SWAPPED].append(choice.swapped)
+            for kind, resting in self.groups.counts(step + 1).items():
+                logged[metrics.resting(kind)].append(resting)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)  # into the staging folder (StagedCheckpoints renames it after)
+        if self.groups is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"{CHECKPOINT_PREFIX}{self.state.global_step}")
+            write_json_atomic(os.path.join(folder, GROUPS_STATE_FILE), self.groups.state())
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.groups is not None:
+            state = read_json(Path(checkpoint) / GROUPS_STATE_FILE)
+            if isinstance(state, dict):
+                self.groups.load(state)
+
+
 class GRPOTrainerWithHooks(StagedCheckpoints, RunIntervalsOnResume, OptimizerStateOnCpu, LoraMergedForGeneration,
-                           LongestPromptsFirst, BaseModelMeasure, OwnModelCard):
+                           LongestPromptsFirst, SignalGroupsOnly, BaseModelMeasure, OwnModelCard):
     """TRL's GRPOTrainer with every job above."""

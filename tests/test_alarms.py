@@ -48,6 +48,21 @@ def test_no_learning_signal_for_many_steps():
     assert "no_learning_signal" not in find_alarms(flat[:4] + [train(5, reward_std=0.3, frac_reward_zero_std=0.2)])
 
 
+def test_no_learning_signal_says_what_zero_variance_groups_did():
+    def logs(**values):
+        return [train(s, reward_std=0.0, frac_reward_zero_std=1.0, **{f"groups/{k}": v for k, v in values.items()})
+                for s in range(1, 6)]
+
+    assert "set zero_variance_groups to drop" in find_alarms(logs())["no_learning_signal"]
+    assert "zero_variance_groups=drop left those groups out" in find_alarms(logs(flat=1.0, dropped=2.0))[
+        "no_learning_signal"]
+    short = find_alarms(logs(flat=1.0, dropped=2.0, resampled=0.0, extra_completions=16.0))["no_learning_signal"]
+    assert "16 extra completions a step and still dropped 2.0 flat groups" in short
+    filled = [{**entry, "reward_std": 0.3, "frac_reward_zero_std": 0.5, "groups/dropped": 0.0, "groups/resampled": 2.0}
+              for entry in logs(flat=1.0, extra_completions=8.0)]
+    assert "no_learning_signal" not in find_alarms(filled)  # resampling found the signal: the steps trained on it
+
+
 def test_nan_loss():
     history = [train(1, loss=0.1), train(2, loss=math.nan)]
     assert "NaN at step 2" in find_alarms(history)["nan_loss"]

@@ -106,6 +106,12 @@ def test_wrong_types_name_field_and_value(tmp_path, data, fragment):
     ({"max_completion_length": 4096}, "max_completion_length=4096 leaves no room"),
     ({"reward_function_type": "double"}, "reward_function_type='double'"),
     ({"model_name": "llama-9"}, "unknown model 'llama-9'"),
+    ({"zero_variance_groups": "skip"}, "zero_variance_groups='skip': use one of auto, keep, drop, resample"),
+    ({"zero_variance_groups": "drop", "resample_rounds": 4}, "resample_rounds=4 applies only with"),
+    ({"resample_rounds": -1}, "resample_rounds=-1 must be between 0 and 16"),
+    ({"curriculum_hopeless_rest": -2}, "curriculum_hopeless_rest=-2 must be >= 0"),
+    ({"zero_variance_groups": "resample", "streaming": True, "max_steps": 5}, "turn streaming off, or use"),
+    ({"curriculum_solved_rest": 5, "streaming": True, "max_steps": 5}, "a curriculum rest draws fresh prompts"),
 ])
 def test_out_of_range_values_are_rejected(overrides, fragment):
     with pytest.raises(UserError) as error:

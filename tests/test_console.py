@@ -24,6 +24,14 @@ def test_a_log_is_one_compact_line():
     assert compact_line({"train_runtime": 4.0, "train_loss": 0.1}, 60, 60, []) is None
 
 
+def test_the_line_says_what_zero_variance_groups_did():
+    dropped = {**LOGS, "frac_reward_zero_std": 0.5, "groups/flat": 0.75, "groups/dropped": 1.5}
+    assert "flat groups 75% (dropped 1.5 a step)  kl" in compact_line(dropped, 60, 60, [])
+    resampled = {**dropped, "groups/dropped": 0.0, "groups/resampled": 3.0, "groups/extra_completions": 32.0,
+                 "groups/swapped": 1.0}
+    assert "flat groups 75% (resampled 3, rested 1, +32 completions a step)" in compact_line(resampled, 60, 60, [])
+
+
 def test_noise_a_user_cannot_act_on_stays_off_the_console():
     def record(name, message):
         return logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)

@@ -112,8 +112,14 @@ def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_c
 
 @pytest.mark.slow
 def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
+    # Groups of 4 in batches of 6 per process: the middle group of each step lies across both processes. A reward
+    # with flat groups, resampled, with a curriculum: every process must take the same decisions at every step (the
+    # run checks it, and fails if not), also after the resume.
+    settings = {"eval_steps": 5, "save_steps": 5, "logging_steps": 5, "per_device_train_batch_size": 6,
+                "reward_functions": [f"{ROOT / 'tests/fixtures/custom_rewards.py'}:flat_for_some"],
+                "zero_variance_groups": "resample", "curriculum_solved_rest": 3}
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({"max_steps": 10, "eval_steps": 5, "save_steps": 5, "logging_steps": 5}))
+    config.write_text(json.dumps({"max_steps": 10, **settings}))
     output_dir = tmp_path / "out"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(ROOT / "config/accelerate/cpu_2proc.yaml"), "--main_process_port", "29531",
@@ -126,7 +132,11 @@ def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     assert logged_steps(output_dir / "generation_logs") == [5, 10]
     log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
     assert log.count("logging to") == 1 and log.count("step 10: ") >= 1
-    config.write_text(json.dumps({"max_steps": 15, "eval_steps": 5, "save_steps": 5, "logging_steps": 5}))
+    state = json.loads((output_dir / "checkpoint-10" / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "groups/flat" in entry]
+    assert len(logged) == 2 and sum(entry["groups/resampled"] for entry in logged) > 0
+    assert (output_dir / "checkpoint-10" / "groups_state.json").is_file()
+    config.write_text(json.dumps({"max_steps": 15, **settings}))
     resumed = subprocess.run([*launch, "--config", str(config), "--resume-from-checkpoint", "latest"],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -46,7 +46,7 @@ def test_custom_weight_defaults_to_one():
 @pytest.mark.parametrize("spec, fragment", [
     ("tests/fixtures/nope.py:f", "no such file"),
     (f"{CUSTOM}:missing_reward", "has no function 'missing_reward' (functions there: exclamation_reward, "
-                                 "picky_reward, positional_only)"),
+                                 "flat_for_some, picky_reward, positional_only)"),
     (f"{CUSTOM}:not_a_function", "has no function 'not_a_function'"),
     (f"{CUSTOM}:positional_only", "cannot take the keyword arguments TRL passes"),
     (str(CUSTOM), "give it as path/to/file.py:function_name"),
