@@ -16,7 +16,7 @@ from typing import Any
 
 from grpo_tool.data_files import ACCEPTED
 from grpo_tool.datasets import DATASET_CHOICES, dataset_preset_name
-from grpo_tool.group_choice import DEFAULT_MODE, MODES
+from grpo_tool.group_choice import DEFAULT_MODE, DEFAULT_RESAMPLE_ROUNDS, MODES
 from grpo_tool.launch import world_size
 from grpo_tool.outputs import GENERATION_LOG_DIR
 
@@ -107,7 +107,8 @@ class GRPOConfig:
                                                 "on them), or resample: fresh prompts top the step up to its number "
                                                 f"of groups with signal; auto: {DEFAULT_MODE} (keep on the unsloth "
                                                 "backend, drop with streaming data)", choices=("auto", *MODES))
-    resample_rounds: int = setting(2, "resample: extra generation rounds a step may spend, each as large as its own")
+    resample_rounds: int = setting(DEFAULT_RESAMPLE_ROUNDS, "resample: extra generation rounds a step may spend, "
+                                                            "each as large as its own")
     curriculum_solved_rest: int = setting(0, "steps a prompt sits out after its whole group scored the run's highest "
                                              "reward so far; 0: never")
     curriculum_hopeless_rest: int = setting(0, "steps a prompt sits out after its whole group scored the run's "

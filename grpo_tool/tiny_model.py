@@ -155,16 +155,3 @@ def ensure_built(target: Path, build) -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        build(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            # Another process finished first; its copy is identical.
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target

@@ -218,11 +218,11 @@ LOSS_MASKS = ("completion_mask", "tool_mask")  # their product says which tokens
 def rows_of(batch: dict, rows: list[int]) -> dict:
     """The given rows of every per-row value of TRL's batch (tensors and lists as long as the batch); the scalars,
     such as num_items_in_batch, are left out: they are worked out again for the rows kept."""
-    count = len(batch["advantages"])
+    count, index = len(batch["advantages"]), torch.tensor(rows, dtype=torch.long)
     picked = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor) and value.ndim > 0 and value.size(0) == count:
-            picked[key] = value[torch.tensor(rows, dtype=torch.long, device=value.device)]
+            picked[key] = value[index.to(value.device)]
         elif isinstance(value, list) and len(value) == count:
             picked[key] = [value[row] for row in rows]
     return picked
@@ -326,7 +326,8 @@ class SignalGroupsOnly(trl.GRPOTrainer):
         from accelerate.utils import gather_object
 
         step, size, count = self.state.global_step, self.num_generations, len(inputs)
-        keys = gather_object([prompt_key(row["prompt"]) for row in inputs])  # every row of the step, in order
+        # Every row's prompt, in order, for what draws fresh prompts (resample, the curriculum); drop needs none.
+        keys = gather_object([prompt_key(row["prompt"]) for row in inputs]) if policy.draws_prompts else []
         taken, swapped = set(keys), 0
         if policy.curriculum:
             inputs, swapped = self.rest_prompts(inputs, keys, step, taken)
