@@ -286,6 +286,9 @@ def range_problems(config: GRPOConfig) -> list[str]:
          f"vllm_gpu_memory_utilization={config.vllm_gpu_memory_utilization} must be between 0 and 1"),
         (bool(config.lora_target_modules.strip()),
          "lora_target_modules is empty: use all-linear or module names such as q_proj,v_proj"),
+        (not (config.share_prompts and config.backend == "unsloth"),
+         "share_prompts=true with backend=unsloth: Unsloth's own training loop computes log-probabilities its own "
+         "way, so prompts are shared on the transformers backend only; leave share_prompts unset"),
         (config.max_completion_length < config.max_seq_length,
          f"max_completion_length={config.max_completion_length} leaves no room for a prompt in "
          f"max_seq_length={config.max_seq_length}: raise max_seq_length or lower max_completion_length"),

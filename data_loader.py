@@ -177,6 +177,8 @@ def as_dataset_dict(dataset, config: GRPOConfig):
         train = in_common_shape(train, config, "the dataset's train split")
         if evaluation is None:
             train, evaluation = hold_out(train, config.seed)
+        elif isinstance(evaluation, datasets.Dataset) and len(evaluation) == 0:
+            pass  # an empty eval split asks for no evaluation (GRPOTrainer.train then builds TRL's without one)
         else:
             evaluation = in_common_shape(evaluation, config, "the dataset's eval split")
     elif isinstance(dataset, datasets.Dataset):

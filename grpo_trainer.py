@@ -158,7 +158,7 @@ class GRPOTrainer:
         from transformers.trainer_callback import ProgressCallback
 
         from generation_logger import GenerationLoggingCallback
-        from grpo_tool import callbacks, models, sampling, trainer_hooks, trl_setup
+        from grpo_tool import callbacks, models, sampling, shared_prompts, trainer_hooks, trl_setup
         from grpo_tool.base_view import BaseView, choose_base
 
         config = self.config
@@ -195,6 +195,11 @@ class GRPOTrainer:
             logger.info("kept %d trainable weight tensors in float32 (TRL had cast them to 16 bits)", cast)
         self.trainer.merge_lora_for_generation = trl_setup.merges_lora_for_generation(config, self.machine, self.model)
         prompts = len(data["train"]) if hasattr(data["train"], "__len__") else 0
+        try:
+            self.trainer.sharing = shared_prompts.plan(config.share_prompts, self.machine.backend if self.machine
+                                                       else None, self.trainer)
+        except ValueError as error:  # share_prompts true where it cannot apply
+            raise UserError(str(error)) from None
         self.trainer.groups = group_choice.policy_for(config, self.machine.backend if self.machine else None, prompts)
         if evaluate:
             choose_base(view, self.model, self.trainer, lambda: models.load_base_copy(config, self.machine))
@@ -221,6 +226,10 @@ class GRPOTrainer:
                                                                if self.machine else None, config.streaming),
             "config": dataclasses.asdict(config),
         }
+        if self.trainer is not None:
+            record["shared_prompts"] = {"generation": self.trainer.sharing.generation,
+                                        "log_probabilities": self.trainer.sharing.scoring,
+                                        "said": self.trainer.sharing.line}
         if data is not None and hasattr(data["train"], "__len__"):
             record["prompts"] = {"train": len(data["train"]), "eval": len(data["eval"])}
         if self.trainer is not None:
@@ -241,6 +250,8 @@ class GRPOTrainer:
         log_path = outputs.attach_log_file(Path(self.config.output_dir) / outputs.LOG_FILE)
         logger.info("logging to %s", log_path)
         logger.info(group_choice.describe(self.trainer.groups if self.trainer else None))
+        if self.trainer is not None:
+            logger.info(self.trainer.sharing.line)
         outputs.write_run_record(self.config.output_dir, self.record["config"], self.reward_config, self.record)
         # What a killed run left half-written; nothing reads it.
         shutil.rmtree(Path(self.config.output_dir) / outputs.STAGING_DIR, ignore_errors=True)

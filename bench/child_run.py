@@ -27,3 +27,10 @@ def run_child(script: str, arguments: list[str], label: str) -> dict:
     if process.returncode or not lines:
         sys.exit(f"{label} run failed:\n{process.stderr[-3000:]}")
     return json.loads(lines[-1][len(MARK):])
+
+
+def speed_ratio(faster: dict, slower: dict, key: str = "steps_per_second") -> float:
+    """How many times faster one side's summary is than another's: by a rate (`key`), or by seconds a step when `key`
+    names seconds."""
+    ratio = slower[key] / faster[key] if "seconds" in key else faster[key] / slower[key]
+    return round(ratio, 3)

@@ -1,9 +1,11 @@
 """Overhead of this tool against a plain TRL script doing the same GRPO work on the tiny model.
 
 Both sides train the same tiny model on the same sample prompts with the same reward, batch, group size, completion
-length, learning rate and number of steps, with evaluation and checkpointing off. The TRL side leaves everything else
-at TRL's defaults (bf16 and gradient checkpointing on); ours uses its own defaults, which pick what is fastest for the
-model and machine at hand. Each side runs in its own process, alternately, and the median of the rounds is kept.
+length, learning rate and number of steps, with evaluation and checkpointing off. Every completion is exactly 32
+tokens (generation_kwargs min_new_tokens) and ours keeps flat groups (zero_variance_groups keep, where resampling would
+generate more), so that both sides do the same work whatever they learn. The TRL side leaves everything else at TRL's
+defaults (bf16 and gradient checkpointing on); ours uses its own defaults, which pick what is fastest for the model
+and machine at hand. Each side runs in its own process, alternately, and the median of the rounds is kept.
 
     python bench/overhead.py [--steps 40] [--rounds 3]
 
@@ -31,6 +33,7 @@ from child_run import print_result, run_child  # noqa: E402 - once the repositor
 RESULTS = ROOT / "bench" / "results" / "overhead.json"
 SIDES = ("ours", "trl", "trl-matched")
 WORK = {"batch": 8, "group": 4, "completion_tokens": 32, "learning_rate": 3e-3, "prompts": 200}
+FIXED_LENGTH = {"min_new_tokens": WORK["completion_tokens"]}  # TRL's generation_kwargs
 
 
 def run_ours(steps: int, output_dir: str) -> dict:
@@ -45,15 +48,17 @@ def run_ours(steps: int, output_dir: str) -> dict:
                         group_size=WORK["group"], max_completion_length=WORK["completion_tokens"],
                         max_seq_length=256, learning_rate=WORK["learning_rate"], max_samples=WORK["prompts"],
                         logging_steps=steps, eval_steps=10 * steps, save_steps=10 * steps,
-                        enable_generation_logging=False, output_dir=output_dir,
+                        enable_generation_logging=False, output_dir=output_dir, zero_variance_groups="keep",
+                        trl_options={"generation_kwargs": FIXED_LENGTH},
                         prompt_format="text")  # the plain script hands TRL the sample prompts as text
     trainer = GRPOTrainer(config)
     data = load_grpo_dataset(config)
     trainer.load_model()
     data = {"train": data["train"], "eval": data["eval"].select([])}  # no evaluation, as on the TRL side
     result = trainer.train(datasets.DatasetDict(data))
-    rewards = [e["reward"] for e in trainer.trainer.state.log_history if "reward" in e]
-    return {"train_runtime": result.metrics["train_runtime"], "last_reward": rewards[-1] if rewards else None,
+    logs = [e for e in trainer.trainer.state.log_history if "reward" in e]
+    return {"train_runtime": result.metrics["train_runtime"], "last_reward": logs[-1]["reward"] if logs else None,
+            "completion_length": logs[-1]["completions/mean_length"] if logs else None,
             "bf16": trainer.trainer.args.bf16, "gradient_checkpointing": trainer.trainer.args.gradient_checkpointing}
 
 
@@ -77,7 +82,7 @@ def run_plain_trl(steps: int, output_dir: str, matched: bool = False) -> dict:
     args = GRPOConfig(output_dir=output_dir, max_steps=steps, per_device_train_batch_size=WORK["batch"],
                       num_generations=WORK["group"], max_completion_length=WORK["completion_tokens"],
                       learning_rate=WORK["learning_rate"], logging_steps=steps, save_strategy="no",
-                      report_to="none",
+                      report_to="none", generation_kwargs=FIXED_LENGTH,
                       # TRL's default bf16=True refuses to start on a machine without a GPU unless told use_cpu.
                       use_cpu=not torch.cuda.is_available(),
                       **({"bf16": False, "gradient_checkpointing": False} if matched else {}))
@@ -85,8 +90,9 @@ def run_plain_trl(steps: int, output_dir: str, matched: bool = False) -> dict:
                           reward_funcs=make_total_reward(rule_components(DEFAULT_REWARD_CONFIG)),
                           processing_class=AutoTokenizer.from_pretrained(path))
     result = trainer.train()
-    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
-    return {"train_runtime": result.metrics["train_runtime"], "last_reward": rewards[-1] if rewards else None,
+    logs = [e for e in trainer.state.log_history if "reward" in e]
+    return {"train_runtime": result.metrics["train_runtime"], "last_reward": logs[-1]["reward"] if logs else None,
+            "completion_length": logs[-1]["completions/mean_length"] if logs else None,
             "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
 
 
@@ -123,7 +129,8 @@ def main() -> None:
         runtime = statistics.median(r["train_runtime"] for r in results)
         summary[which] = {"steps_per_second": round(args.steps / runtime, 3), "median_train_seconds": round(runtime, 3),
                           "bf16": results[0]["bf16"], "gradient_checkpointing": results[0]["gradient_checkpointing"],
-                          "last_logged_reward": [r["last_reward"] for r in results]}
+                          "last_logged_reward": [r["last_reward"] for r in results],
+                          "completion_length": [r["completion_length"] for r in results]}
     ratio = summary["ours"]["steps_per_second"] / summary["trl"]["steps_per_second"]
     matched_ratio = summary["ours"]["steps_per_second"] / summary["trl-matched"]["steps_per_second"]
     report = {"benchmark": "overhead", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),

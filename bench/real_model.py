@@ -5,9 +5,9 @@ The work: the bundled sample prompts as chat messages, a LoRA adapter (r 16, alp
 completions per step in groups of 4, learning rate 1e-3. TRL's defaults differ in bf16 and gradient checkpointing
 (on); "TRL at our settings" turns both off, as our defaults do on a CPU. Ours also samples on merged LoRA weights
 (merge_lora_for_generation). Two phases:
-- speed: every completion exactly 32 tokens (generation_kwargs min_new_tokens), so each side does the same work
-  whatever it samples; `--steps` steps, `--rounds` alternated rounds: steps and completion tokens per second, peak
-  resident memory.
+- speed: every completion exactly 32 tokens (generation_kwargs min_new_tokens), and ours keeps flat groups
+  (zero_variance_groups keep), so each side does the same work whatever it samples; `--steps` steps, `--rounds`
+  alternated rounds: steps and completion tokens per second, peak resident memory.
 - learning: a brevity reward the model can learn, completions up to 32 tokens, `--learn-steps` steps, once per
   side: the reward curve.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from child_run import print_result, run_child  # noqa: E402 - once the repository is on sys.path
+from child_run import print_result, run_child, speed_ratio  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "real_model.json"
 SIDES = ("ours", "trl", "trl-matched")
@@ -77,6 +77,8 @@ def run_ours(model_dir: str, steps: int, output_dir: str, fixed: bool):
                         save_steps=10 * steps, enable_generation_logging=False, output_dir=str(Path(output_dir) / "o"),
                         reward_config_path=str(Path(output_dir) / "rewards.json"),
                         reward_functions=[f"{reward_file}:brevity_reward"],
+                        # The speed phase keeps flat groups: resampling them would generate more than TRL does.
+                        zero_variance_groups="keep" if fixed else "auto",
                         trl_options={"generation_kwargs": FIXED_LENGTH} if fixed else {})
     trainer = GRPOTrainer(config)
     trainer.load_model()
@@ -172,14 +174,11 @@ def main() -> None:
     report = {"benchmark": "real_model", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, de-quantised to fp32)",
               "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpu_count": os.cpu_count(),
               "steps": args.steps, "rounds": args.rounds, "learn_steps": args.learn_steps, "work": WORK, **summary,
-              "speed_ratio_ours_over_trl": round(summary["ours"]["steps_per_second"]
-                                                 / summary["trl"]["steps_per_second"], 3),
-              "speed_ratio_ours_over_trl_matched": round(summary["ours"]["steps_per_second"]
-                                                         / summary["trl-matched"]["steps_per_second"], 3),
-              "steady_ratio_ours_over_trl": round(summary["trl"]["steady_seconds_per_step"]
-                                                  / summary["ours"]["steady_seconds_per_step"], 3),
-              "steady_ratio_ours_over_trl_matched": round(summary["trl-matched"]["steady_seconds_per_step"]
-                                                          / summary["ours"]["steady_seconds_per_step"], 3)}
+              "speed_ratio_ours_over_trl": speed_ratio(summary["ours"], summary["trl"]),
+              "speed_ratio_ours_over_trl_matched": speed_ratio(summary["ours"], summary["trl-matched"]),
+              "steady_ratio_ours_over_trl": speed_ratio(summary["ours"], summary["trl"], "steady_seconds_per_step"),
+              "steady_ratio_ours_over_trl_matched": speed_ratio(summary["ours"], summary["trl-matched"],
+                                                                "steady_seconds_per_step")}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     for which in SIDES:

@@ -9,4 +9,5 @@ to patch them. That keeps `--help` and config mistakes fast (no torch) and the U
 """
 
 HEAVY_MODULES = ("grpo_tool.models", "grpo_tool.sampling", "grpo_tool.callbacks", "grpo_tool.trl_setup",
-                 "grpo_tool.trainer_hooks", "grpo_tool.gguf_models", "grpo_tool.base_view", "generation_logger")
+                 "grpo_tool.trainer_hooks", "grpo_tool.gguf_models", "grpo_tool.base_view", "grpo_tool.shared_prompts",
+                 "generation_logger")

@@ -21,6 +21,11 @@ from grpo_tool.launch import world_size
 from grpo_tool.outputs import GENERATION_LOG_DIR
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+# Below this many parameters a forward pass costs its calls, not its arithmetic: the second call that sharing prompts
+# makes costs more than the prompt tokens it saves (bench/overhead.py, tiny model, short prompts: 0.95x TRL shared
+# against 1.03x unshared), so share_prompts unset leaves such a model unshared (grpo_tool/shared_prompts.py, and the
+# plan's count of the same, grpo_tool/plan/memory.py).
+SHARE_PROMPTS_MIN_PARAMETERS = 10_000_000
 
 
 # Settings that name files or folders: a leading ~ is the user's home in every one of them, as a shell would read it
@@ -68,6 +73,10 @@ class GRPOConfig:
     merge_lora_for_generation: bool | None = setting(None, "fold the LoRA update into the weights while completions "
                                                            "are sampled, and out again after; unset: on for LoRA on "
                                                            "the CPU (unquantised weights), off elsewhere")
+    share_prompts: bool | None = setting(None, "compute each group's prompt once and share its key/value cache with "
+                                               "the group's completions, in generation and in the log-probability "
+                                               "passes; unset: on wherever it is exact (checked on the model at "
+                                               "start-up), off with the reason in the log elsewhere")
     # data
     dataset_name: str = setting("ultrafeedback", "a dataset preset, or its hub id", choices=DATASET_CHOICES,
                                 flags=("--dataset",))

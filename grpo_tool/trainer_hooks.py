@@ -9,6 +9,8 @@ Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
 - LongestPromptsFirst (`_get_train_sampler`): the first generation batch holds the longest prompts;
 - BaseModelMeasure (`_generate_and_score_completions`): eval_base_nll and eval_base_drift at evaluations;
 - OwnModelCard (`create_model_card`): no placeholder README.md at each checkpoint;
+- SharedPrompts (`_get_per_token_logps_and_entropies`, `_generate_single_turn`, `_prepare_inputs`): each group's
+  prompt computed once (grpo_tool/shared_prompts.py);
 - SignalGroupsOnly (`_generate_and_score_completions`, `_calculate_rewards`): zero_variance_groups and the curriculum
   (grpo_tool/group_choice.py), their state saved with each checkpoint (`_save_checkpoint`) and read back on resume
   (`_load_optimizer_and_scheduler`).
@@ -30,6 +32,7 @@ import torch
 import trl
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import rotate_checkpoints
+from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler
 
 from grpo_tool import metrics
@@ -39,6 +42,7 @@ from grpo_tool.group_choice import GroupPolicy, padded_size, prompt_key, rows_pe
 from grpo_tool.json_files import write_json_atomic
 from grpo_tool.outputs import CHECKPOINT_PREFIX, GROUPS_STATE_FILE, STAGING_DIR, no_space_message, read_json
 from grpo_tool.places import out_of_space
+from grpo_tool.shared_prompts import Sharing, forward_shared, generate_shared, regrouped
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +167,34 @@ class LoraMergedForGeneration(trl.GRPOTrainer):
             return super()._generate_single_turn(*args, **kwargs)
         finally:
             model.unmerge_adapter()
+
+
+class SharedPrompts(trl.GRPOTrainer):
+    sharing = Sharing()  # set by grpo_trainer.py (shared_prompts.plan)
+
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        if not self.sharing.scoring:
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        with forward_shared(self.accelerator.unwrap_model(model)):
+            return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+
+    def _generate_single_turn(self, *args, **kwargs):
+        model = self.accelerator.unwrap_model(self.model)
+        with contextlib.ExitStack() as stack:
+            if self.sharing.cached_sampling:
+                stack.enter_context(disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs))
+            if self.sharing.generation:
+                stack.enter_context(generate_shared(model))
+            return super()._generate_single_turn(*args, **kwargs)
+
+    def _prepare_inputs(self, generation_batch):
+        generated = self.model.training and (self._buffered_inputs is None or self._step % (
+            self.args.steps_per_generation * self.num_iterations) == 0)
+        inputs = super()._prepare_inputs(generation_batch)
+        if generated and self.sharing.regroup:
+            self._buffered_inputs = regrouped(self._buffered_inputs)
+            inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]
+        return inputs
 
 
 class LongestPromptsFirst(trl.GRPOTrainer):
@@ -392,5 +424,5 @@ class SignalGroupsOnly(trl.GRPOTrainer):
 
 
 class GRPOTrainerWithHooks(StagedCheckpoints, RunIntervalsOnResume, OptimizerStateOnCpu, LoraMergedForGeneration,
-                           LongestPromptsFirst, SignalGroupsOnly, BaseModelMeasure, OwnModelCard):
+                           SharedPrompts, LongestPromptsFirst, SignalGroupsOnly, BaseModelMeasure, OwnModelCard):
     """TRL's GRPOTrainer with every job above."""

@@ -109,6 +109,8 @@ def test_wrong_types_name_field_and_value(tmp_path, data, fragment):
     ({"zero_variance_groups": "skip"}, "zero_variance_groups='skip': use one of auto, keep, drop, resample"),
     ({"zero_variance_groups": "drop", "resample_rounds": 4}, "resample_rounds=4 applies only with"),
     ({"resample_rounds": -1}, "resample_rounds=-1 must be between 0 and 16"),
+    ({"share_prompts": True, "backend": "unsloth"}, "share_prompts=true with backend=unsloth"),
+    ({"share_prompts": "yes"}, "share_prompts"),
     ({"curriculum_hopeless_rest": -2}, "curriculum_hopeless_rest=-2 must be >= 0"),
     ({"zero_variance_groups": "resample", "streaming": True, "max_steps": 5}, "turn streaming off, or use"),
     ({"curriculum_solved_rest": 5, "streaming": True, "max_steps": 5}, "a curriculum rest draws fresh prompts"),

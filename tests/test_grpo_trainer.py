@@ -114,6 +114,8 @@ def test_dataset_shapes_are_accepted():
     assert (len(pair["train"]), len(pair["eval"])) == (18, 2)
     with_test = as_dataset_dict(datasets.DatasetDict({"train": rows, "test": rows.select(range(3))}), config)
     assert len(with_test["eval"]) == 3 and len(with_test["train"]) == 20
+    no_evaluation = as_dataset_dict(datasets.DatasetDict({"train": rows, "eval": rows.select([])}), config)
+    assert len(no_evaluation["eval"]) == 0 and len(no_evaluation["train"]) == 20  # an empty eval split: none held out
     with pytest.raises(UserError):
         as_dataset_dict([1, 2, 3], config)
 

@@ -129,15 +129,20 @@ def test_a_run_that_will_not_fit_is_warned_before_its_first_step(monkeypatch, ca
 
     monkeypatch.setattr(memory_plan, "available_memory", lambda: 3.9 * 1024**3)
     monkeypatch.setattr(memory_plan, "resident_memory", lambda: 100 * 1024**2)
-    config = build_config(mode="quick_test")
+    config = build_config(mode="quick_test", overrides={"share_prompts": False})  # each prompt once per completion
     model_config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                                num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+    machine = Machine("transformers", "test", False, "float32", False)
     with caplog.at_level(logging.INFO):
-        plan = run_check(config, Machine("transformers", "test", False, "float32", False), model_config, 80)
+        plan = run_check(config, machine, model_config, 80)
     assert not plan.fits and plan.prompt_tokens == 80
     warning = next(record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
     assert "will likely run out of memory at the first step" in warning
     assert "per_device_train_batch_size 3 with group_size 3" in warning
+    shared = run_check(build_config(mode="quick_test"), machine, model_config, 80)  # each prompt once per group
+    unshared_activations, shared_activations = (next(part.bytes for part in each.parts if part.name == "activations")
+                                                for each in (plan, shared))
+    assert shared.peak < plan.peak and shared_activations < 0.7 * unshared_activations
 
 
 def test_the_longest_prompts_make_the_first_generation_batch():

@@ -14,6 +14,8 @@ h: hidden width, I: MLP width, V: vocabulary):
   temperature and the gradient on the CPU and in transformers (fp32 on the CPU); the output and its gradient in
   16-bit with TRL's fused kernel on a GPU; one completion at a time in fp32 under Unsloth, whose loss is chunked;
 - generation's KV cache, B x steps_per_generation completions of T tokens, plus one layer's prefill;
+- where prompts are shared (grpo_tool/shared_prompts.py), a group's prompt tokens once in the prefill and in the
+  training pass's activations, plus its keys and values indexed out to each row of the group;
 - the reference model (a second copy of the weights) when beta > 0 without LoRA; with LoRA the reference is the base
   with the adapter off and costs no memory; full fine-tuning with beta 0 keeps a frozen copy of the starting weights
   (up to 1B parameters) for the base-model measure (grpo_tool/base_view.py);
@@ -36,7 +38,7 @@ from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS, checkpointing_by_default
 from grpo_tool.errors import UserError
 from grpo_tool.model_shapes import LINEAR_LAYERS, ModelShape, find_shape, shape_from_config
 from grpo_tool.plan.device import GB, MB, Device, available_memory, resident_memory
-from grpo_tool.settings import GRPOConfig
+from grpo_tool.settings import SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig
 from grpo_tool.trl_options import optimizer_name
 
 NF4_BYTES = 4.5 / 8  # 4-bit weights plus one fp32 absmax per 64 (double-quantised: less; counted plainly)
@@ -139,6 +141,18 @@ def steps_per_generation(config: GRPOConfig) -> int:
     return config.gradient_accumulation_steps
 
 
+def prompt_rows(config: GRPOConfig, shape: ModelShape, backend: str, rows: int, training: bool,
+                checkpointing: bool = False) -> int:
+    """Of `rows` completions, how many prompts the model computes: one per group where the run shares prompts
+    (grpo_tool/shared_prompts.py: on the transformers backend unless share_prompts is false, or unset on a model
+    under SHARE_PROMPTS_MIN_PARAMETERS; in the training pass not under gradient checkpointing, and with whole groups
+    in a micro-batch unless the loss is bnpo; in sampling not with vLLM), else one per completion."""
+    off = config.share_prompts is False or backend == "unsloth" or \
+        (config.share_prompts is None and shape.parameters < SHARE_PROMPTS_MIN_PARAMETERS) or \
+        (checkpointing or config.loss_type == "bnpo" if training else config.use_vllm)
+    return rows if off else max(1, -(-rows // config.group_size))
+
+
 def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
                 checkpointing: bool) -> list[Part]:
     """Every part of the run's memory, in the table's order (the module docstring says what each counts)."""
@@ -146,7 +160,7 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
     weights = weight_part(config, shape, cpu, backend)
     return [weights, *training_state_parts(config, shape, cpu), *other_model_parts(config, shape, device),
             *training_parts(config, shape, cpu, backend, prompt_tokens, checkpointing),
-            *generation_parts(config, shape, cpu, prompt_tokens),
+            *generation_parts(config, shape, cpu, backend, prompt_tokens),
             Part("runtime", CPU_RUNTIME if cpu else CUDA_RUNTIME, "always",
                  "Python with the libraries imported, and the data" if cpu else "CUDA context and library workspaces")]
 
@@ -225,7 +239,10 @@ def training_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, backend: st
     h, B, C = shape.hidden, config.per_device_train_batch_size, config.max_completion_length
     T = prompt_tokens + C
     per_token_layer = 6 * h + 4 * shape.attention_width + 4 * shape.intermediate * shape.active_experts
-    every_layer = shape.layers * B * T * per_token_layer * act
+    prompts = prompt_rows(config, shape, backend, B, training=True, checkpointing=checkpointing)
+    every_layer = shape.layers * (prompts * prompt_tokens + B * C) * per_token_layer * act
+    if prompts < B:  # a shared prompt's keys and values, indexed out to every row of its group
+        every_layer += shape.layers * B * prompt_tokens * 2 * shape.kv_width * act
 
     def activations(checkpointed: bool) -> tuple[float, str]:
         if not checkpointed:
@@ -248,12 +265,14 @@ def training_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, backend: st
         logits, logit_how = B * (C + 1) * V * 4 * 3, "output, tempered copy and gradient, fp32"
     else:
         logits, logit_how = B * (C + 1) * V * 2 * 2, "output and gradient, 16-bit (TRL's fused log-softmax)"
-    return [Part("activations", float(kept), "training", f"{B} completions x {T} tokens; {how} (checkpointing "
+    shared = f" ({prompts} prompts computed once each)" if prompts < B else ""
+    return [Part("activations", float(kept), "training", f"{B} completions x {T} tokens{shared}; {how} (checkpointing "
                  f"{'off' if checkpointing else 'on'}: {other / GB:.2f} GB)"),
             Part("logits", float(logits), "training", f"{B} x {C + 1} tokens x {V} vocabulary: {logit_how}")]
 
 
-def generation_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, prompt_tokens: int) -> list[Part]:
+def generation_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, backend: str, prompt_tokens: int
+                     ) -> list[Part]:
     """Sampling's KV cache and prefill, and an evaluation's cache and logits (no gradients)."""
     act = activation_bytes(cpu)
     C, V = config.max_completion_length, shape.vocab
@@ -267,7 +286,8 @@ def generation_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, prompt_to
         mlp = shape.intermediate * shape.active_experts
         parts = [Part("KV cache", float(generated * cache_per_completion), "generation",
                       f"{generated} completions x {T} tokens"),
-                 Part("prefill", float(generated * (prompt_tokens * (4 * shape.hidden + 2 * mlp) * act + V * 4)),
+                 Part("prefill", float(prompt_rows(config, shape, backend, generated, training=False)
+                                       * (prompt_tokens * (4 * shape.hidden + 2 * mlp) * act + V * 4)),
                       "generation", "one layer's working tensors over the prompts")]
     evaluated = config.per_device_eval_batch_size
     kept = evaluated * (cache_per_completion + (C + 1) * V * (4 if cpu else 2))
@@ -285,23 +305,32 @@ def peak_of(parts) -> float:
     return always + max(phases.values(), default=0)
 
 
-def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, prompt_tokens: int, checkpointing: bool,
-                 weight_bytes: float) -> tuple[float, dict, str]:
+def token_flops(shape: ModelShape, context: float) -> tuple[float, float]:
+    """Forward FLOPs of one token: through the blocks, attending to `context` tokens, and through the output layer
+    (which TRL runs on completion tokens only, logits_to_keep). The backward pass costs one more forward for the
+    activations' gradients, two more when every weight trains."""
+    mlp_share = shape.active_experts / shape.experts
+    linear = sum(fan_in * fan_out * (mlp_share if name in ("gate_proj", "up_proj", "down_proj") else 1)
+                 for name, (fan_in, fan_out) in shape.linear_shapes().items())
+    attention = 4 * shape.attention_width * context  # scores and the weighted sum of values, per layer
+    return 2 * shape.layers * linear + shape.layers * attention, 2 * shape.vocab * shape.hidden
+
+
+def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
+                 checkpointing: bool, weight_bytes: float) -> tuple[float, dict, str]:
     """Seconds per optimizer step from the FLOPs of generation and training at the device's throughput."""
     cpu = device.kind == "cpu"
     C, B, GA = config.max_completion_length, config.per_device_train_batch_size, config.gradient_accumulation_steps
     T = prompt_tokens + C
-    mlp_share = shape.active_experts / shape.experts
-    linear = sum(fan_in * fan_out * (mlp_share if name in ("gate_proj", "up_proj", "down_proj") else 1)
-                 for name, (fan_in, fan_out) in shape.linear_shapes().items())
-    layers = 2 * shape.layers * linear  # forward FLOPs per token through the blocks
-    attention = 2 * shape.layers * shape.attention_width * T  # causal: each token attends to half of T on average
-    head = 2 * shape.vocab * shape.hidden  # the output layer runs on completion tokens only (TRL's logits_to_keep)
+    layers, head = token_flops(shape, 0)
+    attention = token_flops(shape, T / 2)[0] - layers  # causal: each token attends to half of T on average
     rate = device.tflops * 1e12 * (CPU_TRAIN_EFFICIENCY if cpu else TRAIN_EFFICIENCY)
     passes = (2 if config.use_lora else 3) + (1 if checkpointing else 0) + (1 if config.beta > 0 else 0)
-    training = B * GA * (T * (layers + attention) + (C + 1) * head) * passes / rate
+    tokens = prompt_rows(config, shape, backend, B, training=True, checkpointing=checkpointing) * prompt_tokens + B * C
+    training = GA * (tokens * (layers + attention) + B * (C + 1) * head) * passes / rate
     batch = B * steps_per_generation(config)
-    prefill = batch * (prompt_tokens * (layers + attention) + head) / rate
+    prompts = prompt_rows(config, shape, backend, batch, training=False)
+    prefill = prompts * (prompt_tokens * (layers + attention) + head) / rate
     overhead = 0 if config.use_vllm else DECODE_OVERHEAD_PER_LAYER[device.kind] * shape.layers
     decode = max(batch * (layers + head) / rate,
                  weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY)) + overhead
@@ -337,7 +366,7 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
     seconds, split, note = 0.0, {}, "not estimated"
     if device.tflops:
         weights = next(part.bytes for part in parts if part.name == "weights")
-        seconds, split, note = step_seconds(config, shape, device, prompt_tokens, checkpointing, weights)
+        seconds, split, note = step_seconds(config, shape, device, backend, prompt_tokens, checkpointing, weights)
     return Plan(config, shape, device, backend, prompt_tokens, prompt_source, checkpointing, tuple(parts), seconds,
                 split, note)
 
