@@ -237,6 +237,7 @@ def run_facts(output_dir: Path) -> dict:
         "backend_line": next((line.split(": ", 2)[-1] for line in log.splitlines() if " backend: " in line), None),
         "trl_arguments": {key: (record.get("trl_arguments") or {}).get(key) for key in OPTIMISATION},
         "precision": {key: (record.get("trl_arguments") or {}).get(key) for key in ("bf16", "fp16")},
+        "shared_prompts": (record.get("shared_prompts") or {}).get("said"),  # on, or off and why, on this GPU
         "evaluations": sum("eval_reward" in entry for entry in history),
         "base_measure": any("eval_base_drift" in entry for entry in history),
         "reward_model_scored": any("rewards/reward_model/mean" in entry for entry in history),

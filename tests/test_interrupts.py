@@ -114,10 +114,11 @@ def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_c
 def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     # Groups of 4 in batches of 6 per process: the middle group of each step lies across both processes. A reward
     # with flat groups, resampled, with a curriculum: every process must take the same decisions at every step (the
-    # run checks it, and fails if not), also after the resume.
+    # run checks it, and fails if not), also after the resume. Prompts shared (asked for: the tiny model is under the
+    # size at which they are by default), inside DistributedDataParallel's forward.
     settings = {"eval_steps": 5, "save_steps": 5, "logging_steps": 5, "per_device_train_batch_size": 6,
                 "reward_functions": [f"{ROOT / 'tests/fixtures/custom_rewards.py'}:flat_for_some"],
-                "zero_variance_groups": "resample", "curriculum_solved_rest": 3}
+                "zero_variance_groups": "resample", "curriculum_solved_rest": 3, "share_prompts": True}
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"max_steps": 10, **settings}))
     output_dir = tmp_path / "out"
@@ -132,6 +133,7 @@ def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     assert logged_steps(output_dir / "generation_logs") == [5, 10]
     log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
     assert log.count("logging to") == 1 and log.count("step 10: ") >= 1
+    assert "shared prompts: on in generation" in log
     state = json.loads((output_dir / "checkpoint-10" / "trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "groups/flat" in entry]
     assert len(logged) == 2 and sum(entry["groups/resampled"] for entry in logged) > 0
