@@ -239,20 +239,22 @@ def training_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, backend: st
     h, B, C = shape.hidden, config.per_device_train_batch_size, config.max_completion_length
     T = prompt_tokens + C
     per_token_layer = 6 * h + 4 * shape.attention_width + 4 * shape.intermediate * shape.active_experts
-    prompts = prompt_rows(config, shape, backend, B, training=True, checkpointing=checkpointing)
-    every_layer = shape.layers * (prompts * prompt_tokens + B * C) * per_token_layer * act
-    if prompts < B:  # a shared prompt's keys and values, indexed out to every row of its group
-        every_layer += shape.layers * B * prompt_tokens * 2 * shape.kv_width * act
+    def every_layer(checkpointed: bool) -> float:
+        prompts = prompt_rows(config, shape, backend, B, training=True, checkpointing=checkpointed)
+        kept = shape.layers * (prompts * prompt_tokens + B * C) * per_token_layer * act
+        if prompts < B:  # a shared prompt's keys and values, indexed out to every row of its group
+            kept += shape.layers * B * prompt_tokens * 2 * shape.kv_width * act
+        return kept
 
     def activations(checkpointed: bool) -> tuple[float, str]:
         if not checkpointed:
-            kept, how = every_layer, "every layer's tensors kept"
+            kept, how = every_layer(False), "every layer's tensors kept"
         elif backend == "unsloth":
             kept, how = B * T * (per_token_layer + h) * act, "checkpointed, layer inputs offloaded to CPU (Unsloth)"
         else:
             kept, how = B * T * (shape.layers * h + per_token_layer) * act, "checkpointed: layer inputs plus one layer"
         if cpu:
-            kept += CPU_RETAINED_SHARE * every_layer
+            kept += CPU_RETAINED_SHARE * every_layer(checkpointed)
             how += f"; plus {CPU_RETAINED_SHARE:g}x every layer's set, freed but kept by malloc"
         return kept, how
 
@@ -265,6 +267,7 @@ def training_parts(config: GRPOConfig, shape: ModelShape, cpu: bool, backend: st
         logits, logit_how = B * (C + 1) * V * 4 * 3, "output, tempered copy and gradient, fp32"
     else:
         logits, logit_how = B * (C + 1) * V * 2 * 2, "output and gradient, 16-bit (TRL's fused log-softmax)"
+    prompts = prompt_rows(config, shape, backend, B, training=True, checkpointing=checkpointing)
     shared = f" ({prompts} prompts computed once each)" if prompts < B else ""
     return [Part("activations", float(kept), "training", f"{B} completions x {T} tokens{shared}; {how} (checkpointing "
                  f"{'off' if checkpointing else 'on'}: {other / GB:.2f} GB)"),
