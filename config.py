@@ -379,6 +379,25 @@ def compatible_values(step: int, count: int = 3) -> str:
     return ", ".join(str(step * k) for k in range(1, count + 1))
 
 
+def describe_batch(config: GRPOConfig, processes: int, steps_per_generation: int) -> str:
+    """The start-up line that states the global batch once, whatever the number of processes, and what divides what.
+
+        describe_batch(GRPOConfig(per_device_train_batch_size=8, gradient_accumulation_steps=4, group_size=8), 2, 4)
+        # global batch: 64 completions a step (8 per device x 4 accumulation steps x 2 processes) = 8 prompts x
+        # a group of 8; each generation samples 64 completions (8 groups), once every 4 micro-batches
+    """
+    def count(number: int, word: str) -> str:
+        return f"{number} {word}{'' if number == 1 else 'es' if word.endswith(('ch', 'ss')) else 's'}"
+
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * processes
+    sampled = config.per_device_train_batch_size * steps_per_generation * processes
+    every = "every micro-batch" if steps_per_generation == 1 else f"every {steps_per_generation} micro-batches"
+    return (f"global batch: {per_step} completions a step ({config.per_device_train_batch_size} per device x "
+            f"{count(config.gradient_accumulation_steps, 'accumulation step')} x {count(processes, 'process')}) = "
+            f"{count(per_step // config.group_size, 'prompt')} x a group of {config.group_size}; each generation "
+            f"samples {sampled} completions ({count(sampled // config.group_size, 'group')}), once {every}")
+
+
 def batch_problems(config: GRPOConfig) -> list[str]:
     """TRL's divisibility rules, checked with the process count, with values that would work."""
     if config.group_size < 2:

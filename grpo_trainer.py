@@ -21,7 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
-from config import steps_problem, validate_config
+from config import describe_batch, steps_problem, validate_config
 from data_loader import as_dataset_dict
 from grpo_tool import backend, group_choice, metrics, outputs, run_dir
 from grpo_tool.components import REWARD_MODEL
@@ -251,6 +251,8 @@ class GRPOTrainer:
         logger.info("logging to %s", log_path)
         logger.info(group_choice.describe(self.trainer.groups if self.trainer else None))
         if self.trainer is not None:
+            logger.info(describe_batch(self.config, self.trainer.accelerator.num_processes,
+                                       self.trainer.args.steps_per_generation))
             logger.info(self.trainer.sharing.line)
         outputs.write_run_record(self.config.output_dir, self.record["config"], self.reward_config, self.record)
         # What a killed run left half-written; nothing reads it.

@@ -221,3 +221,14 @@ def test_trl_words_for_what_is_set_another_way_say_what_to_use_and_guess_nothing
 def test_a_preset_datasets_hub_id_is_the_preset():
     config = build_config(overrides={"model_name": "tiny", "dataset_name": "openai/gsm8k"})
     assert config.dataset_name == "gsm8k" and config.reward_config_name == "verifiable"  # the preset's reward too
+
+
+def test_the_global_batch_is_stated_once_with_what_divides_what():
+    from config import describe_batch
+
+    line = describe_batch(GRPOConfig(per_device_train_batch_size=8, gradient_accumulation_steps=4, group_size=8), 2, 4)
+    assert line == ("global batch: 64 completions a step (8 per device x 4 accumulation steps x 2 processes) = 8 "
+                    "prompts x a group of 8; each generation samples 64 completions (8 groups), once every 4 "
+                    "micro-batches")
+    one = describe_batch(GRPOConfig(per_device_train_batch_size=8, gradient_accumulation_steps=1, group_size=4), 1, 1)
+    assert "(8 per device x 1 accumulation step x 1 process) = 2 prompts" in one and one.endswith("every micro-batch")

@@ -134,6 +134,8 @@ def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     log = (output_dir / "grpo_training.log").read_text(encoding="utf-8")
     assert log.count("logging to") == 1 and log.count("step 10: ") >= 1
     assert "shared prompts: on in generation" in log
+    assert log.count("global batch: 12 completions a step (6 per device x 1 accumulation step x 2 processes) = 3 "
+                     "prompts x a group of 4") == 1  # stated once, by the main process
     state = json.loads((output_dir / "checkpoint-10" / "trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "groups/flat" in entry]
     assert len(logged) == 2 and sum(entry["groups/resampled"] for entry in logged) > 0
@@ -147,7 +149,8 @@ def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mistake", [["--batch-size", "0"], ["--batch-siz", "8"]])
+@pytest.mark.parametrize("mistake", [["--batch-size", "0"], ["--batch-siz", "8"],
+                                     ["--batch-size", "3"]])  # 6 a step on 2 processes, in groups of 4
 def test_a_mistake_under_the_launcher_is_one_line_from_the_main_process(tmp_path, mistake):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(ROOT / "config/accelerate/cpu_2proc.yaml"), "--main_process_port", "29533",
@@ -155,6 +158,7 @@ def test_a_mistake_under_the_launcher_is_one_line_from_the_main_process(tmp_path
     result = subprocess.run([*launch, *mistake], capture_output=True, text=True, timeout=600)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--batch-size" in errors[0], result.stderr[-3000:]
+    assert mistake[1] != "3" or "on 2 process(es) samples 6 completions" in errors[0]  # the count across processes
     assert result.returncode == 1  # the launcher's own status for a failed process (README: several processes)
     assert not (tmp_path / "out").exists()
 
