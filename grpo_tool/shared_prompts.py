@@ -215,8 +215,9 @@ class Sharing:
     generation: bool = False
     scoring: bool = False
     regroup: bool = False  # the rows of a prompt brought into the same micro-batch (`regrouped`)
-    # Gradient checkpointing off while `generate` samples, as TRL turns it off for its scoring passes: under it
-    # transformers drops the cache, and each new token runs through the whole sequence again. Same tokens, less work.
+    # Gradient checkpointing off while `generate` samples, as TRL turns it off for its scoring passes: a layer that
+    # checkpoints in training mode drops the cache (transformers 5.17), and each new token then sees nothing before
+    # it. A guard: in the tool's runs the layers were not checkpointing while TRL sampled anyway.
     cached_sampling: bool = False
     line: str = "shared prompts: off"
 
@@ -258,8 +259,8 @@ def plan(setting: bool | None, backend: str | None, trainer) -> Sharing:
     transformers_sampling = backend != "unsloth" and not (trainer.use_vllm
                                                           or trainer.use_transformers_continuous_batching)
     reason = structural_reason(setting, backend, trainer) or check_on_model(trainer)
-    notes = ["gradient checkpointing is off while completions are sampled (under it transformers samples without a "
-             "cache)"] * bool(transformers_sampling and trainer.args.gradient_checkpointing)
+    notes = ["gradient checkpointing is off while completions are sampled (a checkpointing layer drops the cache)"] \
+        * bool(transformers_sampling and trainer.args.gradient_checkpointing)
     if reason is not None:
         if setting:
             raise ValueError(f"share_prompts=true, but {reason.removeprefix('off: ')}; leave share_prompts unset to "

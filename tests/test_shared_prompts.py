@@ -324,3 +324,5 @@ def test_smollm2_chat_prompts_give_the_same_numbers(smollm2_gguf):
     shared_grads = gradients(adapted, ids, mask, 8, shared=True)
     for name in plain_grads:
         assert close(plain_grads[name], shared_grads[name], 1e-3), name
+
+
