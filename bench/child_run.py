@@ -8,6 +8,7 @@ The child prints `RESULT {json}` as its last such line; the parent reads it back
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -34,3 +35,13 @@ def speed_ratio(faster: dict, slower: dict, key: str = "steps_per_second") -> fl
     names seconds."""
     ratio = slower[key] / faster[key] if "seconds" in key else faster[key] / slower[key]
     return round(ratio, 3)
+
+
+def only_reward(function, output_dir: str) -> dict:
+    """Config fields that make a run of this tool score with `function` alone, as a plain TRL script passes it: the
+    function written out as a --reward-fn file, and a reward config that weighs the built-in rewards 0."""
+    source = Path(output_dir) / f"{function.__name__}.py"
+    source.write_text(inspect.getsource(function))
+    weights = Path(output_dir) / "rewards.json"
+    weights.write_text(json.dumps({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0}))
+    return {"reward_functions": [f"{source}:{function.__name__}"], "reward_config_path": str(weights)}

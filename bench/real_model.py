@@ -19,7 +19,6 @@ Prints the figures and writes bench/results/real_model.json.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -33,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from child_run import print_result, run_child, speed_ratio  # noqa: E402 - once the repository is on sys.path
+from child_run import only_reward, print_result, run_child, speed_ratio  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "real_model.json"
 SIDES = ("ours", "trl", "trl-matched")
@@ -66,17 +65,12 @@ def run_ours(model_dir: str, steps: int, output_dir: str, fixed: bool):
     from grpo_tool.settings import GRPOConfig
     from grpo_trainer import GRPOTrainer
 
-    reward_file = Path(output_dir) / "brevity.py"
-    reward_file.write_text(inspect.getsource(brevity_reward))  # the same function, as a --reward-fn file
-    (Path(output_dir) / "rewards.json").write_text(json.dumps({"accuracy_weight": 0, "length_weight": 0,
-                                                               "quality_weight": 0}))
     config = GRPOConfig(model_name=model_dir, max_steps=steps, per_device_train_batch_size=WORK["batch"],
                         gradient_accumulation_steps=1, group_size=WORK["group"], lora_r=WORK["lora_r"],
                         lora_alpha=WORK["lora_r"], max_completion_length=WORK["completion_tokens"], max_seq_length=512,
                         learning_rate=WORK["learning_rate"], logging_steps=1, eval_steps=10 * steps,
                         save_steps=10 * steps, enable_generation_logging=False, output_dir=str(Path(output_dir) / "o"),
-                        reward_config_path=str(Path(output_dir) / "rewards.json"),
-                        reward_functions=[f"{reward_file}:brevity_reward"],
+                        **only_reward(brevity_reward, output_dir),
                         # The speed phase keeps flat groups: resampling them would generate more than TRL does.
                         zero_variance_groups="keep" if fixed else "auto",
                         trl_options={"generation_kwargs": FIXED_LENGTH} if fixed else {})

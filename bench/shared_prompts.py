@@ -20,7 +20,6 @@ Prints the figures and writes bench/results/shared_prompts.json.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -35,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from child_run import print_result, run_child, speed_ratio  # noqa: E402 - once the repository is on sys.path
+from child_run import only_reward, print_result, run_child, speed_ratio  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "shared_prompts.json"
 SIDES = ("ours", "ours-unshared", "trl")
@@ -109,27 +108,13 @@ def run_ours(model_dir: str, steps: int, output_dir: str, shared: bool):
                         learning_rate=WORK["learning_rate"], logging_steps=1, eval_steps=10 * steps,
                         save_steps=10 * steps, enable_generation_logging=False, zero_variance_groups="keep",
                         share_prompts=None if shared else False, output_dir=str(Path(output_dir) / "o"),
-                        reward_functions=[write_reward_file(output_dir)],
-                        reward_config_path=write_zero_weights(output_dir),
+                        **only_reward(reward, output_dir),
                         trl_options={"generation_kwargs": FIXED_LENGTH})
     trainer = GRPOTrainer(config)
     trainer.load_model()
     data = datasets.Dataset.from_list(prompt_rows(WORK["prompts"], WORK["passage_words"]))
     trainer.train(datasets.DatasetDict({"train": data, "eval": data.select([])}))  # no evaluation, as in TRL
     return trainer.trainer
-
-
-def write_reward_file(output_dir: str) -> str:
-    """`reward` as a --reward-fn file, and the built-in rewards weighted 0: both sides score with it alone."""
-    path = Path(output_dir) / "reward.py"
-    path.write_text(inspect.getsource(reward))
-    return f"{path}:reward"
-
-
-def write_zero_weights(output_dir: str) -> str:
-    path = Path(output_dir) / "rewards.json"
-    path.write_text(json.dumps({"accuracy_weight": 0, "length_weight": 0, "quality_weight": 0}))
-    return str(path)
 
 
 def run_plain_trl(model_dir: str, steps: int, output_dir: str):

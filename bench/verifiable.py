@@ -183,6 +183,12 @@ def task_arguments(parser: argparse.ArgumentParser, held_out: int, children: tup
     parser.add_argument("--settings", help=argparse.SUPPRESS)
 
 
+def task_settings(args: argparse.Namespace) -> dict:
+    """The settings `task_arguments`' flags give, as the child processes read them."""
+    return {"learning_rate": args.learning_rate, "batch": args.batch, "group": args.group,
+            "completion_tokens": args.completion_tokens, "seed": args.seed, "held_out_problems": args.held_out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -196,9 +202,8 @@ def main() -> None:
     from grpo_tool.example_models import smollm2_gguf
     from grpo_tool.gguf_models import converted_gguf
 
-    settings = {"steps": args.steps, "learning_rate": args.learning_rate, "batch": args.batch, "group": args.group,
-                "temperature": args.temperature, "completion_tokens": args.completion_tokens, "seed": args.seed,
-                "train_problems": args.steps * args.batch // args.group, "held_out_problems": args.held_out}
+    settings = {"steps": args.steps, "temperature": args.temperature,
+                "train_problems": args.steps * args.batch // args.group, **task_settings(args)}
     model_dir = str(converted_gguf(smollm2_gguf()))
     measured = {}
     for which in args.sides.split(","):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from child_run import print_result, run_child  # noqa: E402, I001 - once the repository is on sys.path
-from verifiable import accuracy, fitted, problems, task_arguments  # noqa: E402 - the same task and the same accuracy
+from verifiable import accuracy, fitted, problems, task_arguments, task_settings  # noqa: E402 - the same task and the same accuracy
 
 RESULTS = ROOT / "bench" / "results" / "zero_variance.json"
 MODES = ("keep", "drop", "resample")
@@ -168,9 +168,8 @@ def main() -> None:
     from grpo_tool.example_models import smollm2_gguf
     from grpo_tool.gguf_models import converted_gguf
 
-    settings = {"budget": args.budget, "every": args.every, "learning_rate": args.learning_rate, "batch": args.batch,
-                "group": args.group, "temperature": 1.0, "completion_tokens": args.completion_tokens,
-                "seed": args.seed, "train_problems": args.train_problems, "held_out_problems": args.held_out}
+    settings = {"budget": args.budget, "every": args.every, "temperature": 1.0, "train_problems": args.train_problems,
+                **task_settings(args)}
     model_dir = str(converted_gguf(smollm2_gguf()))
     measured = {}
     with tempfile.TemporaryDirectory() as output_dir:

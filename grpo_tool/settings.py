@@ -21,6 +21,11 @@ from grpo_tool.launch import world_size
 from grpo_tool.outputs import GENERATION_LOG_DIR
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+# TRL's losses whose total over a step does not depend on how its rows are split into micro-batches (trl 1.14.2,
+# _compute_loss: per-row means over equal micro-batches, or a global token count): for these the rows of a group may
+# be put in one micro-batch, to share its prompt (grpo_tool/shared_prompts.py, and --plan's count of it). bnpo
+# normalises by each micro-batch's tokens.
+PARTITION_FREE_LOSSES = ("grpo", "dapo", "dr_grpo", "cispo", "sapo", "vespo", "luspo")
 # Below this many parameters a forward pass costs its calls, not its arithmetic: the second call that sharing prompts
 # makes costs more than the prompt tokens it saves (bench/overhead.py, tiny model, short prompts: 0.95x TRL shared
 # against 1.03x unshared), so share_prompts unset leaves such a model unshared (grpo_tool/shared_prompts.py, and the

@@ -33,7 +33,7 @@ import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from grpo_tool.base_view import token_logps
-from grpo_tool.settings import SHARE_PROMPTS_MIN_PARAMETERS
+from grpo_tool.settings import PARTITION_FREE_LOSSES, SHARE_PROMPTS_MIN_PARAMETERS
 
 # How close the shared computation must come to the plain one at the start-up check, measured against how much the
 # prompt matters: the mean gap between shared and plain per-token log-probabilities must be under this share of the
@@ -45,21 +45,22 @@ RELATIVE_GAP = 0.1
 ABSOLUTE_GAP = 1e-4
 # What the log-probability forward may be given besides the tokens, and still be shared.
 KNOWN_ARGUMENTS = {"use_cache"}
-# TRL's losses whose total over a step does not depend on how its rows are split into micro-batches: for these the
-# rows of a group may be put in the same micro-batch (`regrouped`). bnpo normalises by each micro-batch's tokens.
-PARTITION_FREE_LOSSES = ("grpo", "dapo", "dr_grpo", "cispo", "sapo", "vespo", "luspo")  # trl 1.14.2, _compute_loss
 
 
-def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(first, inverse): the first row of each distinct prompt, and for each row its prompt's place in `first`; None
-    when no two rows share a prompt (nothing to gain)."""
+def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first, inverse): the first row of each distinct prompt (ids and mask alike), and for each row its prompt's
+    place in `first`."""
     rows = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
     distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    if len(distinct) == len(rows):
-        return None
     first = torch.full((len(distinct),), len(rows), dtype=torch.long, device=rows.device)
     first = first.scatter_reduce(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
     return first, inverse
+
+
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`distinct_prompts`, or None when no two rows share a prompt (nothing to gain)."""
+    first, inverse = distinct_prompts(prompt_ids, prompt_mask)
+    return None if len(first) == len(inverse) else (first, inverse)
 
 
 def checkpointing(module) -> bool:
@@ -192,11 +193,8 @@ def regrouped(chunks: list[dict]) -> list[dict]:
             merged[key] = torch.cat([chunk[key] for chunk in chunks])
         else:
             merged[key] = value  # a scalar such as num_items_in_batch, the same in every chunk
-    _, inverse = torch.unique(torch.cat([merged["prompt_ids"], merged["prompt_mask"].to(merged["prompt_ids"].dtype)],
-                                        dim=1), dim=0, return_inverse=True)
-    first_seen = torch.full((int(inverse.max()) + 1,), rows, dtype=torch.long, device=inverse.device)
-    first_seen = first_seen.scatter_reduce(0, inverse, torch.arange(rows, device=inverse.device), reduce="amin")
-    order = torch.argsort(first_seen[inverse], stable=True)
+    first, inverse = distinct_prompts(merged["prompt_ids"], merged["prompt_mask"])
+    order = torch.argsort(first[inverse], stable=True)  # prompts in the order they first appear, rows in theirs
 
     def reorder(value):
         if isinstance(value, list):

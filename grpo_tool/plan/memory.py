@@ -38,7 +38,7 @@ from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS, checkpointing_by_default
 from grpo_tool.errors import UserError
 from grpo_tool.model_shapes import LINEAR_LAYERS, ModelShape, find_shape, shape_from_config
 from grpo_tool.plan.device import GB, MB, Device, available_memory, resident_memory
-from grpo_tool.settings import SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig
+from grpo_tool.settings import PARTITION_FREE_LOSSES, SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig
 from grpo_tool.trl_options import optimizer_name
 
 NF4_BYTES = 4.5 / 8  # 4-bit weights plus one fp32 absmax per 64 (double-quantised: less; counted plainly)
@@ -146,10 +146,10 @@ def prompt_rows(config: GRPOConfig, shape: ModelShape, backend: str, rows: int, 
     """Of `rows` completions, how many prompts the model computes: one per group where the run shares prompts
     (grpo_tool/shared_prompts.py: on the transformers backend unless share_prompts is false, or unset on a model
     under SHARE_PROMPTS_MIN_PARAMETERS; in the training pass not under gradient checkpointing, and with whole groups
-    in a micro-batch unless the loss is bnpo; in sampling not with vLLM), else one per completion."""
+    in a micro-batch for PARTITION_FREE_LOSSES; in sampling not with vLLM), else one per completion."""
     off = config.share_prompts is False or backend == "unsloth" or \
         (config.share_prompts is None and shape.parameters < SHARE_PROMPTS_MIN_PARAMETERS) or \
-        (checkpointing or config.loss_type == "bnpo" if training else config.use_vllm)
+        (checkpointing or config.loss_type not in PARTITION_FREE_LOSSES if training else config.use_vllm)
     return rows if off else max(1, -(-rows // config.group_size))
 
 
