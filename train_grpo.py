@@ -23,7 +23,7 @@ from pathlib import Path
 
 from config import build_config
 from grpo_tool import outputs
-from grpo_tool.cli import build_parser, chosen_task
+from grpo_tool.cli import PLAN_ONLY, build_parser, chosen_task
 from grpo_tool.console import ConsoleHandler, for_a_person, format_summary, quiet_library_progress_bars
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.flags import as_typed, config_overrides
@@ -97,9 +97,13 @@ def check_rewards(config: GRPOConfig, args: argparse.Namespace, notes: list[str]
 def plan(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int:
     """--plan: peak memory by part and seconds per step, from the model's shape; no weights loaded."""
     from data_loader import load_grpo_dataset
+    from grpo_tool.plan.sharding import from_flags
     from grpo_tool.plan.table import run_plan
 
-    print(run_plan(config, getattr(args, "gpu_memory", None), lambda: load_grpo_dataset(config)["train"]["prompt"]))
+    sharding = from_flags(getattr(args, "sharding", None), getattr(args, "num_processes", None),
+                          getattr(args, "accelerate_config", None))
+    print(run_plan(config, getattr(args, "gpu_memory", None), lambda: load_grpo_dataset(config)["train"]["prompt"],
+                   sharding))
     return 0
 
 
@@ -125,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if problem := launch_problem():
             raise UserError(problem)
-        if hasattr(args, "gpu_memory") and task != "plan":
-            raise UserError("--gpu-memory is a --plan setting (the GPU to plan for); a run uses the GPU it finds")
+        if task != "plan" and (given := [flag for dest, flag in PLAN_ONLY.items() if hasattr(args, dest)]):
+            raise UserError(f"{given[0]} is a --plan setting (what to plan for); a run uses the GPU it finds and the "
+                            "processes and engine accelerate launch gives it")
         if task == "report":
             return report(args)
         notes: list[str] = []

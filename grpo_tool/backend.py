@@ -75,10 +75,23 @@ def package_installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def choose_backend(config: GRPOConfig, cuda_available: bool, unsloth_available: bool) -> tuple[str, str]:
-    """(backend, the reason in words). Unsloth where it can run, transformers + peft everywhere else."""
+def choose_backend(config: GRPOConfig, cuda_available: bool, unsloth_available: bool,
+                   engine: str = "none") -> tuple[str, str]:
+    """(backend, the reason in words). Unsloth where it can run, transformers + peft everywhere else. `engine` is
+    the sharding engine the run was launched under (grpo_tool/plan/sharding.py): Unsloth is not run under DeepSpeed
+    or FSDP, whose wrappers its patched model and its own gradient offloading were not checked against."""
     four_bit = (" with 4-bit weights" if config.four_bit else " in 16-bit" if config.use_lora
                 else ", full fine-tuning with float32 weights")
+    if engine != "none" and cuda_available:
+        sharded = "DeepSpeed" if engine.startswith("zero") else "FSDP"
+        if config.backend == "unsloth":
+            raise UserError(f"--backend unsloth under {sharded}: this tool runs Unsloth without a sharding engine "
+                            "(one GPU, or DDP); use --backend transformers, which auto picks under DeepSpeed and FSDP")
+        if engine in ("zero3", "fsdp") and config.four_bit:
+            raise UserError(f"4-bit weights under {sharded} with its weights sharded: bitsandbytes' quantised weights "
+                            "are not sharded by it here; add --no-load-in-4bit (16-bit weights, divided among the "
+                            "GPUs)")
+        return "transformers", f"launched under {sharded}: transformers + peft{four_bit}"
     if config.backend == "unsloth":
         if not cuda_available:
             raise UserError("--backend unsloth needs a CUDA GPU and none was found: use --backend auto or "
@@ -163,7 +176,9 @@ def prepare(config: GRPOConfig) -> Machine:
     import torch  # torch itself is not patched by Unsloth, so it may come first
 
     cuda = torch.cuda.is_available()
-    backend, reason = choose_backend(config, cuda, package_installed("unsloth"))
+    from grpo_tool.plan.sharding import from_environment
+
+    backend, reason = choose_backend(config, cuda, package_installed("unsloth"), from_environment().engine)
     check_model_fits_machine(config, cuda)
     if problem := backend_problem(config, backend, cuda):
         raise UserError(problem)

@@ -12,8 +12,9 @@ import argparse
 import re
 
 from grpo_tool.errors import near_miss
-from grpo_tool.flags import add_config_flags, positive_number, trl_flag_problem
+from grpo_tool.flags import add_config_flags, positive_number, positive_whole_number, trl_flag_problem
 from grpo_tool.launch import linger, says_errors
+from grpo_tool.plan.sharding import ENGINES
 
 OTHER_HUB_DATASET = ("a hub dataset without a preset, save it as files (datasets' to_json or save_to_disk) and give "
                      "--custom-data PATH")
@@ -62,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "model's shape, print a table, write plan.json (no weights loaded, no network)")
     parser.add_argument("--gpu-memory", type=positive_number, metavar="GB",
                         help="with --plan: plan for a GPU of this many GB (default: this machine's GPU, else its CPU)")
+    parser.add_argument("--num-processes", type=positive_whole_number, metavar="N",
+                        help="with --plan: plan one device of a run of N processes (accelerate launch's count, all "
+                             "machines together)")
+    parser.add_argument("--sharding", choices=ENGINES,
+                        help="with --plan: what divides the run among the processes: none (DDP, a full replica on "
+                             "each), zero2 or zero3 (DeepSpeed ZeRO), fsdp (FSDP2)")
+    parser.add_argument("--accelerate-config", metavar="FILE",
+                        help="with --plan: read the processes and the engine from this accelerate config (the two "
+                             "flags above, when given, override it)")
     groups = add_config_flags(parser)
     groups["wandb"].add_argument("--no-wandb", dest="wandb_project", action="store_const", const=None,
                                  help="do not log to Weights & Biases")
@@ -70,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The tasks besides training, as their flags' dests; they exclude each other (one argparse group).
 TASKS = ("plan", "check_rewards", "eval_only", "report")
+# Flags that describe what --plan plans for; a run takes its GPU, processes and engine from where it runs.
+PLAN_ONLY = {"gpu_memory": "--gpu-memory", "num_processes": "--num-processes", "sharding": "--sharding",
+             "accelerate_config": "--accelerate-config"}
 
 
 def chosen_task(args: argparse.Namespace) -> str:

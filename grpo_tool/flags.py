@@ -49,6 +49,13 @@ def whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def positive_whole_number(text: str) -> int:
+    value = whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 1 or more")
+    return value
+
+
 def or_unset(convert):
     """`convert`, but 'none' / 'null' give None (unset) for fields that may be unset."""
     def parse(text: str):

@@ -156,6 +156,17 @@ MISTAKES = {
                                      "generation_log_dir=' ' is empty"),
     "--gpu-memory without --plan": (["--quick-test", "--gpu-memory", "24"], "--gpu-memory is a --plan setting"),
     "no GPU memory to plan for": (["--plan", "--gpu-memory", "0"], "'0' is not above 0"),
+    "--sharding without --plan": (["--quick-test", "--sharding", "zero3"], "--sharding is a --plan setting"),
+    "--accelerate-config with --eval-only": (["--eval-only", "--quick-test", "--accelerate-config", "a.yaml"],
+                                             "--accelerate-config is a --plan setting"),
+    "no processes to plan for": (["--plan", "--quick-test", "--num-processes", "0"], "'0' is not 1 or more"),
+    "an engine that does not exist": (["--plan", "--quick-test", "--sharding", "zero-3"], "did you mean 'zero3'"),
+    "accelerate config not there": (["--plan", "--quick-test", "--accelerate-config", "no/such.yaml"],
+                                    "--accelerate-config no/such.yaml: no such file"),
+    "accelerate config with a typo": (["--plan", "--quick-test", "--accelerate-config", "@typo_accelerate.yaml"],
+                                      "unknown keys (['zero_stag'])"),
+    "4-bit weights sharded": (["--plan", "--model", "llama-3.1-8b", "--gpu-memory", "80", "--sharding", "zero3"],
+                              "add --no-load-in-4bit"),
     "plan for a model of unknown shape": (["--plan", "--model", "someone/unheard-of-7b"], "no shape known"),
     "plan with another task": (["--plan", "--eval-only"], "not allowed with"),
     "plan for LoRA layers it does not know": (["--plan", "--quick-test", "--lora", "--lora-target-modules", "qkv"],
@@ -281,6 +292,7 @@ MISTAKES = {
 
 # Files the mistakes above point at ("@name"), written into each test's own folder.
 MISTAKE_FILES = {
+    "typo_accelerate.yaml": "distributed_type: DEEPSPEED\nnum_processes: 2\nzero_stag: 3\n",
     "questions.jsonl": "".join(f'{{"question": "q{i}", "answer": "#### {i}"}}\n' for i in range(20)),
     "labels.jsonl": '{"text": "q", "label": "a"}\n{"text": "r", "label": "b"}\n',
     "completions_column.jsonl": '{"prompt": "q", "completions": ["a"]}\n',

@@ -2,5 +2,6 @@
 
 - device.py: the device planned for (a GPU by name or memory, or this CPU measured now);
 - memory.py: peak memory by part, seconds per step, what would fit, and the check at a run's start;
+- sharding.py: what DDP, DeepSpeed ZeRO and FSDP divide among a run's processes, and gather back;
 - table.py: the table `--plan` prints and the plan.json it writes.
 """

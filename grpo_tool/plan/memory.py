@@ -38,6 +38,14 @@ from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS, checkpointing_by_default
 from grpo_tool.errors import UserError
 from grpo_tool.model_shapes import LINEAR_LAYERS, ModelShape, find_shape, shape_from_config
 from grpo_tool.plan.device import GB, MB, Device, available_memory, resident_memory
+from grpo_tool.plan.sharding import (
+    ONE_DEVICE,
+    ModelFacts,
+    Sharding,
+    devices_that_fit,
+    gathers_for_generation,
+    shard_parts,
+)
 from grpo_tool.settings import PARTITION_FREE_LOSSES, SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig
 from grpo_tool.trl_options import optimizer_name
 
@@ -85,6 +93,7 @@ class Plan:
     seconds_per_step: float
     seconds_by_phase: dict
     time_note: str
+    sharding: Sharding = ONE_DEVICE
 
     @property
     def peak(self) -> float:
@@ -154,15 +163,20 @@ def prompt_rows(config: GRPOConfig, shape: ModelShape, backend: str, rows: int, 
 
 
 def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
-                checkpointing: bool) -> list[Part]:
-    """Every part of the run's memory, in the table's order (the module docstring says what each counts)."""
+                checkpointing: bool, sharding: Sharding = ONE_DEVICE) -> list[Part]:
+    """Every part of one device's memory, in the table's order (the module docstring says what each counts; what
+    a sharding engine divides and gathers is in grpo_tool/plan/sharding.py)."""
     cpu = device.kind == "cpu"
     weights = weight_part(config, shape, cpu, backend)
-    return [weights, *training_state_parts(config, shape, cpu), *other_model_parts(config, shape, device),
-            *training_parts(config, shape, cpu, backend, prompt_tokens, checkpointing),
-            *generation_parts(config, shape, cpu, backend, prompt_tokens),
-            Part("runtime", CPU_RUNTIME if cpu else CUDA_RUNTIME, "always",
-                 "Python with the libraries imported, and the data" if cpu else "CUDA context and library workspaces")]
+    parts = [weights, *training_state_parts(config, shape, cpu), *other_model_parts(config, shape, device),
+             *training_parts(config, shape, cpu, backend, prompt_tokens, checkpointing),
+             *generation_parts(config, shape, cpu, backend, prompt_tokens),
+             Part("runtime", CPU_RUNTIME if cpu else CUDA_RUNTIME, "always",
+                  "Python with the libraries imported, and the data" if cpu else "CUDA context and library workspaces")]
+    trainable = lora_parameters(shape, config) if config.use_lora else shape.parameters
+    facts = ModelFacts(shape.parameters, shape.layers, trainable, config.use_lora, not cpu,
+                       gathers_for_generation(config.trl_options))
+    return shard_parts(parts, sharding, facts, Part)
 
 
 def weight_bytes(config: GRPOConfig, cpu: bool) -> int:
@@ -350,8 +364,8 @@ def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, backend:
 
 
 def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = None, *, prompt: tuple[int, str],
-              backend: str | None = None) -> Plan:
-    """The plan of a run: `prompt` is (the prompt tokens counted, where that figure comes from), as
+              backend: str | None = None, sharding: Sharding = ONE_DEVICE) -> Plan:
+    """The plan of one device of a run: `prompt` is (the prompt tokens counted, where that figure comes from), as
     grpo_tool/plan/prompts.py finds it."""
     shape = shape or find_shape(config.model_name)
     cuda = device.kind == "cuda"
@@ -361,17 +375,20 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
     if backend is None:
         # Planning a GPU from elsewhere (--gpu-memory): auto means Unsloth, what requirements-gpu.txt installs.
         planned_elsewhere = device.how.startswith("--gpu-memory")
-        backend = choose_backend(config, cuda, package_installed("unsloth") or planned_elsewhere)[0] if cuda \
-            else "transformers"
+        backend = choose_backend(config, cuda, package_installed("unsloth") or planned_elsewhere,
+                                 sharding.engine)[0] if cuda else "transformers"
     prompt_tokens, prompt_source = prompt
+    if not cuda and sharding.processes > 1:  # a CPU's processes run on this one machine and share its memory
+        device = replace(device, memory=device.memory / sharding.processes,
+                         name=f"{device.name}, a 1/{sharding.processes} share for each process")
     checkpointing = checkpointing_on(config, shape, device)
-    parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing)
+    parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing, sharding)
     seconds, split, note = 0.0, {}, "not estimated"
     if device.tflops:
         weights = next(part.bytes for part in parts if part.name == "weights")
         seconds, split, note = step_seconds(config, shape, device, backend, prompt_tokens, checkpointing, weights)
     return Plan(config, shape, device, backend, prompt_tokens, prompt_source, checkpointing, tuple(parts), seconds,
-                split, note)
+                split, note, sharding)
 
 
 def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | None) -> Plan | None:
@@ -431,7 +448,7 @@ def what_would_fit(plan: Plan) -> list[str]:
     def peak(**changes):
         changed = replace(config, **changes)
         return peak_of(count_parts(changed, plan.shape, plan.device, plan.backend, plan.prompt_tokens,
-                                   changes.get("gradient_checkpointing", plan.checkpointing)))
+                                   changes.get("gradient_checkpointing", plan.checkpointing), plan.sharding))
 
     ideas = []
     if not plan.checkpointing and peak(gradient_checkpointing=True) <= memory:
@@ -453,6 +470,14 @@ def what_would_fit(plan: Plan) -> list[str]:
             ideas.append(f"per_device_train_batch_size {batch} with group_size {group} (from "
                          f"{config.per_device_train_batch_size} and {config.group_size}); raise "
                          "gradient_accumulation_steps to keep the completions per step")
+    if plan.device.kind == "cuda":
+        def sharded_peak(sharding: Sharding, changes: dict) -> float:
+            options = {**config.trl_options, **changes.get("trl_options", {})}
+            changed = replace(config, **{**changes, "trl_options": options})
+            return peak_of(count_parts(changed, plan.shape, plan.device, "transformers", plan.prompt_tokens,
+                                       plan.checkpointing, sharding))
+
+        ideas += devices_that_fit(plan.sharding, memory, config.four_bit, sharded_peak)
     if not ideas:
         stays = sum(part.bytes for part in plan.parts if part.phase == "always")
         if plan.device.kind == "cpu":

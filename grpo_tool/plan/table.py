@@ -16,6 +16,7 @@ from grpo_tool.outputs import PLAN_FILE
 from grpo_tool.plan.device import GB, MB, Device
 from grpo_tool.plan.memory import Plan, make_plan
 from grpo_tool.plan.prompts import longest_prompt
+from grpo_tool.plan.sharding import ONE_DEVICE, Sharding
 from grpo_tool.settings import GRPOConfig
 
 
@@ -26,6 +27,8 @@ def format_plan(plan: Plan) -> str:
              f"  on {device.name} with {device.memory / GB:.1f} GB, {plan.backend} backend, "
              f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, gradient checkpointing "
              f"{'on' if plan.checkpointing else 'off'}",
+             *([f"  {plan.sharding.describe()}"] if plan.sharding.processes > 1 or plan.sharding.engine != "none"
+               else []),
              f"  {config.per_device_train_batch_size} completions per micro-batch (group {config.group_size}), "
              f"prompts up to {plan.prompt_tokens} tokens ({plan.prompt_source}), completions up to "
              f"{config.max_completion_length}", "",
@@ -48,6 +51,7 @@ def plan_record(plan: Plan) -> dict:
         "model": plan.config.model_name, "shape": {**plan.shape.__dict__, "parameters": plan.shape.parameters},
         "device": {**plan.device.__dict__, "memory_gib": round(plan.device.memory / GB, 3)},
         "backend": plan.backend, "gradient_checkpointing": plan.checkpointing,
+        "sharding": {**plan.sharding.__dict__, "per_device": True},
         "prompt_tokens": plan.prompt_tokens, "prompt_source": plan.prompt_source,
         "completion_tokens": plan.config.max_completion_length,
         "parts": [{"name": part.name, "gib": round(part.bytes / GB, 4), "bytes": int(part.bytes),
@@ -62,10 +66,13 @@ def plan_record(plan: Plan) -> dict:
     }
 
 
-def run_plan(config: GRPOConfig, gpu_memory_gb: float | None, training_prompts: Callable[[], list]) -> str:
+def run_plan(config: GRPOConfig, gpu_memory_gb: float | None, training_prompts: Callable[[], list],
+             sharding: Sharding = ONE_DEVICE) -> str:
     """--plan: the table, and plan.json in the output dir (the only file written). training_prompts reads the
-    prompts whose longest is planned for (see grpo_tool/plan/prompts.py)."""
-    plan = make_plan(config, Device.detect(gpu_memory_gb), prompt=longest_prompt(config, training_prompts))
+    prompts whose longest is planned for (see grpo_tool/plan/prompts.py); `sharding` is the engine and the number of
+    processes, the table being for one device of them."""
+    plan = make_plan(config, Device.detect(gpu_memory_gb), prompt=longest_prompt(config, training_prompts),
+                     sharding=sharding)
     path = Path(config.output_dir) / PLAN_FILE
     try:
         write_json_atomic(path, plan_record(plan))
