@@ -227,6 +227,11 @@ class GRPOTrainer:
             "config": dataclasses.asdict(config),
         }
         if self.trainer is not None:
+            from grpo_tool.plan.sharding import from_environment
+
+            launch = from_environment()
+            record["launch"] = {"processes": launch.processes, "engine": launch.engine,
+                                "machines": int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1)}
             record["shared_prompts"] = {"generation": self.trainer.sharing.generation,
                                         "log_probabilities": self.trainer.sharing.scoring,
                                         "said": self.trainer.sharing.line}

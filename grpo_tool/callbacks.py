@@ -1,10 +1,10 @@
 """The tool's TrainerCallbacks: Ctrl-C handling, the metric log, the alarms. Heavy: imported only after
 backend.prepare (see grpo_tool/__init__.py).
 
-    from transformers import TrainerControl
+    from transformers import TrainerControl, TrainingArguments
     callbacks = [MetricsLogCallback(), AlarmCallback({"accuracy": 0.4}, 256), InterruptCallback()]
     callbacks[2].handle(signal.SIGINT, None)    # Ctrl-C during a step
-    control = callbacks[2].on_step_end(None, None, TrainerControl())
+    control = callbacks[2].on_step_end(TrainingArguments(use_cpu=True, report_to=[]), None, TrainerControl())
     assert control.should_save and control.should_training_stop    # a checkpoint at the step's end, then stop
 """
 
@@ -55,10 +55,27 @@ class InterruptCallback(TrainerCallback):
                        "without saving)", self.signal_name)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.signal_name:
+        if self.agreed_signal(args):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def agreed_signal(self, args) -> int:
+        """The signal that stops the run, agreed by every process at the end of each step. Ctrl-C on one machine
+        reaches only that machine's processes (torch's launcher hands it to its own), so they all stop at the same
+        step and save one checkpoint together, instead of the others waiting for them in the next step's collective."""
+        number = self.signal_number or 0
+        if args.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                flag = torch.tensor([number], device=args.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                number = int(flag.item())
+        if number and not self.signal_name:  # another process's signal
+            self.signal_name, self.signal_number = signal.Signals(number).name, number
+        return number
 
 
 class ConsoleProgressCallback(ProgressCallback):
