@@ -171,6 +171,7 @@ class GRPOTrainer:
         weights += [0.0] * len(self.eval_components)
         args = trl_setup.trl_arguments(config, self.machine, self.model, evaluate)
         args.reward_weights = weights
+        models.deepspeed_comm_on_cpu(self.machine)
         if self.best_metric and evaluate:
             args.metric_for_best_model, args.greater_is_better = self.best_metric
         hooks = [callbacks.MetricsLogCallback()]
@@ -191,6 +192,12 @@ class GRPOTrainer:
                 raise refused from None
             raise
         built["trainer"] = self.trainer
+        if (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not self.trainer.is_fsdp_enabled
+                and is_main_process()):
+            # accelerate's AcceleratorState turns FSDP on only for accelerator devices (state.py, the MULTI_GPU family);
+            # with use_cpu the state is MULTI_CPU and the launcher's FSDP settings are dropped without a word.
+            logger.warning("launched under FSDP, but accelerate did not turn it on (it does so only on GPUs and other "
+                           "accelerators): every process holds the whole model, as with DDP")
         if cast := trl_setup.keep_trainable_weights_in_fp32(self.model):
             logger.info("kept %d trainable weight tensors in float32 (TRL had cast them to 16 bits)", cast)
         self.trainer.merge_lora_for_generation = trl_setup.merges_lora_for_generation(config, self.machine, self.model)
@@ -389,6 +396,10 @@ class GRPOTrainer:
         part in gathering the weights)."""
         if is_main_process():
             shutil.rmtree(staging, ignore_errors=True)
+        if self.trainer.is_fsdp_enabled:
+            # With FSDP's SHARDED_STATE_DICT (the shipped fsdp.yaml) transformers' save_model writes no weights and
+            # no config at all (it saves only a FULL_STATE_DICT); checkpoints stay sharded, the final model is whole.
+            self.trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         self.trainer.save_model(str(staging))  # every process takes part (sharded weights are gathered)
         if not is_main_process():
             return

@@ -162,6 +162,23 @@ def precision(config: GRPOConfig, cuda: bool, bf16_supported: bool) -> tuple[str
     return ("bfloat16" if bf16 else "float16"), bf16
 
 
+def launch_precision_problem(cuda: bool, bf16: bool) -> str | None:
+    """Under DeepSpeed the accelerate config's mixed_precision becomes DeepSpeed's own bf16/fp16 switch, which must
+    be the run's precision (transformers refuses a mismatch only once the trainer is being built, with a traceback
+    from every process)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return None
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    run = "bf16" if bf16 else "fp16" if cuda else "no"
+    if launched == run:
+        return None
+    trains = {"bf16": "bfloat16 mixed precision", "fp16": "float16 mixed precision (this GPU has no bfloat16)",
+              "no": "float32" + ("" if cuda else " (a CPU)")}[run]
+    return (f"the accelerate config says mixed_precision: {launched}, but this run trains in {trains}, and DeepSpeed "
+            f"must be told the same: set mixed_precision: {run} in the accelerate config (or pass --mixed_precision "
+            f"{run} to accelerate launch)")
+
+
 def quiet_unsloth() -> None:
     """Before Unsloth is imported: no statistics download at load (it waits up to 120 s offline, then raises), and
     its generated code in the user's cache rather than the working directory. A user's own setting wins."""
@@ -189,5 +206,7 @@ def prepare(config: GRPOConfig) -> Machine:
         quiet_unsloth()
         import unsloth  # noqa: F401 - imported for its patches, before transformers, trl and peft
     weights_dtype, bf16 = precision(config, cuda, cuda and torch.cuda.is_bf16_supported())
+    if problem := launch_precision_problem(cuda, bf16):
+        raise UserError(problem)
     logger.info("backend: %s (%s)", backend, reason)
     return Machine(backend, reason, cuda, weights_dtype, bf16)

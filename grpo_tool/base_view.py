@@ -115,7 +115,17 @@ def choose_base(view: BaseView, model, trl_trainer, load_copy) -> None:
         return
     parameters = model_parameters(model)
     if parameters <= BASE_COPY_MAX_PARAMETERS:
-        view.reference = load_copy()
+        copy = load_copy()
+        plugin = getattr(getattr(trl_trainer, "accelerator", None), "state", None)
+        plugin = getattr(plugin, "deepspeed_plugin", None)
+        if plugin is not None and plugin.zero_stage == 3:
+            # Under ZeRO-3 transformers loads the copy inside deepspeed.zero.Init: its weights are partitioned among
+            # the processes, and only a DeepSpeed engine gathers them for a forward call (TRL does the same with its
+            # reference model).
+            from trl.models.utils import prepare_deepspeed
+
+            copy = prepare_deepspeed(copy, trl_trainer.accelerator)
+        view.reference = copy
         return
     logger.info("base-model measure off: full fine-tuning with beta 0 keeps no copy of the starting weights for a "
                 "model of %.1fB parameters (it would double their memory); use LoRA or beta > 0 to have it",

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 
 
@@ -51,5 +53,8 @@ def says_errors() -> bool:
 
 def linger() -> None:
     """A process that stops quietly waits a moment first: the launcher stops every process once one has ended, and
-    the main one, meeting the same mistake a moment later, must have printed it by then."""
+    the main one, meeting the same mistake a moment later, must have printed it by then. The launcher's SIGTERM
+    during the wait ends it as quietly (the tool's own handler would raise Ctrl-C's exception inside the exit)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     time.sleep(QUIET_LINGER_SECONDS)

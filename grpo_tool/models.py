@@ -9,8 +9,10 @@ merged export. Heavy: imported only after backend.prepare (see grpo_tool/__init_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import struct
 from dataclasses import replace
@@ -27,6 +29,7 @@ from transformers import (
     AutoTokenizer,
     BitsAndBytesConfig,
 )
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from grpo_tool import outputs
 from grpo_tool.backend import Machine
@@ -65,7 +68,10 @@ def model_parameters(model) -> int:
     total = 0
     for parameter in model.parameters():
         state = getattr(parameter, "quant_state", None)
-        total += state.shape.numel() if state is not None and hasattr(state, "shape") else parameter.numel()
+        if state is not None and hasattr(state, "shape"):
+            total += state.shape.numel()
+        else:  # under ZeRO-3 a process holds a share of each weight; ds_numel is the whole
+            total += getattr(parameter, "ds_numel", parameter.numel())
     return total
 
 
@@ -92,20 +98,88 @@ def model_location(config: GRPOConfig) -> str:
     return resolve_model_name(config.model_name)
 
 
+FSDP_SHARDS = "pytorch_model_fsdp_0"  # accelerate's folder of a sharded FSDP model state
+WHOLE_MODEL_FILES = ("config.json", "adapter_config.json")
+
+
 def load_policy(config: GRPOConfig, machine: Machine, path: str | None = None) -> tuple[Any, Any, str]:
     """(model, tokenizer, source): the configured model with a fresh LoRA adapter when LoRA is on, or a saved model /
     checkpoint / adapter directory at `path` as it is."""
     source = path or model_location(config)
+    if path and Path(path, FSDP_SHARDS).is_dir() and not any(Path(path, name).is_file() for name in WHOLE_MODEL_FILES):
+        raise UserError(f"{path} is an FSDP checkpoint saved sharded (fsdp_state_dict_type: SHARDED_STATE_DICT): it "
+                        "holds no whole model to load here; evaluate the run's final_model, or train with "
+                        "FULL_STATE_DICT (config/accelerate/fsdp.yaml) to have whole checkpoints")
     if machine.backend == "unsloth":
         model, tokenizer = load_with_unsloth(config, machine, source, fresh=path is None)
     else:
         tokenizer = load_tokenizer(source, config.trust_remote_code)
-        model = load_with_transformers(config, machine, source, fresh=path is None)
+        with sharded_loading(machine):
+            model = load_with_transformers(config, machine, source, fresh=path is None)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("model: %s (%s parameters, %s trainable)", source, f"{model_parameters(model):,}", f"{trainable:,}")
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+    partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
+    logger.info("model: %s (%s parameters, %s trainable%s)", source, f"{model_parameters(model):,}", f"{trainable:,}",
+                ", each process holding its share of every weight since the load (ZeRO-3)" if partitioned else "")
     return model, tokenizer, source
+
+
+@contextlib.contextmanager
+def sharded_loading(machine: Machine):
+    """The policy's load under an engine that shards its weights, so that a model larger than one device never
+    has to fit on one:
+    - DeepSpeed ZeRO-3 with zero3_init_flag (accelerate launch's ACCELERATE_DEEPSPEED_ZERO3_INIT): inside
+      deepspeed.zero.Init, each process keeping its share of every weight as it is read. transformers does this for
+      every model loaded once TRL's arguments exist (they hold accelerate's DeepSpeedPlugin); the policy loads before
+      them, so the same plugin is set up here for the time of the load.
+    - FSDP with fsdp_cpu_ram_efficient_loading: the processes' group started first, so that transformers reads the
+      weights on each machine's first process only and FSDP hands them out when it shards the model.
+    Without either, the weights load whole (load_causal_lm leaves them in CPU memory under ZeRO-3 and FSDP)."""
+    true = ("true", "1")
+    if machine.backend != "transformers" or is_deepspeed_zero3_enabled():
+        yield
+        return
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in true and \
+            os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "").lower() in true:
+        from accelerate import PartialState
+
+        PartialState(cpu=not machine.cuda)  # the group TRL's arguments would start, started now
+        yield
+        return
+    plugin = None
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_INIT", "").lower() in true:
+        from accelerate.utils import DeepSpeedPlugin
+
+        plugin = DeepSpeedPlugin()
+    if plugin is None or plugin.zero_stage != 3:
+        yield
+        return
+    deepspeed_comm_on_cpu(machine)
+    plugin.set_mixed_precision("bf16" if machine.bf16 else "fp16" if machine.cuda else "no")
+    plugin.set_deepspeed_weakref()  # transformers reads it through a weak reference: `plugin` keeps it alive
+    try:
+        yield
+    finally:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+
+
+def deepspeed_comm_on_cpu(machine: Machine) -> bool:
+    """Under DeepSpeed without CUDA, start deepspeed.comm over gloo (on the launcher's MASTER_ADDR and PORT, which
+    torch.distributed and accelerate then share); True if it did. TrainingArguments' use_cpu makes accelerate's
+    PartialState set up torch.distributed alone (it starts deepspeed.comm only when not cpu), and deepspeed.zero.Init,
+    which from_pretrained enters under ZeRO-3 (the policy, TRL's reference model, the base copy), would size its
+    config for one process and fail "train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step *
+    world_size". On a GPU, zero.Init starts deepspeed.comm itself (NCCL)."""
+    if machine.cuda or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return False
+    import deepspeed
+
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+    return True
 
 
 def load_tokenizer(source: str, trust_remote_code: bool):
@@ -129,7 +203,11 @@ def load_with_transformers(config: GRPOConfig, machine: Machine, source: str, fr
 
 def load_causal_lm(config: GRPOConfig, machine: Machine, source: str, quantize: bool | None = None):
     options: dict[str, Any] = {"dtype": getattr(torch, machine.weights_dtype)}
-    if machine.cuda:
+    sharded = is_deepspeed_zero3_enabled() or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1")
+    if machine.cuda and not sharded:
+        # Under ZeRO-3 transformers loads inside deepspeed.zero.Init and refuses a device_map ("DeepSpeed Zero-3 is
+        # not compatible with passing a `device_map`"); under FSDP the weights stay in CPU memory until FSDP moves
+        # each process's shard to its GPU, instead of every process putting the whole model on its GPU first.
         options["device_map"] = machine.device_map
         if config.four_bit if quantize is None else quantize:
             options["quantization_config"] = BitsAndBytesConfig(

@@ -160,6 +160,7 @@ def test_a_mistake_under_the_launcher_is_one_line_from_the_main_process(tmp_path
     assert len(errors) == 1 and "--batch-size" in errors[0], result.stderr[-3000:]
     assert mistake[1] != "3" or "on 2 process(es) samples 6 completions" in errors[0]  # the count across processes
     assert result.returncode == 1  # the launcher's own status for a failed process (README: several processes)
+    assert f'File "{ROOT}' not in result.stderr  # the other process, stopped by the launcher, stops quietly
     assert not (tmp_path / "out").exists()
 
 
