@@ -1,7 +1,8 @@
 """The sharded engines on two CPU processes over gloo, through `accelerate launch` and the tool unchanged: DeepSpeed
 ZeRO-2 and ZeRO-3 (deepspeed, from requirements-dev.txt, picks its CPU accelerator and talks over gloo), and FSDP2
 (torch's fully_shard) with tests/fsdp_on_cpu.py standing in for accelerate's GPU-only switch. Each trains, evaluates,
-checkpoints in the engine's own layout, saves a whole final model whose weights moved, and resumes."""
+checkpoints in the engine's own layout, saves a whole final model whose weights moved, and resumes; ZeRO-2 and FSDP
+with prompts shared."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def launch(tmp_path, engine: str, *more: str) -> subprocess.CompletedProcess:
 def test_the_engine_trains_checkpoints_in_its_layout_and_resumes(tmp_path, engine):
     from grpo_tool.tiny_model import ensure_tiny_model
 
-    first = launch(tmp_path, engine, "--max-steps", "2")
+    first = launch(tmp_path, engine, "--max-steps", "2", *([] if engine == "zero3" else ["--share-prompts"]))
     assert first.returncode == 0, first.stderr[-4000:]
     out = tmp_path / "out"
     assert first.stdout.count("done: 2 steps") == 1
@@ -58,6 +59,10 @@ def test_the_engine_trains_checkpoints_in_its_layout_and_resumes(tmp_path, engin
     record = json.loads((out / "run_record.json").read_text())
     assert record["launch"]["engine"] == engine and record["backend"] == "transformers"
     log = (out / "grpo_training.log").read_text(encoding="utf-8")
+    # Prompts shared (asked for: the tiny model is under the default's size) where the engine allows, and the start-up
+    # check, which compares shared with plain log-probabilities under the engine, agreed.
+    sharing = "shared prompts: off under DeepSpeed ZeRO-3" if engine == "zero3" else "shared prompts: on in generation"
+    assert sharing in log
     assert ("each process holding its share of every weight since the load" in log) == (engine == "zero3")
     trained = load_file(out / "final_model" / "model.safetensors")  # whole, gathered from the shards
     start = load_file(ensure_tiny_model() / "model.safetensors")

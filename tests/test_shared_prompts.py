@@ -207,7 +207,9 @@ def test_where_prompts_are_shared_and_why_not(tiny, monkeypatch):
                                                                       line="shared prompts: off (share_prompts false)")
     unsloth = plan(None, "unsloth", trainer_like(tiny))
     assert not (unsloth.generation or unsloth.scoring or unsloth.cached_sampling) and "Unsloth" in unsloth.line
-    assert "DeepSpeed" in plan(None, "transformers", trainer_like(tiny, is_fsdp_enabled=True)).line
+    zero3 = types.SimpleNamespace(unwrap_model=lambda m: m, state=types.SimpleNamespace(
+        deepspeed_plugin=types.SimpleNamespace(zero_stage=3)))  # ZeRO-2 and FSDP share: tests/test_engines.py
+    assert "ZeRO-3" in plan(None, "transformers", trainer_like(tiny, is_deepspeed_enabled=True, accelerator=zero3)).line
     vllm = plan(None, "transformers", trainer_like(tiny, use_vllm=True))
     assert (vllm.generation, vllm.scoring) == (False, True) and "vLLM's" in vllm.line
     liger = plan(None, "transformers", trainer_like(tiny, use_liger_kernel=True))

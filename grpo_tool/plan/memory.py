@@ -167,6 +167,8 @@ def count_parts(config: GRPOConfig, shape: ModelShape, device: Device, backend: 
     """Every part of one device's memory, in the table's order (the module docstring says what each counts; what
     a sharding engine divides and gathers is in grpo_tool/plan/sharding.py)."""
     cpu = device.kind == "cpu"
+    if sharding.engine == "zero3":  # the run does not share prompts there (grpo_tool/shared_prompts.py)
+        config = replace(config, share_prompts=False)
     weights = weight_part(config, shape, cpu, backend)
     parts = [weights, *training_state_parts(config, shape, cpu), *other_model_parts(config, shape, device),
              *training_parts(config, shape, cpu, backend, prompt_tokens, checkpointing),
