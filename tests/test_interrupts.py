@@ -217,6 +217,9 @@ def test_every_shipped_accelerate_config_loads():
         assert load_config_from_file(str(path)).distributed_type.value == expected[name]
     zero3 = load_config_from_file(str(shipped["deepspeed_zero3.yaml"]))
     assert zero3.deepspeed_config["zero_stage"] == 3
+    for name in ("deepspeed_zero2.yaml", "deepspeed_zero3.yaml"):  # the same command on every machine
+        assert load_config_from_file(str(shipped[name])).deepspeed_config["deepspeed_multinode_launcher"] == "standard"
+    assert load_config_from_file(str(shipped["fsdp.yaml"])).fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
 
 
 @pytest.mark.slow

@@ -22,9 +22,10 @@ ACCELERATE = "accelerate.commands.launch"
 OURS = "grpo_tool.accelerate_launch"  # accelerate's launcher, ending in one line
 
 
-def node(rank: int, port: int, output_dir, *more: str, launcher: str = ACCELERATE, wait: int | None = None):
+def node(rank: int, port: int, output_dir, *more: str, launcher: str = ACCELERATE, wait: int | None = None,
+         config: list[str] = ("--multi_gpu",)):
     """One machine's command, as the README gives it (the rendezvous wait shortened where a test expects it)."""
-    command = [sys.executable, "-m", launcher, "--multi_gpu", "--num_machines", "2", "--machine_rank", str(rank),
+    command = [sys.executable, "-m", launcher, *config, "--num_machines", "2", "--machine_rank", str(rank),
                "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
                "--rdzv_backend", "static", "--same_network", *(["--rdzv_conf", f"timeout={wait}"] if wait else []),
                str(ROOT / "train_grpo.py"), "--quick-test", "--output-dir", str(output_dir), *more]
@@ -75,6 +76,22 @@ def test_ctrl_c_on_one_machine_stops_both_and_both_resume_to_one_set_of_outputs(
     state = json.loads((output_dir / "checkpoint-40" / "trainer_state.json").read_text())
     assert state["global_step"] == 40 and [entry["step"] for entry in state["log_history"]
                                            if "eval_reward" in entry] == [10, 20, 30, 40]
+
+
+def test_two_machines_under_the_shipped_deepspeed_config_each_run_the_same_command(tmp_path):
+    # deepspeed_zero2.yaml as shipped (its multi-machine launcher "standard": torch's, as for DDP), with the CPU's
+    # precision and one process per machine.
+    shipped = (ROOT / "config/accelerate/deepspeed_zero2.yaml").read_text()
+    config = tmp_path / "zero2.yaml"
+    config.write_text(shipped.replace("mixed_precision: bf16", 'mixed_precision: "no"'))
+    machines = [node(rank, 29544, tmp_path / "out", "--max-steps", "3", "--eval-steps", "3", "--save-steps", "3",
+                     config=["--config_file", str(config)]) for rank in (0, 1)]
+    (main_status, main_out, main_err), (other_status, _, other_err) = finish(*machines)
+    assert (main_status, other_status) == (0, 0), main_err[-3000:] + other_err[-3000:]
+    assert "done: 3 steps" in main_out
+    assert (tmp_path / "out" / "checkpoint-3" / "global_step3").is_dir()  # DeepSpeed's own checkpoint: it was on
+    assert {path.name for path in (tmp_path / "out" / "checkpoint-3").glob("rng_state_*.pth")} == {
+        "rng_state_0.pth", "rng_state_1.pth"}
 
 
 @pytest.mark.parametrize("present, fragment", [

@@ -60,11 +60,15 @@ NOT_OUR_FLAGS = {"--flag", "--field-name", "--budget"}
 
 
 def test_every_flag_written_inline_is_a_flag_the_parser_knows():
+    from accelerate.commands.launch import launch_command_parser
+
     known = parser_flags()
+    launcher = {flag for action in launch_command_parser()._actions for flag in action.option_strings}
     written = {word.split("=")[0] for span in spans(readme()) if span.startswith("--")
                for word in span.split() if word.startswith("--")}
     assert len(written) > 30
-    assert written - known - NOT_OUR_FLAGS == set()
+    assert written - known - launcher - NOT_OUR_FLAGS == set()
+    assert {"--machine_rank", "--rdzv_conf"} <= written & launcher  # accelerate launch's, as the README gives them
 
 
 # (g) The code map, the path of a run, and every path the README names.

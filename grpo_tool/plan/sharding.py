@@ -258,7 +258,7 @@ def devices_that_fit(current: Sharding, memory: float, four_bit: bool, peak) -> 
                 ideas.append(f"{NAMES[engine]} on {devices} devices{label}: {each:.1f} GB each")
                 break
         else:
-            ideas.append(f"{NAMES[engine]}: no number of devices fits (what is not divided alone is too large)")
+            ideas.append(f"{NAMES[engine]} on no number of devices: what it leaves whole on each is too large alone")
     return ideas
 
 
