@@ -234,10 +234,10 @@ class GRPOTrainer:
             "config": dataclasses.asdict(config),
         }
         if self.trainer is not None:
-            from grpo_tool.plan.sharding import from_environment
+            from grpo_tool.plan.sharding import engine_of
 
-            launch = from_environment()
-            record["launch"] = {"processes": launch.processes, "engine": launch.engine,
+            record["launch"] = {"processes": self.trainer.accelerator.num_processes,
+                                "engine": engine_of(self.trainer),  # as accelerate set it up, not as asked
                                 "machines": int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1)}
             record["shared_prompts"] = {"generation": self.trainer.sharing.generation,
                                         "log_probabilities": self.trainer.sharing.scoring,
@@ -397,8 +397,8 @@ class GRPOTrainer:
         if is_main_process():
             shutil.rmtree(staging, ignore_errors=True)
         if self.trainer.is_fsdp_enabled:
-            # With FSDP's SHARDED_STATE_DICT (the shipped fsdp.yaml) transformers' save_model writes no weights and
-            # no config at all (it saves only a FULL_STATE_DICT); checkpoints stay sharded, the final model is whole.
+            # With FSDP's SHARDED_STATE_DICT transformers' save_model writes no weights and no config at all (it
+            # saves only a FULL_STATE_DICT): checkpoints stay as configured, the final model is whole.
             self.trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         self.trainer.save_model(str(staging))  # every process takes part (sharded weights are gathered)
         if not is_main_process():

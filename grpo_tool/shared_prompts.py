@@ -230,7 +230,8 @@ def structural_reason(setting: bool | None, backend: str | None, trainer) -> str
     if plugin is not None and plugin.zero_stage == 3:
         # Tried on two CPU processes: the start-up check's call met the partitioned weights ("'weight' must be 2-D").
         # Under ZeRO-2 and FSDP2 the same run shares, and the check agrees.
-        return "off under DeepSpeed ZeRO-3: a call on the model outside DeepSpeed's engine meets its partitioned weights"
+        return ("off under DeepSpeed ZeRO-3: a call on the model outside DeepSpeed's engine meets its partitioned "
+                "weights")
     parameters = sum(parameter.numel() for parameter in trainer.model.parameters())
     if setting is None and parameters < SHARE_PROMPTS_MIN_PARAMETERS:
         return (f"off: a model of {parameters:,} parameters computes so little per token that a second forward call "

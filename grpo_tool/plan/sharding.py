@@ -160,6 +160,13 @@ def from_environment() -> Sharding:
     return Sharding(processes=processes, source="accelerate launch" if processes > 1 else "one device")
 
 
+def engine_of(trainer) -> str:
+    """The engine a built trainer runs under, as accelerate set it up (on CPUs it drops FSDP: see the README)."""
+    if trainer.is_deepspeed_enabled:
+        return ZERO_STAGES.get(trainer.accelerator.state.deepspeed_plugin.zero_stage, "none")
+    return "fsdp" if trainer.is_fsdp_enabled else "none"
+
+
 def gathers_for_generation(trl_options: dict) -> bool:
     """TRL's ds3_gather_for_generation (on by default): under ZeRO-3, every weight gathered on every device while
     sampling, instead of layer by layer."""
