@@ -153,10 +153,13 @@ def test_under_a_sharding_engine_the_backend_is_transformers_and_weights_are_16_
     assert choose_backend(GRPOConfig(), False, False, "fsdp")[0] == "transformers"  # the CPU: no 4-bit weights
 
 
-def test_processes_on_one_cpu_share_its_memory():
-    config = build_config(mode="quick_test")
-    cpu = Device("cpu", 24 * GB, "CPU", 0, 0, "given")
-    assert make_plan(config, cpu, prompt=(80, "given"), sharding=Sharding("none", 2)).device.memory == 12 * GB
+def test_processes_on_one_cpu_share_its_memory(tmp_path):
+    alone = run_main("--plan", "--quick-test", "--output-dir", str(tmp_path / "one"))
+    shared = run_main("--plan", "--quick-test", "--num-processes", "2", "--output-dir", str(tmp_path / "two"))
+    assert alone.returncode == shared.returncode == 0, alone.stderr + shared.stderr
+    one, two = (json.loads((tmp_path / name / "plan.json").read_text())["memory"] for name in ("one", "two"))
+    assert two == pytest.approx(one / 2, rel=0.1)  # each process's share of what this machine has free
+    assert "a 1/2 share for each process" in shared.stdout
 
 
 def test_plan_flags_write_the_sharding_into_plan_json(tmp_path):
@@ -169,3 +172,23 @@ def test_plan_flags_write_the_sharding_into_plan_json(tmp_path):
     assert record["sharding"]["engine"] == "zero3" and record["sharding"]["processes"] == 16 and record["fits"]
     weights = next(part for part in record["parts"] if part["name"] == "weights")
     assert weights["gib"] == pytest.approx(find_shape("llama-3.1-70b").parameters * 2 / 16 / GB, rel=1e-3)
+
+
+def test_the_start_up_check_plans_the_engine_the_run_was_launched_under(monkeypatch):
+    from transformers import LlamaConfig
+
+    from grpo_tool.backend import Machine
+    from grpo_tool.plan.memory import run_check
+
+    model_config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                               num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+    machine = Machine("transformers", "test", False, "float32", False)
+    config = build_config(mode="quick_test")
+    alone = run_check(config, machine, model_config, 80)
+    for name, value in {"WORLD_SIZE": "4", "ACCELERATE_USE_DEEPSPEED": "true",
+                        "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}.items():
+        monkeypatch.setenv(name, value)
+    sharded = run_check(config, machine, model_config, 80)
+    assert (sharded.sharding.engine, sharded.sharding.processes) == ("zero3", 4)
+    weights = [next(part.bytes for part in plan.parts if part.name == "weights") for plan in (alone, sharded)]
+    assert weights[1] == pytest.approx(weights[0] / 4)

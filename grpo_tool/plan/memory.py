@@ -380,9 +380,6 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
         backend = choose_backend(config, cuda, package_installed("unsloth") or planned_elsewhere,
                                  sharding.engine)[0] if cuda else "transformers"
     prompt_tokens, prompt_source = prompt
-    if not cuda and sharding.processes > 1:  # a CPU's processes run on this one machine and share its memory
-        device = replace(device, memory=device.memory / sharding.processes,
-                         name=f"{device.name}, a 1/{sharding.processes} share for each process")
     checkpointing = checkpointing_on(config, shape, device)
     parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing, sharding)
     seconds, split, note = 0.0, {}, "not estimated"
@@ -414,8 +411,10 @@ def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | No
         device = Device("cpu", available_memory() + resident_memory(), "this machine's memory", 0, 0, "detected")
     budget = config.max_seq_length - config.max_completion_length
     prompt = (prompt_tokens, "the longest training prompt") if prompt_tokens else (budget, "the prompt budget")
-    try:
-        plan = make_plan(config, device, shape, prompt=prompt, backend=machine.backend)
+    from grpo_tool.plan.sharding import from_environment
+
+    try:  # the device's share under the engine accelerate launch named (its memory is already this process's)
+        plan = make_plan(config, device, shape, prompt=prompt, backend=machine.backend, sharding=from_environment())
     except UserError as error:  # a model or setting the plan cannot count: the run goes on without it
         logger.info("memory plan skipped: %s", error)
         return None

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from grpo_tool.errors import UserError
@@ -71,8 +72,11 @@ def run_plan(config: GRPOConfig, gpu_memory_gb: float | None, training_prompts: 
     """--plan: the table, and plan.json in the output dir (the only file written). training_prompts reads the
     prompts whose longest is planned for (see grpo_tool/plan/prompts.py); `sharding` is the engine and the number of
     processes, the table being for one device of them."""
-    plan = make_plan(config, Device.detect(gpu_memory_gb), prompt=longest_prompt(config, training_prompts),
-                     sharding=sharding)
+    device = Device.detect(gpu_memory_gb)
+    if device.kind == "cpu" and sharding.processes > 1:  # a CPU's processes run on this one machine and share it
+        device = replace(device, memory=device.memory / sharding.processes,
+                         name=f"{device.name}, a 1/{sharding.processes} share for each process")
+    plan = make_plan(config, device, prompt=longest_prompt(config, training_prompts), sharding=sharding)
     path = Path(config.output_dir) / PLAN_FILE
     try:
         write_json_atomic(path, plan_record(plan))
