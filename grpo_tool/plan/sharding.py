@@ -75,9 +75,9 @@ def from_flags(engine: str | None, processes: int | None, accelerate_config: str
     given = [f"--sharding {engine}"] if engine is not None else []
     given += [f"--num-processes {processes}"] if processes is not None else []
     if given:
-        sharding = replace(sharding, engine=engine or sharding.engine, processes=processes or sharding.processes)
         source = " and ".join(given) + (f" over {accelerate_config}" if accelerate_config else "")
-        sharding = replace(sharding, source=source)
+        sharding = replace(sharding, engine=engine or sharding.engine, processes=processes or sharding.processes,
+                           source=source)
     return sharding
 
 
@@ -144,10 +144,13 @@ def deepspeed_sharding(base: Sharding, settings: dict, where: str) -> Sharding:
 def from_environment() -> Sharding:
     """At a run's start: what `accelerate launch` told this process (its environment variables for DeepSpeed and
     FSDP), and the number of processes."""
-    processes = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    from grpo_tool.launch import world_size
+
+    processes = world_size()
     true = {"true", "1", "yes"}
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in true:
-        stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2") or 2)
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        stage = int(stage) if stage.isdigit() else 2  # accelerate's default stage
         optimizer = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none").lower()
         params = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none").lower()
         return Sharding(ZERO_STAGES.get(stage, "zero2"), processes, optimizer not in ("", "none"),
