@@ -38,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    args = launch_command_parser().parse_args(argv)
+    parser = launch_command_parser()
+
+    def one_line(message: str):
+        parser.exit(2, f"error: {message} (see accelerate launch --help)\n")
+
+    parser.error = one_line  # accelerate's own arguments, its own checks: only the form is the tool's
+    args = parser.parse_args(argv)
     try:
         launch_command(args)  # fills args from the config file (accelerate's _validate_launch_command) as it starts
     except (DistStoreError, DistNetworkError) as error:

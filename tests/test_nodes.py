@@ -118,3 +118,10 @@ def test_a_machine_that_never_joins_ends_the_other_in_one_line(tmp_path, present
     assert status == 2 and len(errors) == 1 and fragment in errors[0], stderr[-3000:]
     assert "Traceback" not in stderr and "frame #" not in stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_launcher_argument_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", OURS, "--num_machinez", "2", str(ROOT / "train_grpo.py")],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: unrecognized arguments: --num_machinez (see accelerate launch --help)"], result.stderr
