@@ -27,7 +27,7 @@ from grpo_tool import backend, group_choice, metrics, outputs, run_dir
 from grpo_tool.components import REWARD_MODEL
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.json_files import write_json_atomic, write_text_atomic
-from grpo_tool.launch import is_main_process
+from grpo_tool.launch import is_main_process, launcher_says
 from grpo_tool.metrics import best_metric
 from grpo_tool.places import out_of_space
 from grpo_tool.prompt_budget import fit_to_model
@@ -192,8 +192,7 @@ class GRPOTrainer:
                 raise refused from None
             raise
         built["trainer"] = self.trainer
-        if (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not self.trainer.is_fsdp_enabled
-                and is_main_process()):
+        if launcher_says("ACCELERATE_USE_FSDP") and not self.trainer.is_fsdp_enabled and is_main_process():
             # accelerate's AcceleratorState turns FSDP on only for accelerator devices (state.py, the MULTI_GPU family);
             # with use_cpu the state is MULTI_CPU and the launcher's FSDP settings are dropped without a word.
             logger.warning("launched under FSDP, but accelerate did not turn it on (it does so only on GPUs and other "

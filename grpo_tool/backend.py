@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 
 from grpo_tool.errors import UserError
+from grpo_tool.launch import launcher_says
 from grpo_tool.model_registry import resolve_model_name
 from grpo_tool.model_shapes import known_shape
 from grpo_tool.settings import GRPOConfig
@@ -166,7 +167,7 @@ def launch_precision_problem(cuda: bool, bf16: bool) -> str | None:
     """Under DeepSpeed the accelerate config's mixed_precision becomes DeepSpeed's own bf16/fp16 switch, which must
     be the run's precision (transformers refuses a mismatch only once the trainer is being built, with a traceback
     from every process)."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+    if not launcher_says("ACCELERATE_USE_DEEPSPEED"):
         return None
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     run = "bf16" if bf16 else "fp16" if cuda else "no"

@@ -42,6 +42,12 @@ def launch_problem() -> str | None:
             f"unset {' '.join(given)} for a run of one process, or start it with accelerate launch")
 
 
+def launcher_says(name: str) -> bool:
+    """A yes/no that `accelerate launch` passes its processes in the environment (ACCELERATE_USE_DEEPSPEED,
+    ACCELERATE_USE_FSDP, FSDP_CPU_RAM_EFFICIENT_LOADING, ...): accelerate writes them as "true" or "false"."""
+    return os.environ.get(name, "").strip().lower() in ("true", "1", "yes")
+
+
 QUIET_LINGER_SECONDS = 3.0
 
 

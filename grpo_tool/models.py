@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import struct
 from dataclasses import replace
@@ -36,6 +35,7 @@ from grpo_tool.backend import Machine
 from grpo_tool.components import REWARD_MODEL, Component
 from grpo_tool.errors import UserError
 from grpo_tool.gguf_models import converted_gguf
+from grpo_tool.launch import launcher_says
 from grpo_tool.model_registry import TINY_MODEL, architecture_problem, find_gguf, resolve_model_name
 from grpo_tool.scoring import make_reward_model_reward
 from grpo_tool.settings import GRPOConfig
@@ -136,19 +136,17 @@ def sharded_loading(machine: Machine):
     - FSDP with fsdp_cpu_ram_efficient_loading: the processes' group started first, so that transformers reads the
       weights on each machine's first process only and FSDP hands them out when it shards the model.
     Without either, the weights load whole (load_causal_lm leaves them in CPU memory under ZeRO-3 and FSDP)."""
-    true = ("true", "1")
     if machine.backend != "transformers" or is_deepspeed_zero3_enabled():
         yield
         return
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in true and \
-            os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "").lower() in true:
+    if launcher_says("ACCELERATE_USE_FSDP") and launcher_says("FSDP_CPU_RAM_EFFICIENT_LOADING"):
         from accelerate import PartialState
 
         PartialState(cpu=not machine.cuda)  # the group TRL's arguments would start, started now
         yield
         return
     plugin = None
-    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_INIT", "").lower() in true:
+    if launcher_says("ACCELERATE_DEEPSPEED_ZERO3_INIT"):
         from accelerate.utils import DeepSpeedPlugin
 
         plugin = DeepSpeedPlugin()
@@ -173,7 +171,7 @@ def deepspeed_comm_on_cpu(machine: Machine) -> bool:
     which from_pretrained enters under ZeRO-3 (the policy, TRL's reference model, the base copy), would size its
     config for one process and fail "train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step *
     world_size". On a GPU, zero.Init starts deepspeed.comm itself (NCCL)."""
-    if machine.cuda or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+    if machine.cuda or not launcher_says("ACCELERATE_USE_DEEPSPEED"):
         return False
     import deepspeed
 
@@ -203,7 +201,7 @@ def load_with_transformers(config: GRPOConfig, machine: Machine, source: str, fr
 
 def load_causal_lm(config: GRPOConfig, machine: Machine, source: str, quantize: bool | None = None):
     options: dict[str, Any] = {"dtype": getattr(torch, machine.weights_dtype)}
-    sharded = is_deepspeed_zero3_enabled() or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1")
+    sharded = is_deepspeed_zero3_enabled() or launcher_says("ACCELERATE_USE_FSDP")
     if machine.cuda and not sharded:
         # Under ZeRO-3 transformers loads inside deepspeed.zero.Init and refuses a device_map ("DeepSpeed Zero-3 is
         # not compatible with passing a `device_map`"); under FSDP the weights stay in CPU memory until FSDP moves

@@ -113,10 +113,8 @@ def read_accelerate_config(path: str) -> Sharding:
     if kind == "FSDP":
         fsdp = dict(loaded.fsdp_config or {})
         offload = str(fsdp.get("fsdp_offload_params", False)).lower() == "true"
-        reshard = fsdp.get("fsdp_reshard_after_forward", True)
-        reshard = str(reshard).lower() not in ("false", "no_shard", "shard_grad_op")  # FSDP1 names that keep weights
         return replace(base, engine="fsdp", offload_optimizer=offload, offload_weights=offload,
-                       reshard_after_forward=reshard)
+                       reshard_after_forward=reshards(fsdp.get("fsdp_reshard_after_forward", True)))
     raise UserError(f"{where}: distributed_type {kind}; the plan knows DDP (MULTI_GPU), DEEPSPEED and FSDP")
 
 
@@ -141,24 +139,28 @@ def deepspeed_sharding(base: Sharding, settings: dict, where: str) -> Sharding:
                    offload_weights=stage == 3 and param_device not in (None, "none"))
 
 
+def reshards(value) -> bool:
+    """FSDP's reshard_after_forward as a config or accelerate launch gives it: a yes/no, or FSDP1's strategy names,
+    of which NO_SHARD and SHARD_GRAD_OP keep the weights gathered between forward and backward."""
+    return str(value).strip().lower() not in ("false", "no_shard", "shard_grad_op")
+
+
 def from_environment() -> Sharding:
     """At a run's start: what `accelerate launch` told this process (its environment variables for DeepSpeed and
     FSDP), and the number of processes."""
-    from grpo_tool.launch import world_size
+    from grpo_tool.launch import launcher_says, world_size
 
     processes = world_size()
-    true = {"true", "1", "yes"}
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in true:
+    if launcher_says("ACCELERATE_USE_DEEPSPEED"):
         stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
         stage = int(stage) if stage.isdigit() else 2  # accelerate's default stage
         optimizer = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none").lower()
         params = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none").lower()
         return Sharding(ZERO_STAGES.get(stage, "zero2"), processes, optimizer not in ("", "none"),
                         stage == 3 and params not in ("", "none"), source="accelerate launch")
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in true:
-        offload = os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() in true
-        reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() not in ("false", "no_shard",
-                                                                                      "shard_grad_op")
+    if launcher_says("ACCELERATE_USE_FSDP"):
+        offload = launcher_says("FSDP_OFFLOAD_PARAMS")
+        reshard = reshards(os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true"))
         return Sharding("fsdp", processes, offload, offload, reshard, source="accelerate launch")
     return Sharding(processes=processes, source="accelerate launch" if processes > 1 else "one device")
 
@@ -252,7 +254,7 @@ def devices_that_fit(current: Sharding, memory: float, four_bit: bool, peak) -> 
     ideas = []
     for engine in ("zero2", "zero3", "fsdp"):
         variants = [({}, "")]
-        if DIVIDED[engine] and "weights" in DIVIDED[engine] and four_bit:
+        if four_bit and "weights" in DIVIDED[engine]:
             variants = [({"load_in_4bit": False}, " with --no-load-in-4bit")]
         if engine == "zero3":
             changes, label = variants[0]
