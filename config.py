@@ -13,7 +13,6 @@ also beats what a lower layer set in its place: `--epochs` drops a mode's `max_s
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -37,9 +36,11 @@ from grpo_tool.settings import (
     FIELD_NAMES,
     FIELD_TYPES,
     FIELDS,
+    REWARD_FUNCTION_FIELDS,
     GRPOConfig,
     expand_path,
     resolved_eval_group_size,
+    settings_record,
 )
 from grpo_tool.tiny_model import tiny_model_dir, tiny_reward_model_dir
 from grpo_tool.trl_options import TRL_ALIASES, trl_option_problems, trl_word_problem
@@ -72,7 +73,7 @@ def create_default_config(model: str = "llama-3.1-8b", dataset: str = "ultrafeed
 
 
 def save_config_to_file(config: GRPOConfig, path: str | os.PathLike) -> None:
-    write_json_atomic(path, dataclasses.asdict(config))
+    write_json_atomic(path, settings_record(config))
 
 
 EXPONENT_NUMBER = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
@@ -136,9 +137,10 @@ def type_problem(name: str, value: Any) -> str | None:
     union = typing.get_origin(expected) in (typing.Union, types.UnionType)
     options = typing.get_args(expected) if union else (expected,)
     if expected is list:
-        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        functions = name in REWARD_FUNCTION_FIELDS  # from Python, the functions themselves, as TRL takes them
+        if isinstance(value, list) and all(isinstance(item, str) or (functions and callable(item)) for item in value):
             return None
-        return f"{name}={value!r} must be a list of strings"
+        return f"{name}={value!r} must be a list of strings" + (" or functions" if functions else "")
     if expected is dict:
         return None if isinstance(value, dict) else f"{name}={value!r} must be a mapping of names to values"
     for option in options:
@@ -220,6 +222,7 @@ def build_config(mode: str | None = None, config_file: str | None = None,
                         "give --lora for LoRA on 4-bit weights (QLoRA), or leave load_in_4bit unset")
     config = GRPOConfig(**settings)
     validate_config(config)
+    config._explicit = frozenset(chosen)  # settings.explicit_settings: what the user asked for, by name
     return config
 
 
@@ -227,7 +230,7 @@ def validate_config(config: GRPOConfig) -> None:
     """Check every field and the combinations TRL would reject later; report all problems in one message. A config
     is checked once for the values it has: build_config checks what it builds, GRPOTrainer what a Python caller
     hands it, and the second finds the first's mark unless a value changed since."""
-    values = repr(dataclasses.astuple(config))
+    values = repr([getattr(config, name) for name in FIELD_NAMES])  # not astuple: it would deep-copy a reward object
     if getattr(config, "_checked_values", None) == values:
         return
     problems = [problem for field in FIELD_NAMES if (problem := type_problem(field, getattr(config, field)))]
@@ -315,7 +318,7 @@ def path_problems(config: GRPOConfig) -> list[str]:
     if config.metric_for_best_model and config.eval_steps % config.save_steps:
         problems.append(f"metric_for_best_model={config.metric_for_best_model} keeps the best evaluated checkpoint, "
                         f"so every evaluation needs a checkpoint, but eval_steps={config.eval_steps} is not a "
-                        f"multiple of save_steps={config.save_steps}: set save_steps to {config.eval_steps} (or a "
+                        f"multiple of save_steps={config.save_steps}: set save_steps={config.eval_steps} (or a "
                         "divisor of it)")
     if config.metric_for_best_model and config.max_eval_samples == 0:
         problems.append(f"metric_for_best_model={config.metric_for_best_model} needs evaluations, and "
@@ -375,10 +378,6 @@ def steps_problem(config: GRPOConfig, prompts: int) -> str | None:
     return None
 
 
-def compatible_values(step: int, count: int = 3) -> str:
-    return ", ".join(str(step * k) for k in range(1, count + 1))
-
-
 def describe_batch(config: GRPOConfig, processes: int, steps_per_generation: int) -> str:
     """The start-up line that states the global batch once, whatever the number of processes, and what divides what.
 
@@ -412,7 +411,8 @@ def batch_problems(config: GRPOConfig) -> list[str]:
             f"per_device_train_batch_size={config.per_device_train_batch_size} with "
             f"gradient_accumulation_steps={config.gradient_accumulation_steps} on {processes} process(es) samples "
             f"{generation_batch} completions per generation, which group_size={config.group_size} does not divide: "
-            f"use a batch size of {compatible_values(step)}, or a group_size that divides {generation_batch}")
+            f"use per_device_train_batch_size={step} (or {2 * step}, {3 * step}), or a group_size "
+            f"that divides {generation_batch}")
     eval_group = resolved_eval_group_size(config)
     eval_batch = config.per_device_eval_batch_size * processes
     if eval_group < 2 and config.eval_group_size is not None:
@@ -420,5 +420,6 @@ def batch_problems(config: GRPOConfig) -> list[str]:
     elif eval_batch % eval_group:
         step = eval_group // math.gcd(eval_group, processes)
         problems.append(f"per_device_eval_batch_size={config.per_device_eval_batch_size} on {processes} process(es) "
-                        f"is not a multiple of eval_group_size={eval_group}: use {compatible_values(step)}")
+                        f"is not a multiple of eval_group_size={eval_group}: use per_device_eval_batch_size={step} "
+                        f"(or {2 * step}, {3 * step})")
     return problems

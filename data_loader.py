@@ -121,12 +121,43 @@ def hub_location(repo_id: str) -> str:
     return repo_id
 
 
+def mirror_files(location: str, source: HubSource, split: str) -> tuple[str, list[str]]:
+    """(the file format's builder, the files) of one split in a mirror, found as the hub's loader finds them: the
+    configurations its README declares, else the configuration's own folder ({config}/{split}-*.parquet, the hub's
+    layout), else the files of the whole folder."""
+    import datasets
+
+    try:
+        builder = datasets.load_dataset_builder(location, source.config_name)
+    except ValueError:  # no configuration of that name: a README without the configs block, or no README
+        if not source.config_name or not (Path(location) / source.config_name).is_dir():
+            raise UserError(f"dataset mirror {location} declares no configuration {source.config_name!r} in its "
+                            f"README.md and has no {source.config_name}/ folder: lay it out as the hub repository "
+                            f"{source.repo_id} is ({source.config_name}/{split}-*.parquet)") from None
+        builder = datasets.load_dataset_builder(location, data_dir=source.config_name)
+    found = {str(name): list(files) for name, files in (builder.config.data_files or {}).items()}
+    if not found.get(split):
+        raise UserError(f"dataset mirror {location} has no {split!r} split (it has {', '.join(found) or 'none'}): "
+                        f"lay it out as the hub repository {source.repo_id} is")
+    return builder.name, found[split]
+
+
 def load_hub_split(source: HubSource, split: str, streaming: bool):
+    """One split of a hub dataset, or of its mirror. A mirror is loaded from its files by name, so that datasets'
+    cache is keyed on those files (their paths and modification times): another mirror, or the same one with its
+    files changed, is read anew rather than served from what an earlier one left in the cache (loaded as a folder,
+    a mirror's cache is keyed on the repository's name alone)."""
     import datasets
 
     location = hub_location(source.repo_id)
     try:
+        if location != source.repo_id:
+            builder, files = mirror_files(location, source, split)
+            return datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
         return datasets.load_dataset(location, source.config_name, split=split, streaming=streaming)
+    except ValueError as error:  # an unknown configuration or split of the hub's own repository
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"dataset {source.repo_id} ({split}) could not be loaded: {first_line}") from None
     except (ConnectionError, OSError, datasets.exceptions.DatasetsError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(f"dataset {source.repo_id} ({split}) could not be loaded: {first_line}. Without network "

@@ -34,7 +34,7 @@ from grpo_tool.prompt_budget import fit_to_model
 from grpo_tool.reward_config import reward_config_choice
 from grpo_tool.reward_guard import held_out
 from grpo_tool.scoring import build_reward_functions
-from grpo_tool.settings import GRPOConfig, resolved_eval_group_size
+from grpo_tool.settings import GRPOConfig, resolved_eval_group_size, settings_record
 from rewards import check_references, describe_rewards, eval_components, log_missing_references, resolve_rewards
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "TrainingInterrupted"]
@@ -78,7 +78,7 @@ class GRPOTrainer:
         self.replacing: list[str] | None = None  # set by check_output_dir: an earlier run's entries to replace
         self.checked: dict[str, str | None] = {}  # set by check_arguments: {"checkpoint": the one to resume}
         self.loaded = None  # the data load_data read and checked
-        self.prompt_lengths: dict[str, list[int]] = {}  # tokens of each prompt, by split, once the data is prepared
+        self.prompt_lengths: dict = {}  # tokens of each prompt by split, and system_prompt's reach (fit_to_model)
 
     # The modules that import torch, transformers, trl and peft are imported in the methods below, after
     # backend.prepare has imported Unsloth where it is the backend (the rule is in grpo_tool/__init__.py).
@@ -136,7 +136,9 @@ class GRPOTrainer:
     def load_data(self, dataset=None):
         """The data as a DatasetDict of train and eval: `dataset` (a DatasetDict, a Dataset or the (data_loader,
         dataset) pair), or the configured data when None. Needs no model, so the command line reads and checks the
-        data (its rows, its columns against the rewards) before any model loads; a mistake there costs no load."""
+        data (its rows, its columns against the rewards) before any model loads; a mistake there costs no load. A
+        model this machine cannot run is refused first, before a hub dataset downloads."""
+        backend.check_machine(self.config)
         data = as_dataset_dict(dataset, self.config)
         check_references(self.components, self.reward_config, data)
         self.loaded = data  # what prepare_data may take as checked
@@ -180,7 +182,9 @@ class GRPOTrainer:
             sampler = sampling.probe_sampler(config, data["eval"], self.components, view)
             hooks.append(GenerationLoggingCallback(sampler, log_dir or config.effective_generation_log_dir))
         hooks.append(callbacks.AlarmCallback({c.name: c.weight for c in self.components}, config.max_completion_length,
-                                             (log_dir or config.effective_generation_log_dir) if logging_on else None))
+                                             (log_dir or config.effective_generation_log_dir) if logging_on else None,
+                                             group_choice.resolved_mode(config.zero_variance_groups,
+                                                                        self.machine.backend, config.streaming)))
         self.interrupt = callbacks.InterruptCallback()
         try:
             self.trainer = trainer_hooks.GRPOTrainerWithHooks(
@@ -222,6 +226,7 @@ class GRPOTrainer:
             "model": config.model_name, "model_path": self.model_path,
             "backend": self.machine.backend if self.machine else None,
             "backend_reason": self.machine.reason if self.machine else None,
+            "machine": self.machine.used if self.machine else None,
             "use_lora": config.use_lora, "data": config.custom_data or config.dataset_name,
             "reward_function_type": config.reward_function_type,
             "reward_config": reward_config_choice(config) or "none: the run's own rewards",
@@ -230,7 +235,7 @@ class GRPOTrainer:
             "eval_group_size": resolved_eval_group_size(config),
             "zero_variance_groups": group_choice.resolved_mode(config.zero_variance_groups, self.machine.backend
                                                                if self.machine else None, config.streaming),
-            "config": dataclasses.asdict(config),
+            "config": settings_record(config),
         }
         if self.trainer is not None:
             from grpo_tool.plan.sharding import engine_of
@@ -243,6 +248,8 @@ class GRPOTrainer:
                                         "said": self.trainer.sharing.line}
         if data is not None and hasattr(data["train"], "__len__"):
             record["prompts"] = {"train": len(data["train"]), "eval": len(data["eval"])}
+            if "system_prompt" in self.prompt_lengths:  # training prompts it went before (the others had their own)
+                record["prompts"]["system_prompt"] = self.prompt_lengths["system_prompt"][0]
         if self.trainer is not None:
             from grpo_tool.trl_setup import effective_arguments
 

@@ -21,9 +21,10 @@ The components, each bounded; a component takes part when its weight (`<name>_we
   words off scores 0.5.
 - quality in [penalty_scale, reward_scale] (either order): reward_scale when a quality keyword appears, plus
   penalty_scale when a negative keyword appears; 0 when neither does.
-- answer_match in {0, 1}: 1 when the completion's final answer (its `<answer>` tag, `\\boxed{}`, `#### N`, else its
-  last number) is the row's reference answer: equal text, a number within answer_match.tolerance (relative), or
-  mathematically equivalent by math-verify (grpo_tool/answers.py). The reference is the column
+- answer_match in {0, 1}: 1 when the completion's final answer (its `<answer>` tag, `\\boxed{}` or `#### N`, else
+  what "the answer is" states, else read by the kind of the reference) is the row's reference answer: the same
+  integer, option letter, yes or no or words, a non-integer within answer_match.tolerance (relative), or an expression
+  math-verify finds equivalent (grpo_tool/answers.py has the rules). The reference is the column
   answer_match.reference_column, by default the first the data has of REFERENCE_COLUMNS; a list there holds answers
   that are all accepted. A row without a reference scores None: left out of the mean, counted as
   rewards/answer_match/missing.
@@ -47,12 +48,18 @@ import re
 import string
 from collections.abc import Callable, Sequence
 
-from grpo_tool.answers import final_answer, reference_answer, same_answer
+from grpo_tool.answers import accepted_answers, answer_matches
 from grpo_tool.components import REWARD_MODEL, Component, RewardFunction
 from grpo_tool.custom_rewards import load_custom_reward, reward_name
 from grpo_tool.errors import UserError
-from grpo_tool.messages import answer_text, is_message_list, message_text
-from grpo_tool.reward_config import REFERENCE_COLUMNS, ZERO_WEIGHTS, reward_config_choice, run_reward_config
+from grpo_tool.messages import answer_text, message_text
+from grpo_tool.reward_config import (
+    REFERENCE_COLUMNS,
+    ZERO_WEIGHTS,
+    reference_column,
+    reward_config_choice,
+    run_reward_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,19 +179,6 @@ def make_quality_reward(settings: dict) -> RewardFunction:
     return quality_reward
 
 
-def reference_column(settings: dict, columns) -> str | None:
-    """The column answer_match reads references from: the one set, else the first of REFERENCE_COLUMNS present."""
-    if settings["reference_column"]:
-        return settings["reference_column"]
-    return next((name for name in REFERENCE_COLUMNS if name in columns), None)
-
-
-def reference_answers(value) -> list[str]:
-    """The accepted answers of one reference value: a text or number, or a list of them; none when it is empty."""
-    values = value if isinstance(value, (list, tuple)) and not is_message_list(value) else [value]
-    return [answer for item in values if (text := answer_text(item)) and (answer := reference_answer(text))]
-
-
 def reference_rows(data):
     """The split whose references are checked: training, unless it is streamed (read only while training runs)."""
     return ("train", data["train"]) if hasattr(data["train"], "__len__") else ("eval", data["eval"])
@@ -211,7 +205,7 @@ def log_missing_references(components: list[Component], reward_config: dict, dat
     if column is None:
         return
     split, rows = reference_rows(data)
-    missing = sum(not reference_answers(value) for value in rows.with_format("arrow")[column].to_pylist())
+    missing = sum(not accepted_answers(value) for value in rows.with_format("arrow")[column].to_pylist())
     if missing:
         logger.info("answer_match: %d of %d %s prompts have no reference answer in %r; they are skipped (None), not "
                     "scored 0", missing, len(rows), "training" if split == "train" else "evaluation", column)
@@ -228,12 +222,11 @@ def make_answer_match_reward(settings: dict) -> RewardFunction:
         for completion, reference in zip(completions, references):
             key = repr(reference)
             if key not in accepted:
-                accepted[key] = reference_answers(reference)
+                accepted[key] = accepted_answers(reference)
             if not accepted[key]:
                 scores.append(None)  # nothing to check against: skipped, as TRL allows
                 continue
-            answer = final_answer(message_text(completion))
-            scores.append(1.0 if any(same_answer(answer, expected, tolerance) for expected in accepted[key]) else 0.0)
+            scores.append(1.0 if answer_matches(message_text(completion), accepted[key], tolerance) else 0.0)
         return scores
 
     return answer_match_reward

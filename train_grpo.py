@@ -21,13 +21,13 @@ import threading
 import time
 from pathlib import Path
 
-from config import build_config
+from config import build_config, load_config_file
 from grpo_tool import outputs
 from grpo_tool.cli import PLAN_ONLY, build_parser, chosen_task
 from grpo_tool.console import ConsoleHandler, for_a_person, format_summary, quiet_library_progress_bars
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.flags import as_typed, config_overrides
-from grpo_tool.launch import is_main_process, launch_problem, linger, says_errors
+from grpo_tool.launch import is_main_process, launch_problem, linger, planning_for, says_errors
 from grpo_tool.outputs import EarlyRecords, detach_log_files
 from grpo_tool.places import unwritable, write_failure
 from grpo_tool.settings import FIELDS, GRPOConfig, expand_path
@@ -57,7 +57,7 @@ def train(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int
     except TrainingInterrupted as stop:
         return interrupted(config, stop)
     if is_main_process():
-        summary = outputs.run_summary(config, trainer.trainer.state, final, report, trainer.record["components"])
+        summary = outputs.run_summary(config, trainer.trainer.state, final, report, trainer.record)
         print(format_summary({**summary, "seconds": round(time.monotonic() - start, 1), "settings": notes}))
     return 0
 
@@ -70,7 +70,10 @@ def evaluate(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> 
         trainer = GRPOTrainer(config)
         data = trainer.load_data()
         checkpoint = trainer.check_arguments(training=False)
-        trainer.load_model(checkpoint or outputs.saved_model(config.output_dir))
+        if checkpoint is None:
+            checkpoint, said = outputs.model_to_evaluate(config.output_dir, config.model_name)
+            logger.info(said)
+        trainer.load_model(checkpoint)
         metrics = trainer.evaluate(data)
     if is_main_process():
         print(format_summary({**metrics, "model": trainer.model_path}, eval_only=True))
@@ -87,8 +90,8 @@ def check_rewards(config: GRPOConfig, args: argparse.Namespace, notes: list[str]
         data = trainer.load_data()  # a data mistake costs no model load
         trainer.load_model()
         data = trainer.prepare_data(data)
-        report = run_reward_check(config, trainer.components, data, trainer.model, trainer.tokenizer,
-                                  trainer.model_path)
+        report = run_reward_check(config, trainer.components, trainer.reward_config, data, trainer.model,
+                                  trainer.tokenizer, trainer.model_path)
     if is_main_process():
         print(format_report(report))
     return 0
@@ -97,14 +100,23 @@ def check_rewards(config: GRPOConfig, args: argparse.Namespace, notes: list[str]
 def plan(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int:
     """--plan: peak memory by part and seconds per step, from the model's shape; no weights loaded."""
     from data_loader import load_grpo_dataset
-    from grpo_tool.plan.sharding import from_flags
     from grpo_tool.plan.table import run_plan
 
-    sharding = from_flags(getattr(args, "sharding", None), getattr(args, "num_processes", None),
-                          getattr(args, "accelerate_config", None))
     print(run_plan(config, getattr(args, "gpu_memory", None), lambda: load_grpo_dataset(config)["train"]["prompt"],
-                   sharding))
+                   args.planned))
     return 0
+
+
+@contextlib.contextmanager
+def planned_launch(args: argparse.Namespace):
+    """--plan: what it plans for (--sharding, --num-processes, --accelerate-config) is read first, and its processes
+    count as the run's while its settings are checked, as they will under that launch."""
+    from grpo_tool.plan.sharding import from_flags
+
+    args.planned = from_flags(getattr(args, "sharding", None), getattr(args, "num_processes", None),
+                              getattr(args, "accelerate_config", None))
+    with planning_for(args.planned.processes):
+        yield
 
 
 RECIPES = {"train": train, "eval_only": evaluate, "check_rewards": check_rewards, "plan": plan}
@@ -134,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                             "processes and engine accelerate launch gives it")
         if task == "report":
             return report(args)
-        notes: list[str] = []
-        config = config_from_args(args, notes)
-        handlers = setup_console_logging()
-        for note in notes:
-            logger.info("settings: %s", note)
-        return RECIPES[task](config, args, notes)
+        with planned_launch(args) if task == "plan" else contextlib.nullcontext():
+            notes: list[str] = []
+            config = config_from_args(args, notes)
+            handlers = setup_console_logging()
+            for note in notes:
+                logger.info("settings: %s", note)
+            return RECIPES[task](config, args, notes)
     except UserError as error:
         return stop(f"error: {error}", 2)
     except Interrupted as interruption:
@@ -172,10 +185,21 @@ def config_from_args(args: argparse.Namespace, notes: list[str] | None = None) -
         # A bare name is a reward preset from config/rewards/.
         overrides["reward_config_name"] = overrides.pop("reward_config_path")
     mode = next((mode for mode in ("quick_test", "production") if getattr(args, mode, False)), None)
+    config_file = getattr(args, "config", None)
     try:
-        return build_config(mode=mode, config_file=getattr(args, "config", None), overrides=overrides, notes=notes)
+        return build_config(mode=mode, config_file=config_file, overrides=overrides, notes=notes)
     except UserError as error:
-        raise UserError(as_typed(str(error), overrides)) from None
+        if str(error).startswith("config file "):  # a mistake in the file itself, said in the file's own keys
+            raise
+        raise UserError(as_typed(str(error), set(file_keys(config_file)) - set(overrides))) from None
+
+
+def file_keys(config_file: str | None) -> list[str]:
+    """The settings a --config file gives (none when it is the file that cannot be read)."""
+    try:
+        return list(load_config_file(config_file)) if config_file else []
+    except UserError:
+        return []
 
 
 def setup_console_logging() -> list[logging.Handler]:

@@ -5,7 +5,9 @@ it adds is the ending:
   `--rdzv_conf timeout=SECONDS`, 600 by default) with one `error:` line naming the address and port, instead of
   torch's traceback; so does a machine that cannot reach the main one, and a port already taken;
 - a training process that fails: the launcher exits with that process's own status (2 after a mistake, which the
-  main process has already said in one line; 130 after Ctrl-C) instead of torch's report of the failure.
+  main process has already said in one line; 130 after Ctrl-C) instead of torch's report of the failure;
+- a launch that needs what is not installed (a DeepSpeed config without deepspeed): one line naming the config and
+  the package, instead of accelerate's ImportError.
 Run from the checkout, e.g. `python -m grpo_tool.accelerate_launch --config_file config/accelerate/cpu_2proc.yaml
 train_grpo.py --quick-test`.
 
@@ -50,12 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     except (DistStoreError, DistNetworkError) as error:
         print(f"error: {rendezvous_failure(str(error), args)}", file=sys.stderr)
         return 2
+    except ImportError as error:  # raised by accelerate's launcher itself, before any training process starts
+        print(f"error: {missing_package(str(error), args)}", file=sys.stderr)
+        return 2
     except ChildFailedError as failed:
         statuses = [failure.exitcode for failure in failed.failures.values() if failure.exitcode]
         return next((status for status in statuses if status > 0), 1)
     except SignalException as stopped:  # Ctrl-C or SIGTERM here: the processes were handed it and have ended
         return 128 + int(stopped.sigval)
     return 0
+
+
+def missing_package(message: str, args) -> str:
+    """accelerate's ImportError for a launch whose engine is not installed, naming the config that asked for it."""
+    asked = f"the accelerate config {args.config_file}" if getattr(args, "config_file", None) else "this launch"
+    if "deepspeed" in message.lower():
+        return (f"{asked} runs DeepSpeed, which is not installed here: pip install deepspeed (or launch with "
+                "config/accelerate/ddp.yaml, which needs nothing more)")
+    return f"{asked} needs a package that is not installed: {message.strip().splitlines()[0]}"
 
 
 def rendezvous_failure(message: str, args) -> str:

@@ -102,31 +102,46 @@ def dominant_component(history: list[dict], weights: dict[str, float]) -> str | 
             "training; rebalance the weights (or rescale that component)")
 
 
-def no_learning_signal(history: list[dict]) -> str | None:
-    """Almost every group flat for FLAT_LOGS logs in a row, told with what zero_variance_groups did about it: nothing
-    (keep), left them out (drop), or replaced them until its rounds ran out (resample; no alarm while it fills)."""
-    logs = train_logs(history)[-FLAT_LOGS:]
-    if len(logs) < FLAT_LOGS:
+def group_mode(entry: dict) -> str:
+    """The zero_variance_groups a training log was made under, as its metrics show it."""
+    if entry.get(metrics.GROUPS_RESAMPLED) is not None:
+        return "resample"
+    return "drop" if entry.get(metrics.GROUPS_DROPPED) is not None else "keep"
+
+
+def no_learning_signal(history: list[dict], zero_variance_groups: str | None = None) -> str | None:
+    """Almost every group flat for FLAT_LOGS logs in a row, told with what zero_variance_groups (the run's setting;
+    unknown, that of the last log) does about it: nothing (keep), leave them out (drop), or replace them until its
+    rounds run out (resample; no alarm while it fills). Only logs made under that setting count: a run resumed with
+    another judges its own logs, not a window that mixes the two."""
+    logs = train_logs(history)
+    mode = zero_variance_groups or (group_mode(logs[-1]) if logs else "keep")
+    same = []
+    for entry in reversed(logs):
+        if group_mode(entry) != mode or len(same) == FLAT_LOGS:
+            break
+        same.append(entry)
+    if len(same) < FLAT_LOGS:
         return None
 
-    def flat(entry: dict) -> bool:
+    def flat(entry: dict) -> bool:  # no spread over the whole batch (reward_std) means none within its groups
         share = entry.get(metrics.GROUPS_FLAT, entry.get(metrics.FLAT_GROUPS, 0))
         return share >= FLAT_SHARE or (entry.get(metrics.REWARD_STD) is not None and entry[metrics.REWARD_STD] < 1e-6)
 
-    if not all(flat(entry) for entry in logs):
+    if not all(flat(entry) for entry in same):
         return None
     said = (f"for the last {FLAT_LOGS} logs almost every group of completions got the same reward: GRPO learns only "
             "from differences within a group")
     advice = "make the reward finer-grained, raise group_size or the temperature (try --check-rewards)"
-    if any(entry.get(metrics.GROUPS_RESAMPLED) is not None for entry in logs):
-        if not all(entry.get(metrics.GROUPS_DROPPED) for entry in logs):
+    if mode == "resample":
+        if not all(entry.get(metrics.GROUPS_DROPPED) for entry in same):
             return None  # resampling found groups with signal for some steps: they trained
-        extra = mean([entry.get(metrics.EXTRA_COMPLETIONS) or 0 for entry in logs])
-        dropped = mean([entry[metrics.GROUPS_DROPPED] for entry in logs])
+        extra = mean([entry.get(metrics.EXTRA_COMPLETIONS) or 0 for entry in same])
+        dropped = mean([entry[metrics.GROUPS_DROPPED] for entry in same])
         return (f"{said}. zero_variance_groups=resample generated {extra:.0f} extra completions a step and still "
                 f"dropped {dropped:.1f} flat groups a step, so the steps trained on few groups; {advice}, or raise "
                 "resample_rounds")
-    if any(entry.get(metrics.GROUPS_DROPPED) is not None for entry in logs):
+    if mode == "drop":
         return (f"{said}. zero_variance_groups=drop left those groups out of the loss, so the steps trained on the "
                 f"few groups left, or on none; {advice}, or try zero_variance_groups=resample")
     return (f"{said}, so nothing is being learned, and each flat group still costs a backward pass; {advice}, or set "
@@ -188,12 +203,15 @@ def reward_hacking(history: list[dict], generation_log_dir: str | None = None) -
 
 
 def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
-                max_completion_length: int | None = None, generation_log_dir: str | None = None) -> dict[str, str]:
-    """Alarm id -> what it says, for every alarm the history raises. The ids are stable: scripts may rely on them."""
+                max_completion_length: int | None = None, generation_log_dir: str | None = None,
+                zero_variance_groups: str | None = None) -> dict[str, str]:
+    """Alarm id -> what it says, for every alarm the history raises, judged with the run's settings. The ids are
+    stable: scripts may rely on them."""
     checks = {"length_cap": capped_completions(history, max_completion_length),
               "train_up_eval_down": train_up_eval_down(history),
               "dominant_component": dominant_component(history, weights or {}),
-              "no_learning_signal": no_learning_signal(history), "unscored_batches": unscored_batches(history),
+              "no_learning_signal": no_learning_signal(history, zero_variance_groups),
+              "unscored_batches": unscored_batches(history),
               "nan_loss": nan_loss(history),
               "reward_hacking": reward_hacking(history, generation_log_dir)}
     return {kind: text for kind, text in checks.items() if text}

@@ -22,7 +22,7 @@ from grpo_tool.errors import UserError
 from grpo_tool.launch import launcher_says
 from grpo_tool.model_registry import resolve_model_name
 from grpo_tool.model_shapes import known_shape
-from grpo_tool.settings import GRPOConfig
+from grpo_tool.settings import GRPOConfig, explicit_settings
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,13 @@ class Machine:
     cuda: bool
     weights_dtype: str  # torch dtype name the policy's weights load in: bfloat16, float16 or float32
     bf16: bool  # bfloat16 autocast in training (TRL's bf16)
+    notices: tuple[str, ...] = ()  # settings the user gave that this machine uses differently, or not at all
+
+    @property
+    def used(self) -> dict:
+        """What this machine does with the precision settings, for the run record."""
+        return {"weights_dtype": self.weights_dtype, "autocast": "bfloat16" if self.bf16 else
+                "float16" if self.fp16 else None, "merged_dtype": self.compute_dtype, "notices": list(self.notices)}
 
     @property
     def fp16(self) -> bool:
@@ -147,6 +154,14 @@ def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
                         "0.5B checkpoint)")
 
 
+def check_machine(config: GRPOConfig) -> None:
+    """check_model_fits_machine for this machine: what needs only torch's look at CUDA, before any data or model is
+    loaded (the backend, and Unsloth with it, is decided later, by prepare)."""
+    import torch  # torch itself is not patched by Unsloth, so it may come first
+
+    check_model_fits_machine(config, torch.cuda.is_available())
+
+
 def precision(config: GRPOConfig, cuda: bool, bf16_supported: bool) -> tuple[str, bool]:
     """(weights dtype, bf16 autocast): the one precision rule, for the policy (Machine.compute_dtype derives the rest).
 
@@ -163,12 +178,15 @@ def precision(config: GRPOConfig, cuda: bool, bf16_supported: bool) -> tuple[str
     return ("bfloat16" if bf16 else "float16"), bf16
 
 
-def launch_precision_problem(cuda: bool, bf16: bool) -> str | None:
-    """Under DeepSpeed the accelerate config's mixed_precision becomes DeepSpeed's own bf16/fp16 switch, which must
-    be the run's precision (transformers refuses a mismatch only once the trainer is being built, with a traceback
-    from every process)."""
+def deepspeed_launch_problem(cuda: bool, bf16: bool) -> str | None:
+    """A process launched for DeepSpeed where it cannot run: deepspeed not installed, or the accelerate config's
+    mixed_precision (DeepSpeed's own bf16/fp16 switch) not the run's precision; transformers would refuse either only
+    once the trainer is being built, with a traceback from every process."""
     if not launcher_says("ACCELERATE_USE_DEEPSPEED"):
         return None
+    if not package_installed("deepspeed"):  # launched by a launcher that did not check (torchrun with accelerate's env)
+        return ("this process was launched to run DeepSpeed (ACCELERATE_USE_DEEPSPEED), which is not installed here: "
+                "pip install deepspeed, or launch with config/accelerate/ddp.yaml")
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     run = "bf16" if bf16 else "fp16" if cuda else "no"
     if launched == run:
@@ -178,6 +196,46 @@ def launch_precision_problem(cuda: bool, bf16: bool) -> str | None:
     return (f"the accelerate config says mixed_precision: {launched}, but this run trains in {trains}, and DeepSpeed "
             f"must be told the same: set mixed_precision: {run} in the accelerate config (or pass --mixed_precision "
             f"{run} to accelerate launch)")
+
+
+def local_processes() -> int:
+    """Processes a launcher started on this machine (torchrun's LOCAL_WORLD_SIZE, which accelerate launch sets)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's or a scheduler's limit, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def unused_settings(config: GRPOConfig, explicit: frozenset[str], cuda: bool, processes: int, cores: int) -> list[str]:
+    """One sentence for each setting the user gave (`explicit`: see settings.explicit_settings) that this machine
+    uses differently from what it says, or not at all. A setting that cannot work is refused elsewhere; these run,
+    and the user is told how."""
+    lines = []
+    if not cuda and config.four_bit and "load_in_4bit" in explicit:
+        lines.append("load_in_4bit: no CUDA GPU, so the weights load in float32 (bitsandbytes' 4-bit weights need a "
+                     "GPU)")
+    if not cuda and config.bf16 and "bf16" in explicit:
+        lines.append("bf16: used as asked, but this CPU emulates bfloat16 and trains about 1.5x slower than in "
+                     "float32 (leave bf16 unset for float32 here)")
+    if not config.use_vllm and (given := sorted(name for name in explicit if name.startswith("vllm_"))):
+        lines.append(f"{', '.join(given)}: unused, since use_vllm is off (completions are sampled by the trainer's "
+                     "own generate); add --use-vllm to use vLLM")
+    if "save_merged" in explicit and config.save_merged:
+        if not config.use_lora:
+            lines.append("save_merged: a full fine-tuning run's final_model already holds the whole merged weights, "
+                         "so nothing more is written")
+        elif not cuda:
+            lines.append("save_merged: no CUDA GPU, so final_model/merged is written in float32 (16-bit on a GPU)")
+    if not cuda and processes > cores:
+        lines.append(f"{processes} processes were launched on this machine's {cores} CPU cores and no CUDA GPU: they "
+                     "share the cores, so each step is slower than with one process per core; launch with "
+                     f"--num_processes {cores} (or 1) here")
+    return lines
 
 
 def quiet_unsloth() -> None:
@@ -207,7 +265,10 @@ def prepare(config: GRPOConfig) -> Machine:
         quiet_unsloth()
         import unsloth  # noqa: F401 - imported for its patches, before transformers, trl and peft
     weights_dtype, bf16 = precision(config, cuda, cuda and torch.cuda.is_bf16_supported())
-    if problem := launch_precision_problem(cuda, bf16):
+    if problem := deepspeed_launch_problem(cuda, bf16):
         raise UserError(problem)
     logger.info("backend: %s (%s)", backend, reason)
-    return Machine(backend, reason, cuda, weights_dtype, bf16)
+    notices = unused_settings(config, explicit_settings(config), cuda, local_processes(), cpu_cores())
+    for line in notices:
+        logger.info("settings: %s", line)
+    return Machine(backend, reason, cuda, weights_dtype, bf16, tuple(notices))

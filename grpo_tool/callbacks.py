@@ -109,9 +109,10 @@ class AlarmCallback(TrainerCallback):
     {output_dir}/alarms.json (id, step, message), rewritten whole at each new alarm. A resumed run starts from the
     records already there, so an alarm keeps the step it was first raised at."""
 
-    def __init__(self, weights: dict[str, float], max_completion_length: int, generation_log_dir: str | None = None):
+    def __init__(self, weights: dict[str, float], max_completion_length: int, generation_log_dir: str | None = None,
+                 zero_variance_groups: str | None = None):
         self.settings = {"weights": weights, "max_completion_length": max_completion_length,
-                         "generation_log_dir": generation_log_dir}
+                         "generation_log_dir": generation_log_dir, "zero_variance_groups": zero_variance_groups}
         self.records: list[dict] = []
 
     def on_train_begin(self, args, state, control, **kwargs):

@@ -2,7 +2,7 @@
 never land on a progress bar, and library noise a user cannot act on kept off the screen.
 
     line = compact_line({"reward": 0.2, "reward_std": 0.05, "rewards/accuracy/mean": 0.4}, 10, 60, ["accuracy"])
-    assert line == "step 10/60  reward 0.200 ± 0.050  (accuracy 0.400)"
+    assert line == "step 10/60  reward 0.200 (sd 0.050 over the batch)  (accuracy 0.400)"
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -
         return logs.get(prefix + key)
 
     parts = [f"{'eval at ' if prefix else ''}step {step}/{max_steps}",
-             f"reward {value(metrics.REWARD):.3f} ± {value(metrics.REWARD_STD) or 0:.3f}"]
+             f"reward {value(metrics.REWARD):.3f} (sd {value(metrics.REWARD_STD) or 0:.3f} over the batch)"]
     means = [f"{name} {value(metrics.component_mean(name)):.3f}" for name in components
              if value(metrics.component_mean(name)) is not None]
     if means:

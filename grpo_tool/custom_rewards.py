@@ -1,10 +1,13 @@
 """Reward functions the user names: `path/to/file.py:function` (a file of theirs) or `package.module:function` (an
 importable module, as `trl grpo --reward_funcs` takes them, e.g. `trl.rewards:accuracy_reward`).
 
-A name that ends in `.py`, holds a path separator or names an existing file is a file; otherwise it must be a dotted
-module name. The name after the colon may be a function, a `functools.partial` of one, or an object with a
-`__call__(self, completions, **kwargs)` method; it is the component's name, and so its metric name. Each is checked
-to take TRL's keyword arguments before any model loads.
+A name that ends in `.py`, holds a path separator or names an existing file is a file; `__main__` is the running
+program or notebook (`__main__:my_reward` in a notebook is the function its cells defined); otherwise it must be a
+dotted module name. The name after the colon may be a function, a `functools.partial` of one, or an object with a
+`__call__(self, completions, **kwargs)` method; it is the component's name, and so its metric name. From Python, the
+function (or object) itself may be given instead of its name, as TRL's `reward_funcs` takes it; its `__name__` (a
+partial's function's, an object's class's) is then the metric name, and the run's record writes it as
+`module:name`. Each is checked to take TRL's keyword arguments before any model loads.
 
     from trl.rewards import accuracy_reward
     assert load_custom_reward("trl.rewards:accuracy_reward") is accuracy_reward    # or "my_rewards.py:correctness"
@@ -28,17 +31,22 @@ from grpo_tool.errors import UserError
 
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 SPEC_FORMS = "path/to/file.py:function_name or package.module:function_name"
+MAIN = "__main__"
 
 
 def is_file_source(source: str) -> bool:
     return source.endswith(".py") or "/" in source or os.sep in source or Path(source).is_file()
 
 
-def reward_function_problem(spec: str, flag: str = "--reward-fn") -> str | None:
-    """What is wrong with a reward function's name that can be seen without importing anything, or None."""
+def reward_function_problem(spec, flag: str = "--reward-fn") -> str | None:
+    """What is wrong with a reward function, or its name, that can be seen without importing anything, or None."""
+    if not isinstance(spec, str):
+        return object_problem(spec, flag)
     source, _, function_name = spec.rpartition(":")
     if not source or not function_name:
         return f"{flag} {spec!r}: give it as {SPEC_FORMS}"
+    if source == MAIN:
+        return main_module_problem(spec, function_name, flag)
     if is_file_source(source):
         return None if Path(source).is_file() else f"{flag} {spec!r}: no such file {source}"
     if not MODULE_NAME.fullmatch(source):
@@ -93,27 +101,64 @@ def import_file(path: Path):
             sys.path.append(folder)
 
 
-def load_custom_reward(spec: str, flag: str = "--reward-fn") -> Callable:
-    """The function (or partial, or callable object) a spec names, checked to take TRL's keyword arguments."""
+def main_module_problem(spec: str, name: str, flag: str) -> str | None:
+    """`__main__:name` names a function of the running program or notebook: one it has, or a line saying which."""
+    main = sys.modules.get(MAIN)
+    value = getattr(main, name, None)
+    if callable(value) and not inspect.isclass(value):
+        return None
+    program = getattr(main, "__file__", None)
+    if program:  # a program run from a file: on the command line, this tool's own
+        return (f"{flag} {spec!r}: __main__ is the program now running ({Path(program).name}), which has no function "
+                f"{name!r}; name the file that defines it: path/to/file.py:{name}")
+    return (f"{flag} {spec!r}: this notebook (or interactive session) has no function {name!r} yet: run the cell "
+            f"that defines it first, or pass the function itself (reward_functions=[{name}])")
+
+
+def object_problem(value, flag: str) -> str | None:
+    """What is wrong with a reward function given as a Python object, or None."""
+    if not callable(value) or inspect.isclass(value):
+        kind = "a class (give an object of it)" if inspect.isclass(value) else f"of type {type(value).__name__}"
+        return (f"{flag} {value!r} is {kind}: give a function (or an object with __call__(self, completions, "
+                f"**kwargs)), or its name as {SPEC_FORMS}")
+    if reward_name(value) == "<lambda>":
+        return (f"{flag} {value!r}: a lambda has no name to log its scores under (rewards/<name>/mean); define it "
+                "with def")
+    return keywords_problem(value, reward_name(value), repr(reward_name(value)), flag)
+
+
+def keywords_problem(function, name: str, given: str, flag: str) -> str | None:
+    """A reward that cannot take TRL's keyword arguments, said with the fix; None when it can."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some built-in callables hide theirs; TRL will call it all the same
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return (f"{flag} {given}: {name}{signature} cannot take the keyword arguments TRL passes (prompts, "
+            "completion_ids, trainer_state and the dataset's columns): " + how_to_take_keywords(function, name))
+
+
+def load_custom_reward(spec, flag: str = "--reward-fn") -> Callable:
+    """The function (or partial, or callable object) a spec names, or is, checked to take TRL's keyword arguments."""
     problem = reward_function_problem(spec, flag)
     if problem:
         raise UserError(problem)
+    if not isinstance(spec, str):
+        return spec
     source, _, function_name = spec.rpartition(":")
-    if is_file_source(source):
+    if source == MAIN:
+        module = sys.modules[MAIN]
+    elif is_file_source(source):
         module = run_import(spec, flag, source, lambda: import_file(Path(source)))
     else:
         module = run_import(spec, flag, f"module {source}", lambda: importlib.import_module(source))
     function = getattr(module, function_name, None)
     if not callable(function) or inspect.isclass(function):
         raise UserError(f"{flag} {spec!r}: " + not_a_reward(module, source, function_name, function))
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):  # some built-in callables hide theirs; TRL will call it all the same
-        return function
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        raise UserError(f"{flag} {spec!r}: {function_name}{signature} cannot take the keyword arguments TRL passes "
-                        "(prompts, completion_ids, trainer_state and the dataset's columns): "
-                        + how_to_take_keywords(function, function_name))
+    problem = keywords_problem(function, function_name, repr(spec), flag)
+    if problem:
+        raise UserError(problem)
     return function
 
 
@@ -132,16 +177,22 @@ def not_a_reward(module, source: str, name: str, value) -> str:
 
 
 def reward_candidates(module) -> list[str]:
-    """What a spec could name in a module: its own functions, partials, and callable objects of its own classes;
-    not classes, nor what it imported."""
-    def own(value) -> bool:
+    """What a spec could name in a module: its own functions, partials, and callable objects of its own classes
+    (a package's include those of its submodules it offers, as trl.rewards does); not classes, nor what it imported.
+    Names come from dir(), which a lazily loading module (TRL's) answers before it has loaded them."""
+    def own(name: str) -> bool:
+        try:
+            value = getattr(module, name)
+        except Exception:  # noqa: BLE001 - a lazy module's attribute whose import fails is no candidate
+            return False
         if isinstance(value, functools.partial):
             return True
-        if inspect.isclass(value) or not callable(value):
+        if inspect.isclass(value) or inspect.ismodule(value) or not callable(value):
             return False
-        return getattr(value, "__module__", None) == module.__name__
+        home = getattr(value, "__module__", None) or ""
+        return home == module.__name__ or home.startswith(module.__name__ + ".")
 
-    return sorted(name for name, value in vars(module).items() if not name.startswith("_") and own(value))
+    return sorted(name for name in dir(module) if not name.startswith("_") and own(name))
 
 
 def how_to_take_keywords(function, name: str) -> str:
@@ -154,7 +205,21 @@ def how_to_take_keywords(function, name: str) -> str:
     return f"define it as def {name}(completions, **kwargs)"
 
 
-def reward_name(spec: str) -> str:
+def reward_name(spec) -> str:
     """The name a reward logs under: the one its spec gives after the colon. A partial or a callable object has no
-    __name__, a lambda's is '<lambda>' and a factory's functions share one; the spec's is what the user wrote."""
-    return spec.rpartition(":")[2]
+    __name__, a lambda's is '<lambda>' and a factory's functions share one; the spec's is what the user wrote. A
+    function given itself logs under its __name__, a partial under its function's, an object under its class's."""
+    if isinstance(spec, str):
+        return spec.rpartition(":")[2]
+    if isinstance(spec, functools.partial):
+        return reward_name(spec.func)
+    return getattr(spec, "__name__", None) or type(spec).__name__
+
+
+def reward_spec(spec) -> str:
+    """A reward as a record names it: a spec as given; a function given itself as module:name."""
+    if isinstance(spec, str):
+        return spec
+    function = spec.func if isinstance(spec, functools.partial) else spec
+    module = getattr(function, "__module__", None) or type(function).__module__
+    return f"{module}:{reward_name(spec)}"

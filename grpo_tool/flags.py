@@ -147,7 +147,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Act
         if name in EXCLUSIVE:
             target = exclusive_groups.setdefault(EXCLUSIVE[name], group.add_mutually_exclusive_group())
         kind = FIELD_TYPES[name]
-        if kind is bool or set(typing.get_args(kind)) == {bool, type(None)}:
+        if is_bool_field(name):
             add_bool_flag(target, name)
         elif kind is list:
             target.add_argument(*option_strings(name), dest=name, action="append", metavar="FILE.py:FUNCTION",
@@ -162,12 +162,37 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Act
     return exclusive_groups
 
 
-def as_typed(message: str, given: dict[str, typing.Any]) -> str:
-    """A config error in the words the user typed: `per_device_train_batch_size=0` becomes `--batch-size 0` for the
-    fields given as flags (a value from a config file keeps its key's name)."""
-    for name, value in given.items():
-        typed = f"{option_strings(name)[0]} {value if value != '' else repr(value)}"
-        message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", lambda _, flag=typed: flag, message)
+def is_bool_field(name: str) -> bool:
+    kind = FIELD_TYPES[name]
+    return kind is bool or set(typing.get_args(kind)) == {bool, type(None)}
+
+
+def typed_flag(name: str, written: str) -> str:
+    """A setting as the command line spells it: `streaming=true` as --streaming, `use_lora=False` as --no-lora,
+    `per_device_train_batch_size=0` as --batch-size 0."""
+    flags = option_strings(name)
+    if is_bool_field(name) and written.lower() in ("true", "false"):
+        negatives = [flag for flag in flags if flag.startswith(("--disable-", "--no-"))]
+        positive = next(flag for flag in flags if flag not in negatives)
+        if written.lower() == "true":
+            return positive
+        return negatives[0] if negatives else "--no-" + positive.removeprefix("--")
+    return f"{flags[0]} {written}"
+
+
+def as_typed(message: str, from_file: typing.Collection[str] = ()) -> str:
+    """A config error in the words of the command line: `per_device_train_batch_size=0` becomes `--batch-size 0`,
+    `streaming=true` --streaming, and a setting named alone (`raise max_seq_length`) its flag. Each mention keeps its
+    own value, so advice (`set zero_variance_groups=drop`) names the value it advises, not the one given. Keys a
+    config file set keep their names (the file is where they are fixed); names without an underscore (`streaming`,
+    `seed`) read as words when alone, so only their `name=value` form becomes a flag."""
+    for name in FIELDS:
+        if name in from_file:
+            continue
+        message = re.sub(rf"(?<![\w-]){name}=('[^']*'|[^\s,;:)]+)", lambda found, name=name: typed_flag(name, found[1]),
+                         message)
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){name}(?![\w=-])", option_strings(name)[0], message)
     return message
 
 

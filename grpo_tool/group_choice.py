@@ -128,6 +128,7 @@ class GroupPolicy:
         self.resting: dict[str, list] = {}  # prompt key -> [the step it rests until, "solved" or "hopeless"]
         self.highest: float | None = None  # the run's highest and lowest total reward so far
         self.lowest: float | None = None
+        self.said_all_resting = False
 
     @property
     def curriculum(self) -> bool:
@@ -179,6 +180,17 @@ class GroupPolicy:
             elif values[0] <= self.lowest + FLAT_STD and self.hopeless_rest:
                 self.resting[keys[group]] = [step + self.hopeless_rest, "hopeless"]
 
+    def all_resting(self, step: int) -> str | None:
+        """Once a run: what a step that found no prompt free to take (every one resting) means; None after."""
+        if self.said_all_resting:
+            return None
+        self.said_all_resting = True
+        counts = self.counts(step)
+        return (f"curriculum: at step {step + 1} every training prompt is resting ({counts['solved']} solved, "
+                f"{counts['hopeless']} hopeless, of {self.reserve.size}), so the step takes resting prompts, whose "
+                "groups are flat and teach nothing, until rests end; shorten curriculum_solved_rest and "
+                "curriculum_hopeless_rest, or train on more prompts (said once)")
+
     def counts(self, step: int) -> dict[str, int]:
         """Prompts resting now, by why."""
         now = [kind for until, kind in self.resting.values() if step < until]
@@ -210,11 +222,16 @@ def setting_problems(config) -> list[str]:
     elif config.resample_rounds != DEFAULT_RESAMPLE_ROUNDS and config.zero_variance_groups not in ("resample", "auto"):
         problems.append(f"resample_rounds={config.resample_rounds} applies only with zero_variance_groups=resample "
                         f"(this run has {config.zero_variance_groups})")
-    drawn = ["zero_variance_groups=resample"] * (config.zero_variance_groups == "resample") + \
-        ["a curriculum rest"] * bool(config.curriculum_solved_rest or config.curriculum_hopeless_rest)
+    # Each setting that draws prompts out of order, with what to set instead.
+    drawn = {"zero_variance_groups=resample": "zero_variance_groups=drop"} if config.zero_variance_groups == \
+        "resample" else {}
+    drawn.update({f"{name}={getattr(config, name)}": f"{name}=0" for name in ("curriculum_solved_rest",
+                                                                           "curriculum_hopeless_rest")
+                  if getattr(config, name)})
     if drawn and config.streaming:
-        problems.append(f"{' and '.join(drawn)} draws fresh prompts from anywhere in the training data, and "
-                        "streaming=true reads it in order only: turn streaming off, or use zero_variance_groups=drop")
+        problems.append(f"{' and '.join(drawn)} {'draws' if len(drawn) == 1 else 'draw'} prompts from anywhere in "
+                        "the training data, and streaming=true reads it in order only: turn streaming off, or set "
+                        f"{' and '.join(drawn.values())}")
     return problems
 
 

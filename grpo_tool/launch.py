@@ -6,14 +6,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 
+PLANNED: list[int] = []  # the processes a --plan plans for, while it is checked and computed (planning_for)
+
+
+@contextlib.contextmanager
+def planning_for(processes: int):
+    """Within: world_size() is the processes a --plan plans for, so the checks that count processes (the batch's
+    divisibility, the eval group) count them as the launch would announce them."""
+    PLANNED.append(processes)
+    try:
+        yield
+    finally:
+        PLANNED.pop()
+
 
 def world_size() -> int:
-    """Processes in this run, as `accelerate launch` / torchrun announce them."""
+    """Processes in this run, as `accelerate launch` / torchrun announce them (or as a --plan plans them)."""
+    if PLANNED:
+        return PLANNED[-1]
     try:
         return max(1, int(os.environ.get("WORLD_SIZE", "1")))
     except ValueError:

@@ -43,7 +43,8 @@ EVAL_BASE_DRIFT = EVAL_PREFIX + BASE_DRIFT
 # What each means, for the README's table (tests/test_readme.py holds the two together).
 MEANINGS = {
     REWARD: "the weighted total reward, mean over the step's completions",
-    REWARD_STD: "its standard deviation within groups, averaged",
+    REWARD_STD: "its standard deviation over all the step's completions, all prompts together (TRL's; the spread "
+                "within groups, which GRPO learns from, is what flat groups counts)",
     FLAT_GROUPS: "share of groups whose completions all scored the same (no learning signal)",
     "rewards/NAME/mean": "each reward component's mean score",
     "rewards/NAME/missing": "share of completions a component left unscored (None)",

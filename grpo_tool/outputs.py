@@ -330,9 +330,22 @@ def saved_model(output_dir: str | Path) -> str | None:
     return str(final) if saved else None
 
 
-def run_summary(config, state, final: Path, report: Path | None, weights: dict[str, float]) -> dict:
+def model_to_evaluate(output_dir: str | Path, model_name: str) -> tuple[str | None, str]:
+    """What --eval-only evaluates when no checkpoint is named: the run's final model, else its newest complete
+    checkpoint (a run stopped before its end), else the configured model as it is; with the line that says which."""
+    if (final := saved_model(output_dir)) is not None:
+        return final, f"eval-only: the run's final model, {final}"
+    if checkpoints := complete_checkpoints(output_dir):
+        return str(checkpoints[-1]), (f"eval-only: {output_dir} has no final_model/ (the run stopped before its end), "
+                                      f"so its newest checkpoint, {checkpoints[-1].name}, is evaluated")
+    return None, (f"eval-only: {output_dir} holds no trained model (no final_model/ or checkpoint-N/), so "
+                  f"{model_name} is evaluated as it is, untrained")
+
+
+def run_summary(config, state, final: Path, report: Path | None, record: dict) -> dict:
     """What a training run produced and where it went, for the closing lines: steps, model, checkpoints, logs, the
-    report, the alarms raised and the evaluation reward's first and last values."""
+    report, the alarms raised (judged with the run's record: its components' weights, its zero_variance_groups) and
+    the evaluation reward's first and last values."""
     directory = Path(config.output_dir)
     summary = {
         "steps": state.global_step,
@@ -347,9 +360,10 @@ def run_summary(config, state, final: Path, report: Path | None, weights: dict[s
         merged = Path(final) / MERGED_DIR
         summary["merged"] = str(merged) if merged.is_dir() else f"not written: see {summary['log_file']}"
     recorded = read_json(directory / ALARMS_FILE, [])
-    summary["alarms"] = [f"{record['id']} (step {record['step']}): {record['message']}"
-                         for record in alarm_records(state.log_history, recorded, weights=weights,
-                                                     max_completion_length=config.max_completion_length)]
+    summary["alarms"] = [f"{alarm['id']} (step {alarm['step']}): {alarm['message']}"
+                         for alarm in alarm_records(state.log_history, recorded, weights=record["components"],
+                                                     max_completion_length=config.max_completion_length,
+                                                     zero_variance_groups=record.get("zero_variance_groups"))]
     evaluations = [entry[metrics.EVAL_REWARD] for entry in state.log_history if metrics.EVAL_REWARD in entry]
     if evaluations:
         summary[metrics.EVAL_REWARD] = {"first": evaluations[0], "last": evaluations[-1],

@@ -159,15 +159,39 @@ def fit_prompts(dataset, tokenizer, budget: int, split: str, chat: bool = False,
     return fitted.remove_columns("fit")
 
 
+def has_own_system_message(prompt) -> bool:
+    return isinstance(prompt, list) and any(isinstance(message, dict) and message.get("role") == "system"
+                                            for message in prompt)
+
+
+def system_prompt_reach(train) -> tuple[int, int] | None:
+    """(prompts system_prompt goes before, training prompts) for in-memory data; None while it streams."""
+    if not hasattr(train, "__len__"):
+        return None
+    prompts = train["prompt"]
+    return sum(not has_own_system_message(prompt) for prompt in prompts), len(prompts)
+
+
 def fit_to_model(data, tokenizer, config, lengths: dict | None = None):
     """Both splits of a DatasetDict in the model's prompt form and within max_seq_length - max_completion_length.
-    `lengths`, when given, receives each in-memory split's prompt lengths in tokens, row by row."""
+    `lengths`, when given, receives each in-memory split's prompt lengths in tokens, row by row, and the training
+    prompts system_prompt went before, as "system_prompt": (that many, of so many)."""
     budget = config.max_seq_length - config.max_completion_length
     chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
     as_message = chat and config.system_prompt is not None and takes_system_messages(tokenizer)
     if chat and config.system_prompt is not None and not as_message:
         logger.info("system_prompt: the chat template of %s takes no system message, so it opens the first user "
                     "turn instead", config.model_name)
+    if config.system_prompt is not None and (reach := system_prompt_reach(data["train"])) is not None:
+        applied, total = reach
+        if lengths is not None:
+            lengths["system_prompt"] = reach
+        if applied == 0 and total:
+            logger.warning("system_prompt is unused: all %d training prompts have a system message of their own, "
+                           "which each keeps", total)
+        elif applied < total:
+            logger.info("system_prompt: before %d of %d training prompts; the other %d keep the system message of "
+                        "their own", applied, total, total - applied)
     for split in ("train", "eval"):
         data[split] = fit_prompts(data[split], tokenizer, budget, split, chat, config.prompt_overflow == "truncate",
                                   config.system_prompt, as_message)

@@ -207,7 +207,8 @@ def build_report(output_dir: str | Path) -> Path:
     weights = record.get("components", {})
     log_dir = Path(config.get("generation_log_dir") or output_dir / GENERATION_LOG_DIR)
     alarms = alarm_records(history, read_json(output_dir / ALARMS_FILE, []), weights=weights,
-                           max_completion_length=config.get("max_completion_length"), generation_log_dir=str(log_dir))
+                           max_completion_length=config.get("max_completion_length"), generation_log_dir=str(log_dir),
+                           zero_variance_groups=record.get("zero_variance_groups"))
 
     charts = curves(train, evaluations, weights, config.get("beta", 0) > 0, record.get("eval_rewards", []))
     eval_rows = "".join(f"<tr><td>{index}</td><td>{entry['step']}</td>"

@@ -1,11 +1,16 @@
 """The reward check (`--check-rewards`): before any training step, does each reward component tell a good answer from
 a bad one, and does it give GRPO something to learn from on what the model actually writes?
 
-Two measurements, per component and for the weighted total:
+Three measurements, per component and for the weighted total:
 
 - pairs: each row's `chosen` answer is scored against its `rejected` one. Pairwise accuracy is the share of rows where
   chosen scores higher (ties count against), margin the mean of chosen minus rejected. The references are withheld
   from the scoring, since a reference-aware component would otherwise just recognise the answer it was given.
+- references: for data with a reference answer (answer_match's column), each row's reference is scored as a
+  completion beside a wrong answer of the same kind (73 for 72, C for B, no for yes, another row's answer for text),
+  in the layouts a reward may expect: as the data writes it (`... #### 72`), bare (`72`), and in the format
+  reward's tags (`<think>...</think><answer>72</answer>`). A reward that gives the reference 0, or less than the
+  wrong answer, in every layout cannot teach the model to answer right, whatever the samples say.
 - groups: `group_size` completions are sampled from the current model for a few prompts, as training would sample
   them. GRPO learns only from differences inside a group, so a group whose scores are all equal teaches nothing.
 
@@ -20,10 +25,13 @@ import statistics
 import time
 from pathlib import Path
 
-from grpo_tool.components import Component, weighted_totals
+from grpo_tool.answers import accepted_answers, answer_matches, choice_letter, reference_of
+from grpo_tool.components import REWARD_MODEL, Component, weighted_totals
 from grpo_tool.json_files import write_json_atomic
 from grpo_tool.launch import is_main_process
+from grpo_tool.messages import answer_text
 from grpo_tool.outputs import REWARD_CHECK_FILE
+from grpo_tool.reward_config import reference_column
 from grpo_tool.reward_guard import call_reward, clean_scores, error_location, preview_text, sample_arguments
 from grpo_tool.settings import GRPOConfig
 
@@ -34,6 +42,12 @@ CHECK_PROMPTS = 8  # prompts sampled group_size times
 TIE = 1e-9  # scores closer than this are equal
 WEAK_ACCURACY = 0.6  # below this share of pairs, a component is said not to tell chosen from rejected
 FLAT_SHARE = 0.5  # from this share of zero-variance groups on, a component is said to give little signal
+REFERENCE_ROWS = 64  # rows whose reference is scored beside a wrong answer
+# What the built-in components that check no answer score instead, for the warning that says why they give a
+# reference 0.
+NOT_ANSWER_CHECKERS = {"accuracy": "correct keywords and closeness to a chosen answer", "length": "the length",
+                       "quality": "quality keywords", "format": "the layout of tags", REWARD_MODEL: "what a reward "
+                       "model prefers"}
 
 
 def failure(error: Exception, component: Component, arguments: dict, index: int, completion) -> dict:
@@ -118,6 +132,134 @@ def failure_summary(failures: list[dict]) -> dict:
     return {"exceptions": len(failures), "first_exception": failures[0] if failures else None}
 
 
+def wrong_answer(answer: str, others: list[str]) -> str | None:
+    """A clearly wrong answer of the kind `answer` is: the next integer, another option letter, the other of yes and
+    no, else another row's answer that does not match it. None when none can be found."""
+    reference = reference_of(answer)
+    candidates = []
+    if reference.kind == "number":
+        value = reference.number.value
+        candidates.append(str(value.numerator + value.denominator) if value.denominator == 1 else str(float(value) + 1))
+    elif reference.kind == "choice":
+        letter = choice_letter(answer) or "A"
+        candidates.append("B" if letter == "A" else "A")
+    elif reference.kind == "yes_no":
+        candidates += ["no", "yes"]
+    candidates += others
+    return next((text for text in candidates if text.strip() and not answer_matches(text, [answer])), None)
+
+
+def written_wrong(written: str, answer: str, wrong: str) -> str:
+    """The reference as the data writes it, its final answer replaced by the wrong one (or the wrong one alone when the
+    answer is not written as such)."""
+    head, found, tail = written.rpartition(answer)
+    return head + wrong + tail if found else wrong
+
+
+def layouts(reward_config: dict) -> dict:
+    """How a right or wrong answer is written as a completion: (written reference text, answer) -> completion."""
+    *reasoning, last = reward_config["format"]["tags"]
+    opening = "".join(f"<{tag}>Working it out.</{tag}>\n" for tag in reasoning)
+    return {"as written": lambda written, answer: written, "bare": lambda written, answer: answer,
+            "tagged": lambda written, answer: f"{opening}<{last}>{answer}</{last}>"}
+
+
+def check_references(components: list[Component], reward_config: dict, rows, column: str | None) -> dict:
+    """Each row's reference scored as a completion beside a wrong answer, per component and layout (module
+    docstring)."""
+    if column is None or column not in (rows.column_names or ()):
+        return {"rows": 0}
+    written, answers = [], []
+    for value in rows[column]:
+        accepted = accepted_answers(value)
+        if accepted:
+            text = value[0] if isinstance(value, (list, tuple)) and value and isinstance(value[0], str) else value
+            written.append(answer_text(text) or accepted[0])
+            answers.append(accepted[0])
+        else:
+            written.append(None)
+            answers.append(None)
+    others = list(dict.fromkeys(answer for answer in answers if answer))
+    picked = []
+    for index, answer in enumerate(answers):
+        wrong = wrong_answer(answer, [other for other in others if other != answer]) if answer else None
+        if wrong is not None:
+            picked.append((index, wrong))
+        if len(picked) == REFERENCE_ROWS:
+            break
+    if not picked:
+        return {"rows": 0, "column": column}
+    indices = [index for index, _ in picked]
+    chosen_rows = rows.select(indices)
+    prompts = list(chosen_rows["prompt"])
+    chat = isinstance(prompts[0], list)
+    columns = {name: list(chosen_rows[name]) for name in chosen_rows.column_names if name != "prompt"}
+    result = {"rows": len(picked), "column": column, "example": {"reference": answers[indices[0]],
+                                                                 "wrong": picked[0][1]}, "components": {}}
+    per_layout: dict[str, dict[str, dict]] = {}
+    for layout, write in layouts(reward_config).items():
+        right = [as_completion(write(written[index], answers[index]), chat) for index in indices]
+        wrong = [as_completion(write(written_wrong(written[index], answers[index], text), text), chat)
+                 for index, text in picked]
+        for component in components:
+            right_scores, right_failures, _ = score(component, right, prompts, columns)
+            wrong_scores, wrong_failures, _ = score(component, wrong, prompts, columns)
+            per_layout.setdefault(component.name, {})[layout] = {
+                "right": mean_or_none(right_scores), "wrong": mean_or_none(wrong_scores),
+                "exceptions": len(right_failures) + len(wrong_failures)}
+    for name, scored in per_layout.items():
+        # The layout that tells right from wrong best, else the one the reward credits most; of equals, the first.
+        best = max(scored, key=lambda layout: (margin(scored[layout]), scored[layout]["right"] or 0.0))
+        result["components"][name] = {**scored[best], "layout": best, "layouts": scored}
+    return result
+
+
+def mean_or_none(values: list) -> float | None:
+    present = [value for value in values if value is not None]
+    return round(statistics.fmean(present), 4) if present else None
+
+
+def margin(scores: dict) -> float:
+    if scores["right"] is None:
+        return -math.inf
+    return scores["right"] - (scores["wrong"] or 0.0)
+
+
+def reference_warnings(references: dict) -> list[str]:
+    """A reward that gives the reference nothing, or less than a wrong answer, in every layout; and data on which no
+    reward tells right from wrong at all."""
+    found = []
+    column, components = references.get("column"), references.get("components", {})
+    for name, stats in components.items():
+        right, wrong = stats["right"], stats["wrong"]
+        if stats["exceptions"]:
+            continue  # the sampled groups' check reports what it raised, with the sample
+        if right is not None and wrong is not None and right < wrong - TIE:
+            found.append(f"{name} gives a right answer less than a wrong one ({right:.2f} against {wrong:.2f} on "
+                         f"{references['rows']} references): is its sign reversed, a penalty where a reward was "
+                         "meant?")
+        elif right is None or abs(right) <= TIE:
+            given = "nothing (None)" if right is None else "0"
+            found.append(f"{name} gives the reference answer {given} on {references['rows']} rows, written as the "
+                         f"data has it, bare and in tags: {reference_cause(name, column)}")
+    if components and not any(stats["right"] is not None and stats["right"] > (stats["wrong"] or 0.0) + TIE
+                              for stats in components.values()):
+        found.append("no reward gives a right answer more than a wrong one: training cannot learn to answer right")
+    return found
+
+
+def reference_cause(name: str, column: str) -> str:
+    """The likely reason a reward gives a reference nothing."""
+    if name == "answer_match":
+        return (f"it reads the reference from the column {column!r}; if that column holds something other than the "
+                "answer, set answer_match.reference_column in the reward config to the one that does")
+    if name in NOT_ANSWER_CHECKERS:
+        return (f"it scores {NOT_ANSWER_CHECKERS[name]}, not the answer; add answer_match (--reward-config "
+                "verifiable, or answer_match_weight) to reward right answers")
+    return (f"it is given the reference as the keyword argument {column!r} (every column arrives under its own "
+            "name); a reward that reads another name, or expects a layout none of these has, finds no right answer")
+
+
 def check_groups(components: list[Component], samples: list[dict], group_size: int, columns: dict) -> dict:
     if not samples:
         return {"groups": 0}
@@ -158,6 +300,7 @@ def warnings_for(report: dict) -> list[str]:
         if stats.get("exceptions"):
             found.append(f"{name} raised an exception on {stats['exceptions']} of {2 * pairs['pairs']} chosen and "
                          f"rejected answers; {first_exception_text(stats['first_exception'])}")
+    found += reference_warnings(report.get("references", {}))
     groups = report["groups"]
     for name, stats in groups.get("components", {}).items():
         if stats["zero_variance_groups"] >= FLAT_SHARE:
@@ -182,12 +325,15 @@ def first_exception_text(failure: dict) -> str:
             f"{failure['prompt']!r}, completion {failure['completion']!r})")
 
 
-def run_reward_check(config: GRPOConfig, components: list[Component], data, model, tokenizer, model_path: str) -> dict:
-    """Score pairs and sampled groups, write {output_dir}/reward_check.json (and nothing else), return the report.
-    `data` is the run's data prepared for the loaded `model` (GRPOTrainer.prepare_data)."""
+def run_reward_check(config: GRPOConfig, components: list[Component], reward_config: dict, data, model, tokenizer,
+                     model_path: str) -> dict:
+    """Score pairs, references and sampled groups, write {output_dir}/reward_check.json (and nothing else), return the
+    report. `data` is the run's data prepared for the loaded `model` (GRPOTrainer.prepare_data)."""
     from grpo_tool.sampling import sample  # heavy: after the model loaded, which decided the backend
 
     pairs = check_pairs(components, data["train"])
+    column = reference_column(reward_config["answer_match"], data["train"].column_names or ())
+    references = check_references(components, reward_config, data["train"], column)
     source = data["eval"] if len(data["eval"]) else data["train"]
     rows = source.select(range(min(CHECK_PROMPTS, len(source))))
     samples = sample(model, tokenizer, rows, config, per_prompt=config.group_size)
@@ -199,6 +345,7 @@ def run_reward_check(config: GRPOConfig, components: list[Component], data, mode
         "reward_function_type": config.reward_function_type,
         "weights": {c.name: c.weight for c in components},
         "pairs": pairs,
+        "references": references,
         "groups": check_groups(components, samples, config.group_size, columns),
     }
     report["warnings"] = warnings_for(report)
@@ -234,6 +381,25 @@ def format_report(report: dict) -> str:
     lines = [f"reward check: {report['model']} on {report['data']} ({report['reward_function_type']})",
              f"  pairs: {pairs['pairs']} chosen/rejected rows (scored without their references); groups: "
              f"{groups.get('groups', 0)} prompts x {groups.get('group_size', 0)} sampled completions", "", *table, ""]
+    lines += reference_table(report.get("references", {}))
     lines += [f"warning: {text}" for text in report["warnings"]] or ["no warnings"]
     lines.append(f"report: {report['report_path']}")
     return "\n".join(lines)
+
+
+def reference_table(references: dict) -> list[str]:
+    """A row per reward: what it gives a right answer and a wrong one, in the layout that tells them apart best."""
+    if not references.get("components"):
+        return []
+    example = references["example"]
+    rows = [["component", "right", "wrong", "written"]]
+    for name, stats in references["components"].items():
+        same = stats["right"] is not None and stats["wrong"] is not None and abs(stats["right"] - stats["wrong"]) <= TIE
+        rows.append([name, cell(stats["right"]), cell(stats["wrong"]),
+                     stats["layout"] + ("  (alike: it does not judge the answer)" if same else "")])
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    table = ["  ".join([row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].rjust(widths[2]), row[3]])
+             for row in rows]
+    return [f"references: {references['rows']} rows' reference in {references['column']!r} scored as a completion "
+            f"beside a wrong answer (e.g. {example['reference']!r} against {example['wrong']!r}), written as the data "
+            "has it, bare, or in the format's tags: 'written' names the way that told them apart best", "", *table, ""]

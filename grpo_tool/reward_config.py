@@ -162,11 +162,19 @@ def reward_config_problems(config: dict) -> list[str]:
                         f"{', '.join(REFERENCE_COLUMNS)} the data has")
     tolerance = config["answer_match"]["tolerance"]
     if not is_number(tolerance) or tolerance < 0:
-        problems.append(f"answer_match.tolerance={tolerance!r} must be a number >= 0 (relative: 1e-6 accepts 1000000 "
-                        "for 1000001)")
+        problems.append(f"answer_match.tolerance={tolerance!r} must be a number >= 0 (relative, for references that "
+                        "are not integers: 1e-6 accepts 0.3333333 for 1/3; an integer is always matched exactly)")
     tags = config["format"]["tags"]
     if not isinstance(tags, list) or not tags or not all(isinstance(tag, str) and TAG_NAME.fullmatch(tag)
                                                          for tag in tags):
         problems.append(f"format.tags={tags!r} must be a list of tag names such as [\"think\", \"answer\"] (letters, "
                         "digits, _ . -; no angle brackets)")
     return problems
+
+
+def reference_column(settings: dict, columns) -> str | None:
+    """The column answer_match reads references from (settings: the config's answer_match section): the one set,
+    else the first of REFERENCE_COLUMNS present."""
+    if settings["reference_column"]:
+        return settings["reference_column"]
+    return next((name for name in REFERENCE_COLUMNS if name in columns), None)

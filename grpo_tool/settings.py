@@ -8,12 +8,14 @@ grpo_tool/flags.py. Import it from `config` (`from config import GRPOConfig`), w
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import typing
 from dataclasses import dataclass
 from typing import Any
 
+from grpo_tool.custom_rewards import reward_spec
 from grpo_tool.data_files import ACCEPTED
 from grpo_tool.datasets import DATASET_CHOICES, dataset_preset_name
 from grpo_tool.group_choice import DEFAULT_MODE, DEFAULT_RESAMPLE_ROUNDS, MODES
@@ -198,6 +200,27 @@ FIELD_NAMES = tuple(FIELDS)
 FIELD_TYPES = typing.get_type_hints(GRPOConfig)
 # Each pair says the same thing two ways; a layer that sets one drops what lower layers set for the other.
 ALTERNATIVES = {"num_train_epochs": "max_steps", "max_steps": "num_train_epochs"}
+# Fields that, from Python, may hold the reward functions themselves instead of their names.
+REWARD_FUNCTION_FIELDS = ("reward_functions", "eval_reward_functions")
+
+
+def settings_record(config: GRPOConfig) -> dict[str, Any]:
+    """The config as a JSON file holds it (save_config_to_file, the run's record): a reward function given as a Python
+    object is written as its module:name."""
+    record = {name: copy.deepcopy(getattr(config, name)) for name in FIELD_NAMES if name not in REWARD_FUNCTION_FIELDS}
+    record.update({name: [reward_spec(item) for item in getattr(config, name)] for name in REWARD_FUNCTION_FIELDS})
+    return {name: record[name] for name in FIELD_NAMES}
+
+
+def explicit_settings(config: GRPOConfig) -> frozenset[str]:
+    """The fields the user chose: those build_config took from a config file or from flags (a preset's or a mode's
+    values are the tool's choice, not the user's), or, for a config built in Python, those that differ from their
+    defaults."""
+    chosen = getattr(config, "_explicit", None)
+    if chosen is not None:
+        return chosen
+    defaults = GRPOConfig()
+    return frozenset(name for name in FIELD_NAMES if getattr(config, name) != getattr(defaults, name))
 
 
 def resolved_eval_group_size(config: GRPOConfig) -> int:

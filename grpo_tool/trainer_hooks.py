@@ -327,6 +327,8 @@ class SignalGroupsOnly(trl.GRPOTrainer):
         """A prompt from the reserve that is not resting and not in this step yet."""
         index = self.groups.reserve.draw(lambda i: self.key_of(i) not in taken and not self.groups.rests(
             self.key_of(i), step))
+        if self.groups.rests(self.key_of(index), step) and (said := self.groups.all_resting(step)):
+            logger.warning(said)
         taken.add(self.key_of(index))
         return index
 

@@ -1,12 +1,15 @@
-"""Shared test set-up: the repository on sys.path, a private tiny-model cache, and a helper to run the real CLI."""
+"""Shared test set-up: the repository on sys.path, caches of the session's own, and a helper to run the real CLI."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,19 @@ sys.path.insert(0, str(ROOT))
 # Before any test module imports huggingface_hub (it reads these once, at import): no hub, no W&B server.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
+# Hermetic caches: the Hugging Face caches (datasets, hub) and the tool's own (tiny models, the example model) in a
+# folder of this session's, so that nothing a machine ran before is read; a datasets cache left by an earlier mirror
+# once served its rows to a test. pip's download cache and torch's compiled extensions are keyed on what they hold, so
+# they stay where they are (the example model is then a local copy from pip's cache, not a download each session).
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="grpo-tests-cache-"))
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+os.environ.setdefault("PIP_CACHE_DIR", str(USER_CACHE / "pip"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(USER_CACHE / "torch_extensions"))
+os.environ["XDG_CACHE_HOME"] = str(SESSION_CACHE / "user")
+os.environ["HF_HOME"] = str(SESSION_CACHE / "huggingface")
+for variable in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
+    os.environ.pop(variable, None)  # each follows HF_HOME
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -63,6 +63,23 @@ def test_no_learning_signal_says_what_zero_variance_groups_did():
     assert "no_learning_signal" not in find_alarms(filled)  # resampling found the signal: the steps trained on it
 
 
+def test_no_learning_signal_judges_the_setting_a_resumed_run_has():
+    # Resumed at step 6 with zero_variance_groups changed from resample to drop: the alarm speaks of drop, and only
+    # once drop's own logs make a window; resample's logs before the resume do not count towards it.
+    def flat(step, **groups):
+        return train(step, reward_std=0.0, frac_reward_zero_std=1.0, **{"groups/flat": 1.0, "groups/dropped": 2.0},
+                     **{f"groups/{k}": v for k, v in groups.items()})
+
+    resampled = [flat(s, resampled=0.0, extra_completions=16.0) for s in range(1, 6)]
+    assert "raise resample_rounds" in find_alarms(resampled, zero_variance_groups="resample")["no_learning_signal"]
+    dropped = [flat(s) for s in range(6, 11)]
+    assert "no_learning_signal" not in find_alarms(resampled + dropped[:4], zero_variance_groups="drop")
+    said = find_alarms(resampled + dropped, zero_variance_groups="drop")["no_learning_signal"]
+    assert "zero_variance_groups=drop left those groups out" in said and "resample_rounds" not in said
+    # Without the setting (a report of an old run), the last log's own says which.
+    assert "zero_variance_groups=drop" in find_alarms(resampled + dropped)["no_learning_signal"]
+
+
 def test_nan_loss():
     history = [train(1, loss=0.1), train(2, loss=math.nan)]
     assert "NaN at step 2" in find_alarms(history)["nan_loss"]

@@ -1,6 +1,8 @@
 """The command line as a user meets it: --help without heavy imports, a flag for every config field, and every
 mistake as one `error:` line."""
 
+import contextlib
+import re
 import subprocess
 import sys
 
@@ -69,7 +71,8 @@ MISTAKES = {
                              "malformed_line3.jsonl line 3"),
     "row without prompt": (["--quick-test", "--custom-data", str(FIXTURES / "missing_prompt_line2.jsonl")],
                            "line 2: no 'prompt' field"),
-    "batch not divisible by group": (["--quick-test", "--batch-size", "6"], "use a batch size of 4, 8, 12"),
+    "batch not divisible by group": (["--quick-test", "--batch-size", "6"],
+                                     "use --batch-size 4 (or 8, 12), or a --group-size that divides 6"),
     "quick-test with production": (["--quick-test", "--production"], "--production: not allowed with"),
     "gamma other than 1": (["--quick-test", "--config", '{"gamma": 0.99}'], "gamma=0.99"),
     "unknown config key": (["--quick-test", "--config", '{"learning_rat": 1}'], "unknown key 'learning_rat'"),
@@ -84,7 +87,7 @@ MISTAKES = {
     "not a number": (["--quick-test", "--learning-rate", "nan"], "'nan' is not a finite number"),
     "flag typo": (["--quick-test", "--learning-rat", "1e-4"], "did you mean '--learning-rate'"),
     "unknown TRL option": (["--quick-test", "--trl-option", "scale_reward=batch"], "did you mean 'scale_rewards'"),
-    "TRL option we set ourselves": (["--quick-test", "--trl-option", "num_generations=4"], "group_size"),
+    "TRL option we set ourselves": (["--quick-test", "--trl-option", "num_generations=4"], "--group-size"),
     "TRL option without a value": (["--quick-test", "--trl-option", "scale_rewards"], "give it as KEY=VALUE"),
     "YAML config that is not YAML": (["--quick-test", "--config", "@broken.yaml"], "not readable YAML"),
     "preset typo": (["--model", "llama3.1-8b"], "did you mean 'llama-3.1-8b'"),
@@ -146,7 +149,9 @@ MISTAKES = {
     "best-model metric typo": (["--quick-test", "--metric-for-best-model", "rewrd", "--save-steps", "20"],
                                "did you mean 'reward'"),
     "best-model metric between checkpoints": (["--quick-test", "--metric-for-best-model", "reward", "--save-steps",
-                                               "15"], "eval_steps=20 is not a multiple of --save-steps 15"),
+                                               "15"],
+                                              "--eval-steps 20 is not a multiple of --save-steps 15: set "
+                                              "--save-steps 20"),
     "best-model metric never logged": (["--quick-test", "--metric-for-best-model", "eval_nonsense", "--save-steps",
                                         "20"], "a metric an evaluation logs"),
     "--gpu-memory with --report": (["--report", "--gpu-memory", "24"], "--gpu-memory is a --plan setting"),
@@ -190,11 +195,13 @@ MISTAKES = {
     "negative answer tolerance": (["--quick-test", "--reward-config", '{"answer_match": {"tolerance": -1}}'],
                                   "answer_match.tolerance=-1 must be a number >= 0"),
     "streaming without max_steps": (["--dataset", "hh_rlhf", "--config", '{"streaming": true}'],
-                                    "streaming=true needs max_steps"),
+                                    "streaming=true needs --max-steps"),  # the file's key, the flag to add
     "prompt format typo": (["--quick-test", "--config", '{"prompt_format": "chatml"}'], "prompt_format='chatml'"),
     "reward file missing": (["--quick-test", "--reward-fn", "no/such/rewards.py:f"], "no such file"),
     "reward function missing": (["--quick-test", "--reward-fn", f"{FIXTURES / 'custom_rewards.py'}:nope"],
                                 "has no function 'nope'"),
+    "reward function of __main__ on the command line": (["--quick-test", "--reward-fn", "__main__:my_reward"],
+                                                         "__main__ is the program now running"),
     "reward function without kwargs": (["--quick-test", "--reward-fn",
                                         f"{FIXTURES / 'custom_rewards.py'}:positional_only"], "**kwargs"),
     "eval-only with check-rewards": (["--quick-test", "--eval-only", "--check-rewards"], "not allowed with"),
@@ -269,7 +276,7 @@ MISTAKES = {
     "resume an adapter with another rank": (["--quick-test", "--lora", "--lora-r", "8", "--resume-from-checkpoint",
                                              "@ranked/checkpoint-3"], "adapter trained with lora_r=16"),
     "TRL's max_prompt_length as a TRL option": (["--quick-test", "--trl-option", "max_prompt_length=512"],
-                                                "here use max_seq_length"),
+                                                "here use --max-seq-length"),
     # processes
     "stale RANK without a launcher": (["--quick-test", "--env", "RANK=1", "--env", "WORLD_SIZE=2"],
                                       "but no launcher started this process"),
@@ -392,5 +399,62 @@ def test_mistakes_end_in_one_error_line(tmp_path, monkeypatch, name):
 def test_an_output_dir_that_is_a_file_is_one_error_line(tmp_path, task):
     (tmp_path / "taken").write_text("a file")
     result = run_main("--quick-test", *task, "--output-dir", str(tmp_path / "taken" / "run"))
-    assert result.returncode == 2 and result.stderr.startswith("error: output_dir ")
+    assert result.returncode == 2 and result.stderr.startswith("error: --output-dir ")
     assert "is a file, so no directory" in result.stderr and "Traceback" not in result.stderr
+
+
+# Each refusal that advises a fix, with the fix applied as the message words it: the fixed command gets past it.
+ADVICE = {
+    "resample from a stream": (["--quick-test", "--streaming", "--zero-variance-groups", "resample"],
+                               "set --zero-variance-groups drop"),
+    "curriculum rest on a stream": (["--quick-test", "--streaming", "--curriculum-solved-rest", "5"],
+                                    "set --curriculum-solved-rest 0"),
+    "both on a stream": (["--quick-test", "--streaming", "--zero-variance-groups", "resample",
+                          "--curriculum-hopeless-rest", "3"],
+                         "set --zero-variance-groups drop and --curriculum-hopeless-rest 0"),
+    "a batch the group does not divide": (["--quick-test", "--group-size", "3"], "use --batch-size 3"),
+    "an eval batch the eval group does not divide": (["--quick-test", "--per-device-eval-batch-size", "3",
+                                                      "--eval-group-size", "2"], "use --per-device-eval-batch-size 2"),
+    "a planned batch on two processes": (["--plan", "--quick-test", "--num-processes", "2", "--group-size", "32"],
+                                         "use --batch-size 16"),
+    "the best checkpoint between checkpoints": (["--quick-test", "--metric-for-best-model", "reward",
+                                                 "--save-steps", "7"], "set --save-steps 20"),
+    "4-bit weights fully fine-tuned": (["--quick-test", "--no-lora", "--load-in-4bit"], "give --lora"),
+    "a choice misspelt": (["--quick-test", "--zero-variance-groups", "dorp"], "did you mean 'drop'?"),
+    "a model preset misspelt": (["--quick-test", "--model", "tinyy"], "did you mean 'tiny'?"),
+}
+
+
+def advised_flags(advice: str) -> list[str]:
+    """The flags a piece of advice names: `set --save-steps 20` gives --save-steps 20, `did you mean 'drop'?` the
+    value (after the flag the refusal named), `give --lora` --lora."""
+    flags = []
+    for flag, value in re.findall(r"(--[\w-]+)(?: ([\w.]+))?", advice):
+        flags += [flag] + ([value] if value and not value.startswith("-") and value != "and" else [])
+    return flags
+
+
+@pytest.mark.parametrize("name", list(ADVICE))
+def test_advice_applied_gets_past_the_refusal(tmp_path, name):
+    args, advice = ADVICE[name]
+    refused = run_main(*args, "--output-dir", str(tmp_path / "out"))
+    assert refused.returncode == 2 and advice in refused.stderr, refused.stderr
+    if advice.startswith("did you mean"):  # a misspelt value, replaced by the one the message names
+        suggested = re.search(r"did you mean '([^']+)'", advice)[1]
+        fixed = [suggested if f"'{arg}'" in refused.stderr else arg for arg in args]
+    else:
+        fixed = [*args, *advised_flags(advice)]  # a flag given again beats its earlier value
+    from train_grpo import build_parser, config_from_args, planned_launch
+
+    parsed = build_parser().parse_args([*fixed, "--output-dir", str(tmp_path / "out")])
+    with planned_launch(parsed) if "--plan" in fixed else contextlib.nullcontext():
+        config_from_args(parsed)  # no UserError: the settings now pass every check
+
+
+def test_a_plan_checks_the_batch_on_the_processes_it_plans_for(tmp_path):
+    # 8 per device x 1 accumulation step x 2 planned processes = 16 completions: one group of 16.
+    result = run_main("--plan", "--quick-test", "--num-processes", "2", "--group-size", "16",
+                      "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    result = run_main("--plan", "--quick-test", "--group-size", "16", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and "on 1 process(es) samples 8 completions" in result.stderr

@@ -112,8 +112,10 @@ def test_wrong_types_name_field_and_value(tmp_path, data, fragment):
     ({"share_prompts": True, "backend": "unsloth"}, "share_prompts=true with backend=unsloth"),
     ({"share_prompts": "yes"}, "share_prompts"),
     ({"curriculum_hopeless_rest": -2}, "curriculum_hopeless_rest=-2 must be >= 0"),
-    ({"zero_variance_groups": "resample", "streaming": True, "max_steps": 5}, "turn streaming off, or use"),
-    ({"curriculum_solved_rest": 5, "streaming": True, "max_steps": 5}, "a curriculum rest draws fresh prompts"),
+    ({"zero_variance_groups": "resample", "streaming": True, "max_steps": 5},
+     "turn streaming off, or set zero_variance_groups=drop"),
+    ({"curriculum_solved_rest": 5, "streaming": True, "max_steps": 5},
+     "curriculum_solved_rest=5 draws prompts from anywhere"),
 ])
 def test_out_of_range_values_are_rejected(overrides, fragment):
     with pytest.raises(UserError) as error:
@@ -130,7 +132,7 @@ def test_all_problems_are_reported_together():
 def test_batch_divisibility_suggests_values():
     with pytest.raises(UserError) as error:
         build_config(overrides={"per_device_train_batch_size": 6, "gradient_accumulation_steps": 1, "group_size": 4})
-    assert "use a batch size of 4, 8, 12" in str(error.value)
+    assert "use per_device_train_batch_size=4 (or 8, 12)" in str(error.value)
     # 2 completions x 4 accumulation steps = 8, which a group of 4 divides (the original's example).
     build_config(overrides={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "group_size": 4})
 

@@ -14,11 +14,11 @@ LOGS = {"loss": 0.01, "reward": 0.2109, "reward_std": 0.0331, "rewards/accuracy/
 
 def test_a_log_is_one_compact_line():
     assert compact_line(LOGS, 60, 60, ["accuracy", "length"]) == (
-        "step 60/60  reward 0.211 ± 0.033  (accuracy 0.494, length 0.067)  length 32 tok, 99% at the cap  "
-        "flat groups 0%  kl 0.0012  0.05 s/step")
+        "step 60/60  reward 0.211 (sd 0.033 over the batch)  (accuracy 0.494, length 0.067)  "
+        "length 32 tok, 99% at the cap  flat groups 0%  kl 0.0012  0.05 s/step")
     evaluation = {f"eval_{key}": value for key, value in LOGS.items() if key != "step_time"}
-    assert compact_line(evaluation, 20, 60, ["accuracy"]).startswith("eval at step 20/60  reward 0.211 ± 0.033  "
-                                                                       "(accuracy 0.494)")
+    assert compact_line(evaluation, 20, 60, ["accuracy"]).startswith(
+        "eval at step 20/60  reward 0.211 (sd 0.033 over the batch)  (accuracy 0.494)")
     evaluation.update(eval_base_nll=2.345, eval_base_drift=0.4)
     assert compact_line(evaluation, 20, 60, ["accuracy"]).endswith("base model's loss 2.35/token, drift 0.40")
     assert compact_line({"train_runtime": 4.0, "train_loss": 0.1}, 60, 60, []) is None

@@ -2,12 +2,13 @@
 mirror), streaming, and the mistakes a user can make."""
 
 import json
+import os
 
 import datasets
 import pytest
 from torch.utils.data import DataLoader
 
-from conftest import FIXTURES, rows_of
+from conftest import FIXTURES, configurations_readme, rows_of, run_main
 from data_loader import convert_local_file, create_grpo_dataloader, load_grpo_dataset
 from grpo_tool.datasets import SAMPLE_FILES
 from grpo_tool.errors import UserError
@@ -219,6 +220,51 @@ def test_gsm8k_preset_reads_the_main_configuration(mirror):
     assert first["prompt"].startswith("A baker makes 12 loaves")
     assert first["answer"] == "27" and first["solution"].endswith("#### 27")
     assert data["eval"]["answer"] == ["27", "2,000"]  # the test split
+
+
+def gsm8k_mirror(root, train_rows: int, readme: bool = True, folder: str = "main"):
+    """A mirror of openai/gsm8k as the hub lays it out, with rows of its own: main/{split}-00000-of-00001.parquet and
+    the README that declares the configuration (or not)."""
+    repository = root / "openai" / "gsm8k"
+    for split, count in (("train", train_rows), ("test", 2)):
+        rows = [{"question": f"{root.name} {split} question {k}?", "answer": f"{k} + 1 = {k + 1}\n#### {k + 1}"}
+                for k in range(count)]
+        target = repository / folder / f"{split}-00000-of-00001.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_list(rows).to_parquet(str(target))
+    if readme:
+        (repository / "README.md").write_text(configurations_readme("main", ("train", "test")), encoding="utf-8")
+    return root
+
+
+def test_each_mirror_loads_its_own_current_files(tmp_path, monkeypatch):
+    # Two mirrors of one repository in turn, then one of them changed in place: each load reads the files as they are,
+    # not what the datasets cache kept of the repository's name.
+    for name, rows in (("first", 3), ("second", 5)):
+        monkeypatch.setenv("GRPO_DATASET_MIRROR", str(gsm8k_mirror(tmp_path / name, rows)))
+        data = load_grpo_dataset(GRPOConfig(dataset_name="gsm8k"))
+        assert len(data["train"]) == rows and data["train"][0]["prompt"].startswith(f"{name} train")
+    gsm8k_mirror(tmp_path / "first", 4)
+    changed = tmp_path / "first" / "openai" / "gsm8k" / "main" / "train-00000-of-00001.parquet"
+    os.utime(changed, (1_000_000_000, 1_000_000_000))  # a modification time of its own, whatever the clock's grain
+    monkeypatch.setenv("GRPO_DATASET_MIRROR", str(tmp_path / "first"))
+    assert len(load_grpo_dataset(GRPOConfig(dataset_name="gsm8k"))["train"]) == 4
+
+
+def test_a_mirror_without_the_readme_configurations_reads_the_configurations_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRPO_DATASET_MIRROR", str(gsm8k_mirror(tmp_path, 3, readme=False)))
+    data = load_grpo_dataset(GRPOConfig(dataset_name="gsm8k"))
+    assert (len(data["train"]), len(data["eval"]), data["train"][0]["answer"]) == (3, 2, "1")
+
+
+def test_a_mirror_laid_out_otherwise_is_one_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRPO_DATASET_MIRROR", str(gsm8k_mirror(tmp_path, 3, readme=False, folder="other")))
+    result = run_main("--dataset", "gsm8k", "--quick-test", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: dataset mirror {tmp_path}/openai/gsm8k declares no configuration 'main' in its README.md and has no "
+        "main/ folder")
+    assert not (tmp_path / "out").exists()
 
 
 def test_hub_dataset_streams(mirror):

@@ -28,6 +28,8 @@ def test_quick_test_trains_evaluates_and_says_where_things_went(quick_run):
     record = json.loads((output_dir / "run_record.json").read_text(encoding="utf-8"))
     assert record["components"] == {"accuracy": 0.4, "length": 0.2, "quality": 0.4}
     assert record["prompts"] == {"train": 200, "eval": 8} and record["backend"] == "transformers"
+    assert record["machine"] == {"weights_dtype": "float32", "autocast": None, "merged_dtype": "float32",
+                                 "notices": []}
 
 
 def test_quick_test_writes_a_generation_log_per_evaluation(quick_run):
@@ -88,6 +90,22 @@ def test_eval_only_evaluates_the_saved_model(quick_run):
                                                 "evaluation/generation_log_step_60.json"]
 
 
+def test_eval_only_says_which_model_it_evaluates_when_the_run_has_no_final_model(quick_run, tmp_path):
+    import shutil
+
+    output_dir, _ = quick_run
+    stopped = tmp_path / "stopped"  # a run that stopped before its end: checkpoints, no final model
+    shutil.copytree(output_dir, stopped, ignore=shutil.ignore_patterns("final_model"))
+    result = run_main("--quick-test", "--eval-only", "--output-dir", str(stopped))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "has no final_model/ (the run stopped before its end), so its newest checkpoint, checkpoint-60" in (
+        result.stderr)
+    assert f"evaluated {stopped / 'checkpoint-60'} at step 60" in result.stdout
+    result = run_main("--quick-test", "--eval-only", "--max-eval-samples", "2", "--output-dir", str(tmp_path / "new"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "holds no trained model (no final_model/ or checkpoint-N/), so tiny is evaluated as it is" in result.stderr
+
+
 def test_python_api_of_the_original(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from config import create_default_config, save_config_to_file
@@ -120,6 +138,49 @@ def test_python_api_of_the_original(tmp_path, monkeypatch):
     tokenizer = AutoTokenizer.from_pretrained(saved)
     encoded = tokenizer("Is 7 a prime number?", return_tensors="pt")
     assert model.generate(**encoded, max_new_tokens=4, do_sample=False).shape[1] > encoded["input_ids"].shape[1]
+
+
+def shortness(completions, **kwargs):
+    return [-len(str(completion)) / 100 for completion in completions]
+
+
+def answer_words(completions, **kwargs):
+    return [float(len(str(completion).split())) for completion in completions]
+
+
+class Exclaims:
+    def __call__(self, completions, **kwargs):
+        return [float("!" in str(completion)) for completion in completions]
+
+
+def test_python_api_takes_reward_functions_themselves_and_a_notebooks_by_name(tmp_path, monkeypatch):
+    """As TRL's reward_funcs takes them: function objects, a callable object, and `__main__:name` for a function a
+    notebook's cells defined (the notebook is __main__)."""
+    import sys
+
+    from grpo_trainer import GRPOConfig, GRPOTrainer
+
+    def notebook_reward(completions, **kwargs):
+        return [float(len(str(completion)) % 2) for completion in completions]
+
+    monkeypatch.setattr(sys.modules["__main__"], "notebook_reward", notebook_reward, raising=False)
+    config = GRPOConfig(model_name="tiny", custom_data=str(FIXTURES / "custom.jsonl"), max_steps=2, group_size=4,
+                        per_device_train_batch_size=8, per_device_eval_batch_size=8, max_completion_length=8,
+                        eval_steps=2, save_steps=2, max_eval_samples=2, output_dir=str(tmp_path / "out"),
+                        reward_functions=[shortness, Exclaims(), "__main__:notebook_reward"],
+                        eval_reward_functions=[answer_words])
+    trainer = GRPOTrainer(config)
+    trainer.train()
+    assert trainer.record["components"] == {"shortness": 1.0, "Exclaims": 1.0, "notebook_reward": 1.0}
+    history = trainer.trainer.state.log_history
+    evaluation = next(entry for entry in history if "eval_reward" in entry)
+    assert all(f"eval_rewards/{name}/mean" in evaluation
+               for name in ("shortness", "Exclaims", "notebook_reward", "answer_words"))
+    # The record names each as module:name; JSON holds no function.
+    written = json.loads((tmp_path / "out" / "run_record.json").read_text(encoding="utf-8"))["config"]
+    assert written["reward_functions"] == [f"{__name__}:shortness", f"{__name__}:Exclaims",
+                                           "__main__:notebook_reward"]
+    assert written["eval_reward_functions"] == [f"{__name__}:answer_words"]
 
 
 def test_api_refuses_the_original_8b_checkpoint_on_a_cpu(tmp_path):

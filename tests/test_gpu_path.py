@@ -14,9 +14,9 @@ import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from config import build_config
-from grpo_tool.backend import Machine, backend_problem, precision, quiet_unsloth
+from grpo_tool.backend import Machine, backend_problem, precision, prepare, quiet_unsloth, unused_settings
 from grpo_tool.errors import UserError
-from grpo_tool.settings import GRPOConfig
+from grpo_tool.settings import GRPOConfig, explicit_settings
 from grpo_tool.trl_options import SAME_ON_EVERY_BACKEND
 from grpo_tool.trl_setup import effective_arguments, keep_trainable_weights_in_fp32, trl_arguments, trl_defaults
 
@@ -104,6 +104,37 @@ def test_full_fine_tuning_never_loads_4_bit_weights():
     assert build_config(overrides={"model_name": "qwen2.5-7b"}).four_bit
     with pytest.raises(UserError, match="4-bit weights cannot be trained"):
         build_config(overrides={"model_name": "qwen2.5-7b", "use_lora": False, "load_in_4bit": True})
+
+
+def said(overrides: dict, cuda: bool = False, processes: int = 1, cores: int = 2, mode: str | None = None) -> str:
+    config = build_config(mode=mode, overrides={"model_name": "tiny", **overrides})
+    return "\n".join(unused_settings(config, explicit_settings(config), cuda, processes, cores))
+
+
+def test_a_setting_this_machine_does_not_use_is_said_once_in_words():
+    assert "weights load in float32" in said({"load_in_4bit": True, "use_lora": True})
+    assert "emulates bfloat16" in said({"bf16": True})
+    assert "vllm_gpu_memory_utilization, vllm_mode: unused, since use_vllm is off" in said(
+        {"vllm_mode": "server", "vllm_gpu_memory_utilization": 0.5})
+    assert "merged is written in float32" in said({"save_merged": True, "use_lora": True})
+    assert "already holds the whole merged weights" in said({"save_merged": True, "use_lora": False})
+    assert "8 processes were launched on this machine's 2 CPU cores" in said({}, processes=8)
+    # What the machine uses as asked, or what the user did not ask for (a default, a preset, a mode), says nothing.
+    assert said({}) == said({}, mode="quick_test") == said({"model_name": "qwen2.5-7b"}) == ""
+    assert said({"load_in_4bit": True, "use_lora": True, "bf16": True, "save_merged": True}, cuda=True,
+                processes=8) == ""
+    assert said({}, processes=2) == ""
+    # A config built in Python: what differs from the defaults is what its author chose.
+    assert explicit_settings(GRPOConfig(bf16=True, vllm_mode="server")) == {"bf16", "vllm_mode"}
+
+
+def test_the_run_is_told_and_its_machine_record_says_what_was_used(caplog):
+    caplog.set_level(logging.INFO)
+    machine = prepare(build_config(overrides={"model_name": "tiny", "bf16": True, "load_in_4bit": True,
+                                                "use_lora": True}))
+    assert len(machine.notices) == 2 and all(f"settings: {line}" in caplog.text for line in machine.notices)
+    assert machine.used == {"weights_dtype": "float32", "autocast": "bfloat16", "merged_dtype": "float32",
+                            "notices": list(machine.notices)}
 
 
 def test_unsloth_writes_nothing_into_the_working_dir_and_fetches_no_statistics(monkeypatch):

@@ -199,6 +199,27 @@ def test_the_curriculum_swaps_a_resting_prompt_for_a_fresh_one(tiny_trl_trainer,
     assert trainer._metrics["train"]["groups/swapped"][-1] == 1
 
 
+def test_a_curriculum_with_every_prompt_resting_says_so_once(tiny_trl_trainer, caplog):
+    import logging
+
+    import torch
+
+    trainer, size = tiny_trl_trainer, tiny_trl_trainer.num_generations
+    prompts = len(trainer.train_dataset)
+    trainer.groups = GroupPolicy("keep", 2, 10, 0, prompts, 0)
+    for index in range(prompts):
+        trainer.groups.resting[prompt_key(trainer.train_dataset[index]["prompt"])] = [
+            trainer.state.global_step + 10, "solved"]
+    inputs = [trainer.train_dataset[index] for index in (0, 1) for _ in range(size)]
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            trainer._generate_and_score_completions(inputs)
+    said = [record.getMessage() for record in caplog.records if "every training prompt is resting" in
+            record.getMessage()]
+    assert len(said) == 1 and f"({prompts} solved, 0 hopeless, of {prompts})" in said[0]
+
+
 RESUMED_FLAGS = ["--quick-test", "--max-steps", "6", "--save-steps", "3", "--eval-steps", "6", "--logging-steps", "1",
                  "--save-total-limit", "none", "--reward-fn", FLAT_REWARD, "--zero-variance-groups", "resample",
                  "--curriculum-solved-rest", "2", "--curriculum-hopeless-rest", "1"]

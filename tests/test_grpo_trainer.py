@@ -61,6 +61,17 @@ def test_vllm_needs_cuda_and_the_package(monkeypatch):
         check_model_fits_machine(GRPOConfig(model_name="tiny", use_vllm=True), cuda_available=True)
 
 
+def test_a_process_launched_for_deepspeed_without_it_is_one_error(monkeypatch):
+    from grpo_tool import backend
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert backend.deepspeed_launch_problem(cuda=False, bf16=False) is None
+    monkeypatch.setattr(backend, "package_installed", lambda name: name != "deepspeed")
+    assert backend.deepspeed_launch_problem(cuda=False, bf16=False).startswith(
+        "this process was launched to run DeepSpeed (ACCELERATE_USE_DEEPSPEED), which is not installed here")
+
+
 def test_lora_targets(tiny_model_cache):
     from transformers import AutoModelForCausalLM
 

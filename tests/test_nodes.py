@@ -125,3 +125,16 @@ def test_a_mistyped_launcher_argument_is_one_line(tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: unrecognized arguments: --num_machinez (see accelerate launch --help)"], result.stderr
+
+
+def test_a_deepspeed_config_without_deepspeed_is_one_line(tmp_path):
+    # deepspeed made unimportable in the launcher's process, as on a machine that never installed it.
+    script = (f"import sys; sys.modules['deepspeed'] = None; sys.path.insert(0, {str(ROOT)!r})\n"
+              f"from {OURS} import main\nsys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", script, "--config_file", "config/accelerate/deepspeed_zero2.yaml",
+                             str(ROOT / "train_grpo.py"), "--quick-test", "--output-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: the accelerate config config/accelerate/deepspeed_zero2.yaml runs DeepSpeed, which is not installed "
+        "here: pip install deepspeed (or launch with config/accelerate/ddp.yaml, which needs nothing more)"]
+    assert not (tmp_path / "out").exists()

@@ -99,6 +99,27 @@ def test_system_prompt_goes_first_unless_the_row_has_its_own(tiny_tokenizer):
     assert text[0]["prompt"] == f"{SYSTEM}\n\nWhat is 2 + 2?"  # a model without a chat template reads a paragraph
 
 
+def test_a_system_prompt_that_reaches_few_or_no_prompts_says_so(tiny_tokenizer, caplog):
+    from grpo_tool.prompt_budget import fit_to_model
+    from grpo_tool.settings import GRPOConfig
+
+    own = [{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}]
+    plain = [{"prompt": [{"role": "user", "content": "Hello"}]}]
+    config = GRPOConfig(model_name="tiny", system_prompt=SYSTEM, max_seq_length=512, max_completion_length=32)
+    reached = {}
+    for rows, expected in ((own * 3, "system_prompt is unused: all 3 training prompts have a system message"),
+                           (own * 2 + plain, "system_prompt: before 1 of 3 training prompts; the other 2 keep")):
+        caplog.clear()
+        train = datasets.Dataset.from_list(rows)
+        fit_to_model(datasets.DatasetDict({"train": train, "eval": train}), tiny_tokenizer, config, reached)
+        assert expected in caplog.text
+    assert reached["system_prompt"] == (1, 3)
+    caplog.clear()
+    fit_to_model(datasets.DatasetDict({"train": datasets.Dataset.from_list(plain * 2), "eval": train}),
+                 tiny_tokenizer, config)
+    assert "system_prompt" not in caplog.text  # before every prompt, as asked: nothing to say
+
+
 def test_a_template_without_system_messages_gets_it_in_the_first_user_turn(tiny_tokenizer):
     refusing = copy.copy(tiny_tokenizer)
     refusing.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"

@@ -101,10 +101,27 @@ def test_objects_and_partials_that_cannot_be_rewards_say_how_to_fix_them(tmp_pat
     assert fragment in str(error.value)
 
 
+def no_keywords(completions):
+    return [0.0 for _ in completions]
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (lambda completions, **kwargs: [0.0], "a lambda has no name to log its scores under"),
+    (dict, "is a class (give an object of it)"),
+    (3, "is of type int: give a function"),
+    (no_keywords, "'no_keywords': no_keywords(completions) cannot take the keyword arguments TRL passes"),
+])
+def test_reward_functions_given_themselves_are_checked_as_names_are(value, fragment):
+    with pytest.raises(UserError) as error:
+        load_custom_reward(value)
+    assert fragment in str(error.value)
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ("nosuchpackage.rewards:f", "no module named 'nosuchpackage' is installed"),
     ("json:nope", "json has no function 'nope'"),
-    ("grpo_tool.answers:final_answer", "cannot take the keyword arguments TRL passes"),
+    ("trl.rewards:nope", "(functions there: accuracy_reward, "),  # a module that loads its names lazily
+    ("grpo_tool.answers:read_answer", "cannot take the keyword arguments TRL passes"),
     ("not a module:f", "is neither a file nor a module name"),
     ("trl.no_such_module:f", "importing module trl.no_such_module failed: ModuleNotFoundError"),
 ])

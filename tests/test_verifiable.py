@@ -99,6 +99,16 @@ def test_the_reward_check_passes_the_columns_too(workspace):
     report = json.loads((output_dir / "reward_check.json").read_text(encoding="utf-8"))
     aligned = report["groups"]["components"]["aligned_reward"]
     assert (aligned["mean"], aligned["exceptions"], aligned["first_exception"]) == (1.0, 0, None)
+    # Each row's reference, scored as a completion beside a wrong answer: answer_match tells them apart;
+    # aligned_reward checks the columns, not the answer, and gives both 1.
+    references = report["references"]
+    assert (references["rows"], references["column"]) == (20, "answer")  # 22 training rows, 2 without an answer
+    match, aligned = references["components"]["answer_match"], references["components"]["aligned_reward"]
+    assert (match["right"], match["wrong"], aligned["right"], aligned["wrong"]) == (1.0, 0.0, 1.0, 1.0)
+    assert re.search(r"answer_match +1\.000 +0\.000 +as written\n", result.stdout)
+    assert re.search(r"aligned_reward +1\.000 +1\.000 +as written +\(alike: it does not judge the answer\)",
+                     result.stdout)
+    assert "gives the reference answer" not in result.stdout
 
 
 def test_a_reward_that_needs_a_missing_column_is_shown_with_its_exception(workspace, tmp_path):

@@ -73,6 +73,10 @@ def run_plan(config: GRPOConfig, gpu_memory_gb: float | None, training_prompts: 
     prompts whose longest is planned for (see grpo_tool/plan/prompts.py); `sharding` is the engine and the number of
     processes, the table being for one device of them."""
     device = Device.detect(gpu_memory_gb)
+    if device.kind == "cpu" and sharding.engine == "fsdp":
+        # accelerate turns FSDP on for GPU processes only: on a CPU an FSDP launch trains as plain DDP.
+        sharding = replace(sharding, engine="none",
+                           source=f"{sharding.source}; FSDP runs on GPUs only, so on a CPU it is DDP")
     if device.kind == "cpu" and sharding.processes > 1:  # a CPU's processes run on this one machine and share it
         device = replace(device, memory=device.memory / sharding.processes,
                          name=f"{device.name}, a 1/{sharding.processes} share for each process")
