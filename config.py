@@ -36,13 +36,14 @@ from grpo_tool.settings import (
     FIELD_NAMES,
     FIELD_TYPES,
     FIELDS,
-    REWARD_FUNCTION_FIELDS,
+    OBJECT_FIELDS,
     GRPOConfig,
     expand_path,
     resolved_eval_group_size,
     settings_record,
 )
 from grpo_tool.tiny_model import tiny_model_dir, tiny_reward_model_dir
+from grpo_tool.tools import spec_problems as tool_spec_problems
 from grpo_tool.trl_options import TRL_ALIASES, trl_option_problems, trl_word_problem
 
 OWN_REWARDS = ("reward_functions", "reward_model")  # settings that bring rewards of the user's own
@@ -137,10 +138,14 @@ def type_problem(name: str, value: Any) -> str | None:
     union = typing.get_origin(expected) in (typing.Union, types.UnionType)
     options = typing.get_args(expected) if union else (expected,)
     if expected is list:
-        functions = name in REWARD_FUNCTION_FIELDS  # from Python, the functions themselves, as TRL takes them
-        if isinstance(value, list) and all(isinstance(item, str) or (functions and callable(item)) for item in value):
+        functions = name in OBJECT_FIELDS  # from Python, the functions themselves, as TRL takes them
+        named = name == "environments" and isinstance(value, dict) and all(isinstance(key, str) for key in value)
+        items = value.values() if named else value if isinstance(value, list) else None
+        if items is not None and all(isinstance(item, str) or (functions and callable(item)) for item in items):
             return None
-        return f"{name}={value!r} must be a list of strings" + (" or functions" if functions else "")
+        return f"{name}={value!r} must be a list of strings" + (
+            " or classes (or a mapping of names to them)" if name == "environments" else
+            " or functions" if functions else "")
     if expected is dict:
         return None if isinstance(value, dict) else f"{name}={value!r} must be a mapping of names to values"
     for option in options:
@@ -292,6 +297,12 @@ def range_problems(config: GRPOConfig) -> list[str]:
         (not (config.share_prompts and config.backend == "unsloth"),
          "share_prompts=true with backend=unsloth: Unsloth's own training loop computes log-probabilities its own "
          "way, so prompts are shared on the transformers backend only; leave share_prompts unset"),
+        (config.max_tool_calls >= 1, f"max_tool_calls={config.max_tool_calls} must be at least 1 (a run without "
+                                     "tool calls gives no tools)"),
+        (config.tool_timeout > 0, f"tool_timeout={config.tool_timeout} must be above 0 seconds"),
+        (config.prompt_format != "text" or not (config.tools or config.environments),
+         "prompt_format=text with tools: a tool call and its result are turns of a chat, so tools need chat "
+         "prompts; use prompt_format auto or chat"),
         (config.max_completion_length < config.max_seq_length,
          f"max_completion_length={config.max_completion_length} leaves no room for a prompt in "
          f"max_seq_length={config.max_seq_length}: raise max_seq_length or lower max_completion_length"),
@@ -308,13 +319,14 @@ def path_problems(config: GRPOConfig) -> list[str]:
         problems += [problem for problem in [model_name_problem(config.reward_model, "reward model")] if problem]
     try:
         reward_config = run_reward_config(config)
-        problems += [problem for problem in [rule_weights_problem(reward_config, config.reward_functions,
-                                                                  config.reward_model)] if problem]
+        own = list(config.reward_functions) or list(config.environments)  # an environment's reward counts 1.0 too
+        problems += [problem for problem in [rule_weights_problem(reward_config, own, config.reward_model)] if problem]
     except UserError as error:
         problems.append(str(error))
     problems += [problem for spec in config.reward_functions for problem in [reward_function_problem(spec)] if problem]
     problems += [problem for spec in config.eval_reward_functions
                  for problem in [reward_function_problem(spec, "--eval-reward-fn")] if problem]
+    problems += tool_spec_problems(config)
     if config.metric_for_best_model and config.eval_steps % config.save_steps:
         problems.append(f"metric_for_best_model={config.metric_for_best_model} keeps the best evaluated checkpoint, "
                         f"so every evaluation needs a checkpoint, but eval_steps={config.eval_steps} is not a "

@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from grpo_tool import metrics
 from grpo_tool.json_files import write_json_atomic
+from grpo_tool.messages import transcript
 from grpo_tool.outputs import generation_log_name, logged_steps
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[d
     Each sample dict holds `prompt`, `completion` (text), and optionally `completion_tokens`, `truncated`,
     `rewards` (component name -> value), `base_nll` and `base_drift` (how the answer looks to the starting model,
     nats per token: grpo_tool/base_view.py), and `columns`: the row's other columns as the rewards received them (a
-    reference answer, say), with values JSON cannot hold written as text.
+    reference answer, say), with values JSON cannot hold written as text. With tools, `turns` (the episode's
+    messages: the model's turns with their tool calls, and the tools' results), `tool_calls` and `tool_failures`;
+    full_response is then the transcript (grpo_tool.messages.transcript).
     """
     entries = []
     for index, sample in enumerate(samples):
@@ -63,11 +66,13 @@ def log_entries(samples: list[dict], eval_step: int, global_step: int) -> list[d
             "sample_index": index,
             "prompt": prompt_text(sample["prompt"]),
             "generated": preview(sample["completion"]),
-            "full_response": sample["completion"],
+            "full_response": transcript(sample["turns"]) if "turns" in sample else sample["completion"],
             "global_step": global_step,
         }
         entry.update({key: sample[key] for key in ("completion_tokens", "truncated", "rewards", metrics.BASE_NLL,
-                                                   metrics.BASE_DRIFT) if key in sample})
+                                                   metrics.BASE_DRIFT, "tool_calls", "tool_failures") if key in sample})
+        if "turns" in sample:
+            entry["turns"] = json.loads(json.dumps(sample["turns"], ensure_ascii=False, default=str))
         if "columns" in sample:
             entry["columns"] = json.loads(json.dumps(sample["columns"], ensure_ascii=False, default=str))
         entries.append(entry)

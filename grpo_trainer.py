@@ -23,7 +23,7 @@ from pathlib import Path
 
 from config import describe_batch, steps_problem, validate_config
 from data_loader import as_dataset_dict
-from grpo_tool import backend, group_choice, metrics, outputs, run_dir
+from grpo_tool import backend, group_choice, metrics, outputs, run_dir, tools
 from grpo_tool.components import REWARD_MODEL
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.json_files import write_json_atomic, write_text_atomic
@@ -41,6 +41,8 @@ __all__ = ["GRPOConfig", "GRPOTrainer", "TrainingInterrupted"]
 
 # TRL phones home unless told not to; an offline training machine gains nothing from the attempt.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# TRL warns at every trainer built with environments that it marks them experimental; the README says so once.
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,12 @@ class GRPOTrainer:
         self.config = config or GRPOConfig()
         self.callbacks = list(callbacks or [])
         validate_config(self.config)
-        # The reward config and every --reward-fn file, imported here and never again.
-        self.reward_config, self.components = resolve_rewards(self.config)
+        # The tools, the environments, the reward config and every --reward-fn file, imported here and never again.
+        self.toolbox = tools.resolve(self.config)
+        if self.toolbox.active:
+            logger.info("%s; at most %d rounds of calls a completion, each call stopped after %g s",
+                        self.toolbox.describe(), self.config.max_tool_calls, self.config.tool_timeout)
+        self.reward_config, self.components = resolve_rewards(self.config, self.toolbox.rewards)
         self.eval_components = eval_components(self.config.eval_reward_functions, self.components)
         self.best_metric = best_metric(self.config.metric_for_best_model, self.components + self.eval_components)
         reward_model_weight = self.reward_config["reward_model_weight"] if self.config.reward_model else None
@@ -140,6 +146,9 @@ class GRPOTrainer:
         model this machine cannot run is refused first, before a hub dataset downloads."""
         backend.check_machine(self.config)
         data = as_dataset_dict(dataset, self.config)
+        for split in ("train", "eval"):
+            if problem := tools.column_problem(self.toolbox, data[split], split):
+                raise UserError(problem)
         check_references(self.components, self.reward_config, data)
         self.loaded = data  # what prepare_data may take as checked
         return data
@@ -151,7 +160,7 @@ class GRPOTrainer:
         if self.model is None:
             self.load_model()
         self.prompt_lengths = {}
-        data = fit_to_model(data, self.tokenizer, self.config, self.prompt_lengths)
+        data = fit_to_model(data, self.tokenizer, self.config, self.prompt_lengths, self.toolbox.all_tools())
         log_missing_references(self.components, self.reward_config, data)
         return data
 
@@ -179,7 +188,7 @@ class GRPOTrainer:
         hooks = [callbacks.MetricsLogCallback()]
         logging_on = config.enable_generation_logging and config.max_generation_samples > 0
         if logging_on:
-            sampler = sampling.probe_sampler(config, data["eval"], self.components, view)
+            sampler = sampling.probe_sampler(config, data["eval"], self.components, view, self.toolbox)
             hooks.append(GenerationLoggingCallback(sampler, log_dir or config.effective_generation_log_dir))
         hooks.append(callbacks.AlarmCallback({c.name: c.weight for c in self.components}, config.max_completion_length,
                                              (log_dir or config.effective_generation_log_dir) if logging_on else None,
@@ -190,7 +199,7 @@ class GRPOTrainer:
             self.trainer = trainer_hooks.GRPOTrainerWithHooks(
                 model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],
                 eval_dataset=data["eval"] if evaluate else None, processing_class=self.tokenizer,
-                callbacks=[*hooks, self.interrupt, *self.callbacks])
+                callbacks=[*hooks, self.interrupt, *self.callbacks], **self.toolbox.trainer_arguments())
         except Exception as error:  # passed on unless an option of TRL's own may be the cause
             if refused := trl_setup.options_refused(config, error, "to build its trainer"):
                 raise refused from None
@@ -237,6 +246,9 @@ class GRPOTrainer:
                                                                if self.machine else None, config.streaming),
             "config": settings_record(config),
         }
+        if self.toolbox.active:
+            record["tools"] = {**self.toolbox.specs, "max_tool_calls": config.max_tool_calls,
+                               "tool_timeout": config.tool_timeout, "said": self.toolbox.describe()}
         if self.trainer is not None:
             from grpo_tool.plan.sharding import engine_of
 
@@ -319,6 +331,9 @@ class GRPOTrainer:
             raise Interrupted(f"stopped at once at step {self.trainer.state.global_step} by a second Ctrl-C; no "
                               "half-written checkpoint is left in place; the last complete one is "
                               f"{checkpoints[-1] if checkpoints else 'none'}") from None
+        except tools.ToolStop as stop:  # a tool's sys.exit, an episode that could not start or be scored
+            close_progress_bars(self.trainer)
+            raise UserError(str(stop)) from None
         except BaseException as error:
             close_progress_bars(self.trainer)  # so an error message starts on a line of its own
             if isinstance(error, Exception) and not isinstance(error, UserError) and out_of_space(error):

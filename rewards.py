@@ -52,7 +52,7 @@ from grpo_tool.answers import accepted_answers, answer_matches
 from grpo_tool.components import REWARD_MODEL, Component, RewardFunction
 from grpo_tool.custom_rewards import load_custom_reward, reward_name
 from grpo_tool.errors import UserError
-from grpo_tool.messages import answer_text, message_text
+from grpo_tool.messages import answer_text, completion_text
 from grpo_tool.reward_config import (
     REFERENCE_COLUMNS,
     ZERO_WEIGHTS,
@@ -140,7 +140,7 @@ def make_accuracy_reward(settings: dict) -> RewardFunction:
 
         scores = []
         for completion, chosen_answer, rejected_answer in zip(completions, chosen, rejected):
-            text = message_text(completion).lower()
+            text = completion_text(completion).lower()
             keyword = 1.0 if pattern and pattern.search(text) else 0.0
             reference = reference_score(word_set(text), reference_words(chosen_answer),
                                         reference_words(rejected_answer))
@@ -157,7 +157,7 @@ def make_length_reward(settings: dict) -> RewardFunction:
     optimal, falloff = settings["optimal_length"], settings["length_weight"]
 
     def length_reward(completions, **kwargs) -> list[float]:
-        return [1.0 / (1.0 + falloff * abs(len(message_text(c).split()) - optimal)) for c in completions]
+        return [1.0 / (1.0 + falloff * abs(len(completion_text(c).split()) - optimal)) for c in completions]
 
     return length_reward
 
@@ -169,7 +169,7 @@ def make_quality_reward(settings: dict) -> RewardFunction:
     def quality_reward(completions, **kwargs) -> list[float]:
         scores = []
         for completion in completions:
-            text = message_text(completion).lower()
+            text = completion_text(completion).lower()
             score = reward_scale if good and good.search(text) else 0.0
             if bad and bad.search(text):
                 score += penalty_scale
@@ -226,7 +226,7 @@ def make_answer_match_reward(settings: dict) -> RewardFunction:
             if not accepted[key]:
                 scores.append(None)  # nothing to check against: skipped, as TRL allows
                 continue
-            scores.append(1.0 if answer_matches(message_text(completion), accepted[key], tolerance) else 0.0)
+            scores.append(1.0 if answer_matches(completion_text(completion), accepted[key], tolerance) else 0.0)
         return scores
 
     return answer_match_reward
@@ -238,7 +238,7 @@ def make_format_reward(settings: dict) -> RewardFunction:
     in_order = re.compile(".*?".join(spans), re.DOTALL)
 
     def format_reward(completions, **kwargs) -> list[float]:
-        texts = [message_text(c) for c in completions]
+        texts = [completion_text(c) for c in completions]
         return [1.0 if exact.fullmatch(text) else 0.5 if in_order.search(text) else 0.0 for text in texts]
 
     return format_reward
@@ -274,7 +274,10 @@ def eval_components(specs: Sequence[str], training: list[Component]) -> list[Com
     return components
 
 
-def custom_components(specs: Sequence[str], reward_config: dict) -> list[Component]:
+def custom_components(specs: Sequence[str], reward_config: dict, environment_rewards: Sequence[Component] = ()
+                      ) -> list[Component]:
+    """The --reward-fn functions and the environments' get_reward, each weighted by custom_weights (1.0 unless
+    named there)."""
     components = []
     for spec in specs:
         function = load_custom_reward(spec)
@@ -283,10 +286,15 @@ def custom_components(specs: Sequence[str], reward_config: dict) -> list[Compone
             raise UserError(f"--reward-fn {spec!r}: another reward component is already named {name!r}; rename "
                             "the function in its file (the name after the colon is the metric name)")
         components.append(Component(name, function, float(reward_config["custom_weights"].get(name, 1.0))))
+    for reward in environment_rewards:
+        if reward.name in {c.name for c in components} or reward.name in REWARD_COMPONENTS:
+            raise UserError(f"--environment {reward.name}: another reward component is already named {reward.name!r} "
+                            "(an environment's get_reward is logged under its class name); rename one")
+        components.append(reward._replace(weight=float(reward_config["custom_weights"].get(reward.name, 1.0))))
     unknown = set(reward_config["custom_weights"]) - {c.name for c in components}
     if unknown:
-        raise UserError(f"custom_weights names {', '.join(sorted(unknown))}, but no --reward-fn gives a function of "
-                        f"that name (given: {', '.join(c.name for c in components) or 'none'})")
+        raise UserError(f"custom_weights names {', '.join(sorted(unknown))}, but no --reward-fn or --environment "
+                        f"gives a reward of that name (given: {', '.join(c.name for c in components) or 'none'})")
     return components
 
 
@@ -297,8 +305,8 @@ def describe_rewards(config, components: list[Component], reward_model_weight: f
         weighted.append(f"{REWARD_MODEL} ({float(reward_model_weight)})")
     choice = reward_config_choice(config)
     if choice is None:
-        origin = ("your own rewards only: with --reward-fn or --reward-model and no --reward-config, no preset's "
-                  "components join them (name one, e.g. --reward-config balanced, to add its components)")
+        origin = ("your own rewards only: with --reward-fn, --reward-model or --environment and no --reward-config, "
+                  "no preset's components join them (name one, e.g. --reward-config balanced, to add its components)")
     elif config.reward_config_path or config.reward_config_name:
         origin = f"reward config {choice}"
     else:
@@ -306,14 +314,20 @@ def describe_rewards(config, components: list[Component], reward_model_weight: f
     return f"{', '.join(weighted)}; {origin}"
 
 
-def resolve_rewards(config) -> tuple[dict, list[Component]]:
-    """(reward config, components) of a run config: the rules and the --reward-fn functions, each file imported
-    once. A --reward-model joins the components when it is loaded (grpo_tool.models.load_reward_model), after the
-    backend is decided; its weight already counts here."""
+def resolve_rewards(config, environment_rewards: Sequence[Component] = ()) -> tuple[dict, list[Component]]:
+    """(reward config, components) of a run config: the rules, the --reward-fn functions (each file imported once)
+    and the environments' get_reward (`environment_rewards`, from grpo_tool.tools.resolve). A --reward-model joins
+    the components when it is loaded (grpo_tool.models.load_reward_model), after the backend is decided; its weight
+    already counts here."""
     reward_config = run_reward_config(config)
-    components = rule_components(reward_config) + custom_components(config.reward_functions, reward_config)
+    components = rule_components(reward_config) + custom_components(config.reward_functions, reward_config,
+                                                                    environment_rewards)
     weights = [c.weight for c in components] + ([reward_config["reward_model_weight"]] if config.reward_model else [])
     if not any(weight > 0 for weight in weights):
+        if config.environments and not environment_rewards:
+            raise UserError("no rewards: the environment has no get_reward() method and no --reward-fn, "
+                            "--reward-model or --reward-config gives one; add get_reward(self) -> float to it, or "
+                            "give a reward")
         raise UserError(ZERO_WEIGHTS)
     return reward_config, components
 

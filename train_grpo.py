@@ -91,7 +91,7 @@ def check_rewards(config: GRPOConfig, args: argparse.Namespace, notes: list[str]
         trainer.load_model()
         data = trainer.prepare_data(data)
         report = run_reward_check(config, trainer.components, trainer.reward_config, data, trainer.model,
-                                  trainer.tokenizer, trainer.model_path)
+                                  trainer.tokenizer, trainer.model_path, trainer.toolbox)
     if is_main_process():
         print(format_report(report))
     return 0

@@ -7,8 +7,9 @@ memory allocated while training beside the plan's prediction (`--plan`'s `alloca
 received (from the run record; the two backends must agree on every option that decides the optimisation), evaluations
 with the base-model measure, generation logs, checkpoints; then the merged model reloaded by plain transformers in a
 fresh process, and a resume from the first checkpoint to the same last step. Also: a reward model of the policy's
-family on Unsloth, the merge of a pre-quantised 4-bit base on both backends, and full fine-tuning's updates (float32
-master weights must move at the default learning rate).
+family on Unsloth, the merge of a pre-quantised 4-bit base on both backends, full fine-tuning's updates (float32
+master weights must move at the default learning rate), and a run with the calculator tool on each backend (TRL's
+tool loop through Unsloth's generated trainer: it must train, with a finite loss and the tool metrics logged).
 
 On the GPU machine (no network; what it lacks comes in .gpu_carry/, built by bench/gpu_carry.sh):
 
@@ -78,6 +79,11 @@ def runs(cpu: bool) -> list[dict]:
             if family == "llama":
                 planned.append({"name": f"{backend}-{family}-resume", "kind": "resume", "backend": backend,
                                 "model": family, "of": f"{backend}-{family}"})
+    for backend in backends:  # tools through each backend's trainer (Unsloth 2026.10.7 keeps TRL's tool loop and
+        # reads its tool_mask in its own loss: read in its source; this run is the check on a GPU)
+        planned.append({"name": f"{backend}-qwen2-tools", "kind": "train", "backend": backend, "model": "qwen2",
+                        "args": ["--lora", "--tools", "calculator", "--max-steps", "2", "--max-completion-length",
+                                 "64"]})
     if not cpu:
         for backend in backends:  # the merge of a pre-quantised base: dequantised, never re-quantised
             planned.append({"name": f"{backend}-llama-bnb-4bit", "kind": "train", "backend": backend,
@@ -247,6 +253,9 @@ def run_facts(output_dir: Path) -> dict:
         "checkpoints": sorted(path.name for path in output_dir.glob("checkpoint-*")),
         "merged_saved": (output_dir / "final_model" / "merged" / "config.json").is_file(),
         "errors_logged": [line.split(": ", 2)[-1][:300] for line in log.splitlines() if " ERROR " in line][:3],
+        "tools": {key: next((entry[key] for entry in steps if key in entry), None)
+                  for key in ("tools/call_frequency", "tools/failure_frequency", "loss")} if record.get("tools")
+        else None,
     }
 
 

@@ -35,6 +35,7 @@ NLL_RISE_LIMIT = 0.3  # eval_base_nll's rise since the first evaluation, nats pe
 NLL_RISE_SHARE = 0.15  # ...this share of the first evaluation's value
 LENGTH_COLLAPSE = 0.5  # the recent mean completion length at most this share of the first logged one
 UNSCORED_SUFFIX = f"/{ALL_MISSING}"  # rewards/<name>/all_missing: the share of batches a component scored none of
+TOOL_FAILURE_SHARE = 0.5  # share of recent tool calls failing from which on it is an alarm
 
 
 def train_logs(history: list[dict]) -> list[dict]:
@@ -202,6 +203,29 @@ def reward_hacking(history: list[dict], generation_log_dir: str | None = None) -
             f"in {where} before trusting this run")
 
 
+def tools_unused(history: list[dict]) -> str | None:
+    """Tools the model never calls: after the first evaluations every logged step made no call."""
+    calls = [entry[metrics.TOOL_CALLS] for entry in train_logs(history) if entry.get(metrics.TOOL_CALLS) is not None]
+    if len(eval_logs(history)) < 2 or len(calls) < RECENT or any(calls):
+        return None
+    return (f"no tool has been called in any of the {len(calls)} logged steps: GRPO only reinforces calls the model "
+            "makes, so it is not learning to use its tools; tell it about them in --system-prompt, start from a model "
+            "that calls tools, or check the generation logs for calls written in a form the template does not read")
+
+
+def tool_failures(history: list[dict]) -> str | None:
+    """Most tool calls failing in the recent logs: the model calls wrongly, or a tool is broken."""
+    recent = [entry for entry in train_logs(history)[-RECENT:] if entry.get(metrics.TOOL_CALLS)]
+    if len(recent) < RECENT:
+        return None
+    share = mean([entry.get(metrics.TOOL_FAILURES) or 0.0 for entry in recent])
+    if share <= TOOL_FAILURE_SHARE:
+        return None
+    return (f"{share:.0%} of recent tool calls failed: the model calls tools that do not exist or with arguments they "
+            "do not take, or a tool raises or times out; the generation logs show each call and the error the model "
+            "was given")
+
+
 def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
                 max_completion_length: int | None = None, generation_log_dir: str | None = None,
                 zero_variance_groups: str | None = None) -> dict[str, str]:
@@ -213,7 +237,9 @@ def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
               "no_learning_signal": no_learning_signal(history, zero_variance_groups),
               "unscored_batches": unscored_batches(history),
               "nan_loss": nan_loss(history),
-              "reward_hacking": reward_hacking(history, generation_log_dir)}
+              "reward_hacking": reward_hacking(history, generation_log_dir),
+              "tools_unused": tools_unused(history),
+              "tool_failures": tool_failures(history)}
     return {kind: text for kind, text in checks.items() if text}
 
 

@@ -231,6 +231,8 @@ def unused_settings(config: GRPOConfig, explicit: frozenset[str], cuda: bool, pr
                          "so nothing more is written")
         elif not cuda:
             lines.append("save_merged: no CUDA GPU, so final_model/merged is written in float32 (16-bit on a GPU)")
+    if not (config.tools or config.environments) and (given := sorted({"max_tool_calls", "tool_timeout"} & explicit)):
+        lines.append(f"{', '.join(given)}: unused, since the run has no tools (add --tools or --environment)")
     if not cuda and processes > cores:
         lines.append(f"{processes} processes were launched on this machine's {cores} CPU cores and no CUDA GPU: they "
                      "share the cores, so each step is slower than with one process per core; launch with "

@@ -78,6 +78,9 @@ def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -
     if value(metrics.FLAT_GROUPS) is not None:
         flat = value(metrics.GROUPS_FLAT) if value(metrics.GROUPS_FLAT) is not None else value(metrics.FLAT_GROUPS)
         parts.append(f"flat groups {flat:.0%}" + group_actions(logs))
+    if value(metrics.TOOL_CALLS) is not None:
+        parts.append(f"tools {value(metrics.TOOL_CALLS):.2f} calls/completion, "
+                     f"{value(metrics.TOOL_FAILURES) or 0:.0%} failed")
     if value(metrics.KL) is not None:
         parts.append(f"kl {value(metrics.KL):.4f}")
     if value(metrics.BASE_NLL) is not None:

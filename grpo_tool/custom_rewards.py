@@ -42,15 +42,20 @@ def reward_function_problem(spec, flag: str = "--reward-fn") -> str | None:
     """What is wrong with a reward function, or its name, that can be seen without importing anything, or None."""
     if not isinstance(spec, str):
         return object_problem(spec, flag)
+    return spec_problem(spec, flag)
+
+
+def spec_problem(spec: str, flag: str, forms: str = SPEC_FORMS) -> str | None:
+    """What is wrong with a FILE.py:NAME or package.module:NAME that can be seen without importing it, or None."""
     source, _, function_name = spec.rpartition(":")
     if not source or not function_name:
-        return f"{flag} {spec!r}: give it as {SPEC_FORMS}"
+        return f"{flag} {spec!r}: give it as {forms}"
     if source == MAIN:
         return main_module_problem(spec, function_name, flag)
     if is_file_source(source):
         return None if Path(source).is_file() else f"{flag} {spec!r}: no such file {source}"
     if not MODULE_NAME.fullmatch(source):
-        return f"{flag} {spec!r}: {source!r} is neither a file nor a module name; give it as {SPEC_FORMS}"
+        return f"{flag} {spec!r}: {source!r} is neither a file nor a module name; give it as {forms}"
     top = source.split(".")[0]
     if importlib.util.find_spec(top) is None:
         return (f"{flag} {spec!r}: no module named {top!r} is installed (and no file {source} exists); install it, "
@@ -105,14 +110,17 @@ def main_module_problem(spec: str, name: str, flag: str) -> str | None:
     """`__main__:name` names a function of the running program or notebook: one it has, or a line saying which."""
     main = sys.modules.get(MAIN)
     value = getattr(main, name, None)
-    if callable(value) and not inspect.isclass(value):
+    if callable(value) and not inspect.isclass(value) or flag == "--environment" and inspect.isclass(value):
         return None
+    kind = "class" if flag == "--environment" else "function"
     program = getattr(main, "__file__", None)
     if program:  # a program run from a file: on the command line, this tool's own
-        return (f"{flag} {spec!r}: __main__ is the program now running ({Path(program).name}), which has no function "
+        return (f"{flag} {spec!r}: __main__ is the program now running ({Path(program).name}), which has no {kind} "
                 f"{name!r}; name the file that defines it: path/to/file.py:{name}")
-    return (f"{flag} {spec!r}: this notebook (or interactive session) has no function {name!r} yet: run the cell "
-            f"that defines it first, or pass the function itself (reward_functions=[{name}])")
+    field = {"--environment": "environments", "--tools": "tools", "--eval-reward-fn": "eval_reward_functions"}.get(
+        flag, "reward_functions")
+    return (f"{flag} {spec!r}: this notebook (or interactive session) has no {kind} {name!r} yet: run the cell "
+            f"that defines it first, or pass the {kind} itself ({field}=[{name}])")
 
 
 def object_problem(value, flag: str) -> str | None:
@@ -146,20 +154,27 @@ def load_custom_reward(spec, flag: str = "--reward-fn") -> Callable:
         raise UserError(problem)
     if not isinstance(spec, str):
         return spec
+    module, function = load_named(spec, flag)
     source, _, function_name = spec.rpartition(":")
-    if source == MAIN:
-        module = sys.modules[MAIN]
-    elif is_file_source(source):
-        module = run_import(spec, flag, source, lambda: import_file(Path(source)))
-    else:
-        module = run_import(spec, flag, f"module {source}", lambda: importlib.import_module(source))
-    function = getattr(module, function_name, None)
     if not callable(function) or inspect.isclass(function):
         raise UserError(f"{flag} {spec!r}: " + not_a_reward(module, source, function_name, function))
     problem = keywords_problem(function, function_name, repr(spec), flag)
     if problem:
         raise UserError(problem)
     return function
+
+
+def load_named(spec: str, flag: str):
+    """(module, what it holds under the name after the colon, or None) for a checked FILE.py:NAME or
+    package.module:NAME, the module imported as its program would run it (import_file)."""
+    source, _, name = spec.rpartition(":")
+    if source == MAIN:
+        module = sys.modules[MAIN]
+    elif is_file_source(source):
+        module = run_import(spec, flag, source, lambda: import_file(Path(source)))
+    else:
+        module = run_import(spec, flag, f"module {source}", lambda: importlib.import_module(source))
+    return module, getattr(module, name, None)
 
 
 def not_a_reward(module, source: str, name: str, value) -> str:

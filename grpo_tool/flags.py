@@ -21,6 +21,7 @@ from grpo_tool.trl_options import TRL_ALIASES, parse_option, trl_word_problem
 # Where each --help section starts, in field order (the config's # comments).
 SECTIONS = {"model_name": "model and backend", "dataset_name": "data", "learning_rate": "GRPO",
             "reward_function_type": "rewards", "logging_steps": "logging and monitoring", "output_dir": "output"}
+LIST_METAVARS = {"tools": "SPEC[,SPEC...]", "environments": "[NAME=]FILE.py:CLASS"}
 EXCLUSIVE = {"wandb_project": "wandb"}  # fields whose flags share a mutually exclusive group with other flags
 UNSET_WORDS = ("none", "null")
 
@@ -150,8 +151,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> dict[str, argparse._Act
         if is_bool_field(name):
             add_bool_flag(target, name)
         elif kind is list:
-            target.add_argument(*option_strings(name), dest=name, action="append", metavar="FILE.py:FUNCTION",
-                                help=help_text(name))
+            target.add_argument(*option_strings(name), dest=name, action="append",
+                                metavar=LIST_METAVARS.get(name, "FILE.py:FUNCTION"), help=help_text(name))
         elif kind is dict:
             target.add_argument(*option_strings(name), dest=name, action="append", type=trl_option,
                                 metavar="KEY=VALUE", help=help_text(name))

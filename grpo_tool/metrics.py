@@ -24,6 +24,9 @@ MEAN_LENGTH = "completions/mean_length"
 CLIPPED_RATIO = "completions/clipped_ratio"
 LENGTHS = ("completions/min_length", "completions/max_length", "completions/mean_terminated_length",
            "completions/min_terminated_length", "completions/max_terminated_length")
+# TRL's, when the run has tools (grpo_tool/tools.py).
+TOOL_CALLS = "tools/call_frequency"
+TOOL_FAILURES = "tools/failure_frequency"
 # Ours, at evaluations (grpo_tool/base_view.py): how the completions look to the model training started from.
 BASE_NLL = "base_nll"
 BASE_DRIFT = "base_drift"
@@ -62,13 +65,16 @@ MEANINGS = {
     GROUPS_SWAPPED: "prompts the curriculum swapped out of the step because they rest",
     RESTING.format(kind="solved"): "prompts resting because their whole group scored the run's highest reward",
     RESTING.format(kind="hopeless"): "prompts resting because their whole group scored the run's lowest reward",
+    TOOL_CALLS: "with tools: tool calls per completion (a completion may make several)",
+    TOOL_FAILURES: "with tools: share of tool calls that failed (the tool raised or timed out, an unknown tool, "
+                   "arguments it does not take)",
     BASE_NLL: "at evaluations: the starting model's loss per token on the completions",
     BASE_DRIFT: "at evaluations: how far the current model has moved from the starting one",
 }
 
 # What an evaluation logs, without its prefix: the names --metric-for-best-model takes besides a reward's name.
 EVAL_METRICS = (REWARD, REWARD_STD, LOSS, BASE_NLL, BASE_DRIFT, FLAT_GROUPS, ENTROPY, KL, MEAN_LENGTH, CLIPPED_RATIO,
-                *LENGTHS)
+                *LENGTHS, TOOL_CALLS, TOOL_FAILURES)
 LOWER_IS_BETTER = ("nll", "drift", "loss")  # endings of metrics where less is better
 
 

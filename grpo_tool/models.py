@@ -30,7 +30,7 @@ from transformers import (
 )
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-from grpo_tool import outputs
+from grpo_tool import outputs, tools
 from grpo_tool.backend import Machine
 from grpo_tool.components import REWARD_MODEL, Component
 from grpo_tool.errors import UserError
@@ -110,10 +110,14 @@ def load_policy(config: GRPOConfig, machine: Machine, path: str | None = None) -
         raise UserError(f"{path} is an FSDP checkpoint saved sharded (fsdp_state_dict_type: SHARDED_STATE_DICT): it "
                         "holds no whole model to load here; evaluate the run's final_model, or train with "
                         "FULL_STATE_DICT (config/accelerate/fsdp.yaml) to have whole checkpoints")
+    # The chat template (chat_template, and what tool calls need) is settled before the weights load where the
+    # tokenizer loads apart from them; Unsloth loads both in one call.
     if machine.backend == "unsloth":
         model, tokenizer = load_with_unsloth(config, machine, source, fresh=path is None)
+        tools.prepare_tokenizer(tokenizer, config, config.model_name)
     else:
         tokenizer = load_tokenizer(source, config.trust_remote_code)
+        tools.prepare_tokenizer(tokenizer, config, config.model_name)
         with sharded_loading(machine):
             model = load_with_transformers(config, machine, source, fresh=path is None)
     if model.generation_config.pad_token_id is None:

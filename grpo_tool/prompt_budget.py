@@ -172,11 +172,22 @@ def system_prompt_reach(train) -> tuple[int, int] | None:
     return sum(not has_own_system_message(prompt) for prompt in prompts), len(prompts)
 
 
-def fit_to_model(data, tokenizer, config, lengths: dict | None = None):
-    """Both splits of a DatasetDict in the model's prompt form and within max_seq_length - max_completion_length.
-    `lengths`, when given, receives each in-memory split's prompt lengths in tokens, row by row, and the training
-    prompts system_prompt went before, as "system_prompt": (that many, of so many)."""
-    budget = config.max_seq_length - config.max_completion_length
+def fit_to_model(data, tokenizer, config, lengths: dict | None = None, tools: list = ()):
+    """Both splits of a DatasetDict in the model's prompt form and within max_seq_length - max_completion_length,
+    counting the tokens the descriptions of `tools` (the functions) add to each. `lengths`, when given, receives each
+    in-memory split's prompt lengths in tokens, row by row, and the training prompts system_prompt went before, as
+    "system_prompt": (that many, of so many)."""
+    from grpo_tool.tools import description_tokens
+
+    described = description_tokens(tokenizer, list(tools))
+    budget = config.max_seq_length - config.max_completion_length - described
+    if described:
+        logger.info("tools: their descriptions add %d tokens to every prompt, counted in max_seq_length - "
+                    "max_completion_length", described)
+        if budget < 1:
+            raise UserError(f"the tools' descriptions take {described} tokens, which leaves no room for a prompt in "
+                            f"max_seq_length={config.max_seq_length} - max_completion_length="
+                            f"{config.max_completion_length}: raise max_seq_length")
     chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
     as_message = chat and config.system_prompt is not None and takes_system_messages(tokenizer)
     if chat and config.system_prompt is not None and not as_message:
@@ -197,6 +208,6 @@ def fit_to_model(data, tokenizer, config, lengths: dict | None = None):
                                   config.system_prompt, as_message)
         if PROMPT_TOKENS in (data[split].column_names or ()):
             if lengths is not None:
-                lengths[split] = data[split][PROMPT_TOKENS]
+                lengths[split] = [tokens + described for tokens in data[split][PROMPT_TOKENS]]
             data[split] = data[split].remove_columns(PROMPT_TOKENS)
     return data

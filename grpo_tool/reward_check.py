@@ -29,7 +29,7 @@ from grpo_tool.answers import accepted_answers, answer_matches, choice_letter, r
 from grpo_tool.components import REWARD_MODEL, Component, weighted_totals
 from grpo_tool.json_files import write_json_atomic
 from grpo_tool.launch import is_main_process
-from grpo_tool.messages import answer_text
+from grpo_tool.messages import answer_text, transcript
 from grpo_tool.outputs import REWARD_CHECK_FILE
 from grpo_tool.reward_config import reference_column
 from grpo_tool.reward_guard import call_reward, clean_scores, error_location, preview_text, sample_arguments
@@ -301,6 +301,14 @@ def warnings_for(report: dict) -> list[str]:
             found.append(f"{name} raised an exception on {stats['exceptions']} of {2 * pairs['pairs']} chosen and "
                          f"rejected answers; {first_exception_text(stats['first_exception'])}")
     found += reference_warnings(report.get("references", {}))
+    if episodes := report.get("episodes"):
+        if not episodes["with_a_call"]:
+            found.append(f"none of {episodes['completions']} sampled completions called a tool: GRPO only reinforces "
+                         "calls the model makes, so tell it about the tools in --system-prompt or start from a model "
+                         "that calls them")
+        elif (episodes["failed_calls"] or 0) > 0.5:
+            found.append(f"{episodes['failed_calls']:.0%} of the sampled tool calls failed: see the episodes above "
+                         "for the errors the model was given")
     groups = report["groups"]
     for name, stats in groups.get("components", {}).items():
         if stats["zero_variance_groups"] >= FLAT_SHARE:
@@ -326,9 +334,10 @@ def first_exception_text(failure: dict) -> str:
 
 
 def run_reward_check(config: GRPOConfig, components: list[Component], reward_config: dict, data, model, tokenizer,
-                     model_path: str) -> dict:
+                     model_path: str, toolbox=None) -> dict:
     """Score pairs, references and sampled groups, write {output_dir}/reward_check.json (and nothing else), return the
-    report. `data` is the run's data prepared for the loaded `model` (GRPOTrainer.prepare_data)."""
+    report. `data` is the run's data prepared for the loaded `model` (GRPOTrainer.prepare_data). With tools
+    (`toolbox`), the groups are episodes that call them, and the report shows the first few."""
     from grpo_tool.sampling import sample  # heavy: after the model loaded, which decided the backend
 
     pairs = check_pairs(components, data["train"])
@@ -336,9 +345,11 @@ def run_reward_check(config: GRPOConfig, components: list[Component], reward_con
     references = check_references(components, reward_config, data["train"], column)
     source = data["eval"] if len(data["eval"]) else data["train"]
     rows = source.select(range(min(CHECK_PROMPTS, len(source))))
-    samples = sample(model, tokenizer, rows, config, per_prompt=config.group_size)
+    samples = sample(model, tokenizer, rows, config, per_prompt=config.group_size, toolbox=toolbox)
     columns = {name: [value for value in rows[name] for _ in range(config.group_size)]
                for name in rows.column_names if name != "prompt"}
+    if toolbox is not None and toolbox.environments:
+        columns["environments"] = [entry["environment"] for entry in samples]
     report = {
         "model": model_path,
         "data": config.custom_data or config.dataset_name,
@@ -348,12 +359,40 @@ def run_reward_check(config: GRPOConfig, components: list[Component], reward_con
         "references": references,
         "groups": check_groups(components, samples, config.group_size, columns),
     }
+    if toolbox is not None and toolbox.active:
+        report["episodes"] = episode_summary(samples)
     report["warnings"] = warnings_for(report)
     path = Path(config.output_dir) / REWARD_CHECK_FILE
     if is_main_process():
         write_json_atomic(path, report)
     report["report_path"] = str(path)
     return report
+
+
+EPISODES_SHOWN = 3
+
+
+def episode_summary(samples: list[dict]) -> dict:
+    """How the sampled episodes used their tools, and the first few as transcripts: a tool that fails on every
+    call, or is never called, shows here before any training."""
+    calls = sum(entry["tool_calls"] for entry in samples)
+    return {"completions": len(samples), "calls_per_completion": round(calls / len(samples), 4),
+            "with_a_call": round(sum(entry["tool_calls"] > 0 for entry in samples) / len(samples), 4),
+            "failed_calls": round(sum(entry["tool_failures"] for entry in samples) / calls, 4) if calls else None,
+            "shown": [{"prompt": preview_text(entry["prompt"], 120), "transcript": transcript(entry["turns"])}
+                      for entry in samples[:EPISODES_SHOWN]]}
+
+
+def episode_lines(episodes: dict | None) -> list[str]:
+    if not episodes:
+        return []
+    failed = episodes["failed_calls"]
+    lines = [f"tools: {episodes['calls_per_completion']:g} calls per completion, {episodes['with_a_call']:.0%} of "
+             f"completions call one, {'no calls to fail' if failed is None else f'{failed:.0%} of calls failed'}"]
+    for number, shown in enumerate(episodes["shown"], start=1):
+        lines.append(f"  episode {number}: {shown['prompt']!r}")
+        lines += [f"    {line}" for line in shown["transcript"].splitlines()[:12]]
+    return [*lines, ""]
 
 
 def cell(value, percent: bool = False) -> str:
@@ -382,6 +421,7 @@ def format_report(report: dict) -> str:
              f"  pairs: {pairs['pairs']} chosen/rejected rows (scored without their references); groups: "
              f"{groups.get('groups', 0)} prompts x {groups.get('group_size', 0)} sampled completions", "", *table, ""]
     lines += reference_table(report.get("references", {}))
+    lines += episode_lines(report.get("episodes"))
     lines += [f"warning: {text}" for text in report["warnings"]] or ["no warnings"]
     lines.append(f"report: {report['report_path']}")
     return "\n".join(lines)

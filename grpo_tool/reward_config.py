@@ -49,12 +49,13 @@ RULE_COMPONENTS = tuple(key.removesuffix("_weight") for key in {**DEFAULT_REWARD
 
 def reward_config_choice(config) -> str | None:
     """The reward config a run uses: the preset or file it names; naming none, balanced (the original's), unless the
-    run brings rewards of its own (--reward-fn, --reward-model): None, and those rewards alone, as TRL's reward_funcs
-    are exactly what it is given. Naming a reward config as well keeps its components beside them."""
+    run brings rewards of its own (--reward-fn, --reward-model, or an --environment, whose task it is to score its
+    episodes): None, and those rewards alone, as TRL's reward_funcs are exactly what it is given. Naming a reward
+    config as well keeps its components beside them."""
     named = config.reward_config_path or config.reward_config_name
     if named:
         return named
-    return None if config.reward_functions or config.reward_model else DEFAULT_REWARD_PRESET
+    return None if config.reward_functions or config.reward_model or config.environments else DEFAULT_REWARD_PRESET
 
 
 def run_reward_config(config) -> dict:

@@ -38,7 +38,10 @@ SHARE_PROMPTS_MIN_PARAMETERS = 10_000_000
 # Settings that name files or folders: a leading ~ is the user's home in every one of them, as a shell would read it
 # (a shell does not, in a config file or after --flag=).
 PATH_FIELDS = ("model_name", "custom_data", "reward_config_path", "reward_model", "reward_functions",
-               "eval_reward_functions", "generation_log_dir", "output_dir", "resume_from_checkpoint")
+               "eval_reward_functions", "generation_log_dir", "output_dir", "resume_from_checkpoint", "tools",
+               "environments", "chat_template")
+DEFAULT_MAX_TOOL_CALLS = 5
+DEFAULT_TOOL_TIMEOUT = 10.0
 
 
 def expand_path(value: Any) -> Any:
@@ -129,6 +132,21 @@ class GRPOConfig:
                                              "reward so far; 0: never")
     curriculum_hopeless_rest: int = setting(0, "steps a prompt sits out after its whole group scored the run's "
                                                "lowest reward so far, before it is tried again; 0: never")
+    tools: list = setting([], "tools the model may call while it answers: calculator (built in), FILE.py:FUNCTION or "
+                              "package.module:FUNCTION, each a function with a type hint on every argument and a "
+                              "docstring whose Args: section describes each; comma-separated, repeatable")
+    environments: list = setting([], "an environment class FILE.py:CLASS or package.module:CLASS: reset(**row) starts "
+                                     "an episode, its public methods are the tools, get_reward() (optional) scores "
+                                     "it; NAME=SPEC for several, the dataset's environment column choosing one per "
+                                     "row; repeatable", flags=("--environment",))
+    max_tool_calls: int = setting(DEFAULT_MAX_TOOL_CALLS, "rounds of tool calls a completion may make (TRL's "
+                                                          "max_tool_calling_iterations); tool results count "
+                                                          "against max_completion_length")
+    tool_timeout: float = setting(DEFAULT_TOOL_TIMEOUT, "seconds a tool call may run before it is stopped and "
+                                                        "counted as a failed call")
+    chat_template: str | None = setting(None, "a Jinja chat template FILE for the model, replacing its own; "
+                                              "chatml_tools (bundled) carries tool calls for ChatML models such as "
+                                              "SmolLM2")
     use_vllm: bool = setting(False, "generate completions with vLLM (CUDA and the vllm package needed)")
     vllm_mode: str = setting("colocate", "colocate: vLLM shares the GPU; server: a separate `trl vllm-serve`",
                              choices=("colocate", "server"))
@@ -200,15 +218,23 @@ FIELD_NAMES = tuple(FIELDS)
 FIELD_TYPES = typing.get_type_hints(GRPOConfig)
 # Each pair says the same thing two ways; a layer that sets one drops what lower layers set for the other.
 ALTERNATIVES = {"num_train_epochs": "max_steps", "max_steps": "num_train_epochs"}
-# Fields that, from Python, may hold the reward functions themselves instead of their names.
-REWARD_FUNCTION_FIELDS = ("reward_functions", "eval_reward_functions")
+# Fields that, from Python, may hold the functions (or classes) themselves instead of their names.
+OBJECT_FIELDS = ("reward_functions", "eval_reward_functions", "tools", "environments")
+
+
+def object_specs(value: list | dict) -> list[str]:
+    """Functions or classes as a JSON file names them (module:name); environments given as {name: class} from Python
+    as NAME=module:name, the command line's form."""
+    if isinstance(value, dict):
+        return [f"{name}={reward_spec(item)}" for name, item in value.items()]
+    return [reward_spec(item) for item in value]
 
 
 def settings_record(config: GRPOConfig) -> dict[str, Any]:
     """The config as a JSON file holds it (save_config_to_file, the run's record): a reward function given as a Python
     object is written as its module:name."""
-    record = {name: copy.deepcopy(getattr(config, name)) for name in FIELD_NAMES if name not in REWARD_FUNCTION_FIELDS}
-    record.update({name: [reward_spec(item) for item in getattr(config, name)] for name in REWARD_FUNCTION_FIELDS})
+    record = {name: copy.deepcopy(getattr(config, name)) for name in FIELD_NAMES if name not in OBJECT_FIELDS}
+    record.update({name: object_specs(getattr(config, name)) for name in OBJECT_FIELDS})
     return {name: record[name] for name in FIELD_NAMES}
 
 

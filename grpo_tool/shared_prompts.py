@@ -226,6 +226,9 @@ def structural_reason(setting: bool | None, backend: str | None, trainer) -> str
         return "off (share_prompts false)"
     if backend == "unsloth":
         return "off: the Unsloth backend runs its own training loop, which computes log-probabilities its own way"
+    if getattr(trainer, "tools", None):
+        return ("off: with tools, each turn after a tool call is generated from the conversation so far, which is "
+                "not the group's shared prompt")
     plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
     if plugin is not None and plugin.zero_stage == 3:
         # Tried on two CPU processes: the start-up check's call met the partitioned weights ("'weight' must be 2-D").

@@ -22,11 +22,22 @@ from pathlib import Path
 from grpo_tool.datasets import SAMPLE_FILES
 
 # Bump when the recipe below changes, so old caches are not reused.
-TINY_MODEL_VERSION = 1
+TINY_MODEL_VERSION = 2  # 2: a chat template that carries tool calls, and the response template that reads them
 VOCAB_SIZE = 512
 SPECIAL_TOKENS = ["<|pad|>", "<|begin|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+# Each turn is <|role|>content<|end|>. With tools, a first system turn names them (briefly: the tiny model's context
+# is 512 tokens), an assistant's call is a JSON object between <tool_call> tags after its text, and a result is a
+# <|tool|> turn; a conversation without tools renders as it did before tools existed.
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+    "{{ bos_token }}{% if tools %}<|system|>Tools:{% for tool in tools %} {{ tool['function']['name'] }}("
+    "{{ tool['function']['parameters']['properties'] | join(', ') }}){% endfor %}<|end|>{% endif %}"
+    "{% for message in messages %}<|{{ message['role'] }}|>"
+    "{% if message['content'] is not none %}{{ message['content'] }}{% endif %}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{% set function = call['function'] if call['function'] is defined else call %}"
+    "<tool_call>{\"name\": \"{{ function['name'] }}\", \"arguments\": "
+    "{{ function['arguments'] if function['arguments'] is string else function['arguments'] | tojson }}}</tool_call>"
+    "{% endfor %}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
@@ -69,8 +80,12 @@ def build_tokenizer():
     trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(training_text(), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin|>", eos_token="<|end|>",
-                                   pad_token="<|pad|>", chat_template=CHAT_TEMPLATE)
+    built = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|begin|>", eos_token="<|end|>",
+                                    pad_token="<|pad|>", chat_template=CHAT_TEMPLATE)
+    from grpo_tool.messages import tool_call_response_template
+
+    built.response_template = tool_call_response_template("<|assistant|>", "<|end|>")  # saved with the tokenizer
+    return built
 
 
 def llama_config(tokenizer):

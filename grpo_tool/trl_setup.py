@@ -84,6 +84,7 @@ def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool,
         dataloader_pin_memory=machine.cuda,
         use_cpu=not machine.cuda,  # also what lets several CPU processes train together over gloo
         ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step's loss
+        max_tool_calling_iterations=config.max_tool_calls,  # used only where the run has tools
         use_vllm=config.use_vllm, vllm_mode=config.vllm_mode,
         vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
         fp16=machine.fp16,

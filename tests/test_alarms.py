@@ -149,3 +149,24 @@ def test_a_component_that_scored_no_completion_of_a_batch():
     scored = [train(1, **{"rewards/brevity/all_missing": 0.0, "rewards/brevity/missing": 0.5}),
               {"step": 1, "eval_reward": 0.5, "eval_rewards/brevity/all_missing": 1.0}]
     assert "unscored_batches" not in find_alarms(scored)
+
+
+def test_tools_never_called_after_the_first_evaluations():
+    def history(calls: float, evaluations: int) -> list[dict]:
+        steps = [{"step": step, "reward": 0.1, "tools/call_frequency": calls, "tools/failure_frequency": 0.0}
+                 for step in range(1, 6)]
+        return steps + [{"step": 5, "eval_reward": 0.1}] * evaluations
+
+    assert "no tool has been called in any of the 5 logged steps" in find_alarms(history(0.0, 2))["tools_unused"]
+    assert "tools_unused" not in find_alarms(history(0.0, 1))  # too early to say
+    assert "tools_unused" not in find_alarms(history(0.25, 2))
+    assert "tools_unused" not in find_alarms([{"step": 1, "reward": 0.1}] * 5 + [{"eval_reward": 0.1}] * 2)  # no tools
+
+
+def test_most_tool_calls_failing():
+    def history(failing: float) -> list[dict]:
+        return [{"step": step, "reward": 0.1, "tools/call_frequency": 1.2, "tools/failure_frequency": failing}
+                for step in range(1, 4)]
+
+    assert find_alarms(history(0.8))["tool_failures"].startswith("80% of recent tool calls failed")
+    assert "tool_failures" not in find_alarms(history(0.5))

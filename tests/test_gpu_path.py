@@ -119,6 +119,9 @@ def test_a_setting_this_machine_does_not_use_is_said_once_in_words():
     assert "merged is written in float32" in said({"save_merged": True, "use_lora": True})
     assert "already holds the whole merged weights" in said({"save_merged": True, "use_lora": False})
     assert "8 processes were launched on this machine's 2 CPU cores" in said({}, processes=8)
+    assert "max_tool_calls, tool_timeout: unused, since the run has no tools" in said({"max_tool_calls": 3,
+                                                                                      "tool_timeout": 5.0})
+    assert said({"max_tool_calls": 3, "tools": ["calculator"]}) == ""
     # What the machine uses as asked, or what the user did not ask for (a default, a preset, a mode), says nothing.
     assert said({}) == said({}, mode="quick_test") == said({"model_name": "qwen2.5-7b"}) == ""
     assert said({"load_in_4bit": True, "use_lora": True, "bf16": True, "save_merged": True}, cuda=True,

@@ -54,6 +54,13 @@ def longest_prompt(config: GRPOConfig, training_prompts: Callable[[], list]) -> 
     tokenizer = local_tokenizer(config)
     if tokenizer is None:
         return budget, fallback + "the tokenizer is not on this machine"
+    described = 0
+    if config.tools or config.environments:
+        from grpo_tool import tools
+
+        tools.prepare_tokenizer(tokenizer, config, config.model_name)
+        described = tools.description_tokens(tokenizer, tools.resolve(config).all_tools())
+        budget -= described
     prompts = training_prompts()
     chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
     # The longest by characters are the longest in tokens, give or take: count tokens for those only.
@@ -61,4 +68,5 @@ def longest_prompt(config: GRPOConfig, training_prompts: Callable[[], list]) -> 
     counts = [prompt_token_count(tokenizer, in_form(prompt, chat)) for prompt in longest]
     fitting = [count for count in counts if count <= budget]
     tokens = budget if config.prompt_overflow == "truncate" and len(fitting) < len(counts) else max(fitting or [budget])
-    return tokens, f"the longest training prompt of {len(prompts)}"
+    return tokens + described, f"the longest training prompt of {len(prompts)}" + (
+        f", with {described} tokens of tool descriptions" if described else "")
