@@ -22,6 +22,7 @@ its parsing, its mask that keeps tool results out of the loss); this module hand
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -179,7 +180,20 @@ def exit_line(what: str, stop: SystemExit) -> str:
 def guarded_tool(function, timeout: float, label: str):
     """`function` as TRL may call it: stopped after `timeout` seconds (a TimeoutError, which the model reads as the
     call's error), and sys.exit made the run's one-line ending. Its name, signature and docstring stay (the schema the
-    model is shown is built from them)."""
+    model is shown is built from them). An async tool stays async (TRL runs those on its event loop) and is bounded by
+    asyncio's wait_for."""
+    if inspect.iscoroutinefunction(function):
+        @functools.wraps(function)
+        async def call_async(*args, **kwargs):
+            try:
+                return await asyncio.wait_for(function(*args, **kwargs), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"{label} ran past {timeout:g} s (tool_timeout) and was stopped") from None
+            except SystemExit as stop:
+                raise ToolStop(exit_line(f"tool {label}", stop)) from None
+
+        return call_async
+
     @functools.wraps(function)
     def call(*args, **kwargs):
         try:

@@ -6,6 +6,8 @@ failing one, an unknown tool, no call, calls until the round limit, a tool that 
 runs on a model too small to call tools.
 """
 
+import asyncio
+import inspect
 import json
 import time
 
@@ -208,6 +210,24 @@ def test_a_tool_call_is_guarded():
         guarded_tool(quits, 1, "quits")(3)
     with pytest.raises(ValueError, match="division by zero"):
         guarded_tool(calculator, 1, "calculator")("1/0")
+
+
+async def slow_async(seconds: float) -> str:
+    """Wait, without holding the event loop.
+
+    Args:
+        seconds: How long.
+    """
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+def test_an_async_tool_stays_async_and_is_bounded():
+    bounded = guarded_tool(slow_async, 0.2, "slow_async")
+    assert inspect.iscoroutinefunction(bounded)  # TRL runs it on its event loop, as it would the tool itself
+    with pytest.raises(TimeoutError, match="slow_async ran past 0.2 s"):
+        asyncio.run(bounded(5))
+    assert asyncio.run(bounded(0)) == "done"
 
 
 def test_environments_are_resolved_as_trl_takes_them():
