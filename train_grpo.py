@@ -31,6 +31,7 @@ from grpo_tool.launch import is_main_process, launch_problem, linger, planning_f
 from grpo_tool.outputs import EarlyRecords, detach_log_files
 from grpo_tool.places import unwritable, write_failure
 from grpo_tool.settings import FIELDS, GRPOConfig, expand_path
+from grpo_tool.tools import ToolStop
 
 logger = logging.getLogger("train_grpo")
 
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             for note in notes:
                 logger.info("settings: %s", note)
             return RECIPES[task](config, args, notes)
-    except UserError as error:
+    except (UserError, ToolStop) as error:  # ToolStop: an environment's reset or get_reward failed outside training
         return stop(f"error: {error}", 2)
     except Interrupted as interruption:
         return stop(f"interrupted: {interruption}", 130)

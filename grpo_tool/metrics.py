@@ -75,7 +75,7 @@ MEANINGS = {
 # What an evaluation logs, without its prefix: the names --metric-for-best-model takes besides a reward's name.
 EVAL_METRICS = (REWARD, REWARD_STD, LOSS, BASE_NLL, BASE_DRIFT, FLAT_GROUPS, ENTROPY, KL, MEAN_LENGTH, CLIPPED_RATIO,
                 *LENGTHS, TOOL_CALLS, TOOL_FAILURES)
-LOWER_IS_BETTER = ("nll", "drift", "loss")  # endings of metrics where less is better
+LOWER_IS_BETTER = ("nll", "drift", "loss", "failure_frequency")  # endings of metrics where less is better
 
 
 def evaluation(metric: str) -> str:

@@ -11,6 +11,9 @@ Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+
 import torch
 
 from grpo_tool.base_view import BaseView, completion_logps, row_measures
@@ -41,9 +44,10 @@ def sample_episodes(model, tokenizer, rows, config: GRPOConfig, per_prompt: int,
         prompt = copy.deepcopy(row["prompt"])
         if environment is not None:
             arguments = {key: value for key, value in row.items() if not (named and key == ENVIRONMENT_COLUMN)}
-            observation = environment.reset(**arguments)
-            if isinstance(observation, str):
-                prompt[-1] = {**prompt[-1], "content": prompt[-1]["content"] + observation}
+            try:
+                prompt[-1] = with_observation(prompt[-1], environment.reset(**arguments))
+            except ToolStop as stop:
+                raise UserError(str(stop)) from None
         episodes.append({"prompt": prompt, "functions": functions, "environment": environment, "turns": [],
                          "tokens": 0, "calls": 0, "failures": 0, "ended": False, "done": False})
     was_training = model.training
@@ -76,21 +80,36 @@ def sample_episodes(model, tokenizer, rows, config: GRPOConfig, per_prompt: int,
                 if not calls or not episode["ended"] or round_number == config.max_tool_calls:
                     episode["done"] = True
                     continue
-                before = len(tokenizer.apply_chat_template(episode["prompt"] + episode["turns"], tools=episode[
-                    "functions"], tokenize=True, return_dict=False))
-                for call in calls:
-                    episode["turns"].append(run_call(call, episode))
-                after = len(tokenizer.apply_chat_template(episode["prompt"] + episode["turns"], tools=episode[
-                    "functions"], add_generation_prompt=True, tokenize=True, return_dict=False))
-                episode["tokens"] += after - before
-                if episode["tokens"] >= config.max_completion_length:
-                    episode["done"] = True
+                results = [run_call(call, episode) for call in calls]
+                # The results' tokens, with the turn markers around them, as TRL appends them to the ids so far.
+                after = len(tokenizer.apply_chat_template(episode["prompt"] + episode["turns"] + results,
+                                                          tools=episode["functions"], add_generation_prompt=True,
+                                                          tokenize=True, return_dict=False))
+                added = after - len(context) - len(ids)
+                if episode["tokens"] + added > config.max_completion_length:
+                    episode["done"] = True  # as TRL does: results that would pass the cap are not given, and it ends
+                    continue
+                episode["turns"] += results
+                episode["tokens"] += added
     if was_training:
         model.train()
     return [{"prompt": episode["prompt"], "completion": completion_text(episode["turns"]),
              "completion_tokens": episode["tokens"], "truncated": not episode["ended"], "turns": episode["turns"],
              "tool_calls": episode["calls"], "tool_failures": episode["failures"],
              "environment": episode["environment"], "reward_input": episode["turns"]} for episode in episodes]
+
+
+def with_observation(message: dict, observation) -> dict:
+    """The prompt's last message with what an environment's reset returned appended, as TRL appends it: text to text,
+    content parts (a list) after the message's own."""
+    if observation is None:
+        return message
+    content = message["content"]
+    if isinstance(content, str) and isinstance(observation, str):
+        return {**message, "content": content + observation}
+    parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+    added = observation if isinstance(observation, list) else [{"type": "text", "text": str(observation)}]
+    return {**message, "content": parts + added}
 
 
 def run_call(call: dict, episode: dict) -> dict:
@@ -104,6 +123,8 @@ def run_call(call: dict, episode: dict) -> dict:
         if name not in tools:
             raise ValueError(f"Tool {name} not found.")
         result = tools[name](**arguments)
+        if inspect.iscoroutine(result):  # an async tool, which TRL runs on its event loop
+            result = asyncio.run(result)
     except ToolStop as stop:
         raise UserError(str(stop)) from None
     except Exception as error:  # noqa: BLE001 - what the tool raised is the call's result, as in TRL's loop

@@ -174,7 +174,7 @@ class GRPOConfig:
                                                       "rotated away; named in trainer_state.json): an "
                                                       "--eval-reward-fn or reward function's name, reward, base_nll, "
                                                       "base_drift, or another metric an evaluation logs; lower wins "
-                                                      "for *nll, *drift and *loss")
+                                                      "for *nll, *drift, *loss and tools/failure_frequency")
     # logging
     logging_steps: int = setting(10, "optimizer steps between metric logs")
     eval_steps: int = setting(50, "optimizer steps between evaluations (each writes a generation log)")

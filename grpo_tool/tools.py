@@ -31,6 +31,7 @@ import operator
 import re
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -155,7 +156,8 @@ class ToolTimeout(BaseException):
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Interrupt what runs inside after `seconds` (SIGALRM; the main thread only, where TRL calls tools: elsewhere
-    the call runs unbounded)."""
+    the call runs unbounded). Nests: inside another limit (a tool calling a tool), the nearer deadline applies, and
+    the outer one is set again on the way out, less the time spent."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
@@ -164,12 +166,16 @@ def time_limit(seconds: float):
         raise ToolTimeout
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer) if outer > 0 else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 0.001))
 
 
 def exit_line(what: str, stop: SystemExit) -> str:
@@ -185,12 +191,18 @@ def guarded_tool(function, timeout: float, label: str):
     if inspect.iscoroutinefunction(function):
         @functools.wraps(function)
         async def call_async(*args, **kwargs):
+            async def run():
+                try:
+                    return await function(*args, **kwargs)
+                except SystemExit as stop:
+                    # Raised out of a task, it would stop TRL's event loop and leave training waiting for ever:
+                    # an async tool's exit is its call's failure instead.
+                    raise RuntimeError(exit_line(f"tool {label}", stop)) from None
+
             try:
-                return await asyncio.wait_for(function(*args, **kwargs), timeout)
+                return await asyncio.wait_for(run(), timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"{label} ran past {timeout:g} s (tool_timeout) and was stopped") from None
-            except SystemExit as stop:
-                raise ToolStop(exit_line(f"tool {label}", stop)) from None
 
         return call_async
 
@@ -229,20 +241,34 @@ def where(error: BaseException) -> str:
 
 
 def public_methods(cls) -> dict:
-    """The class's public functions (its tools, reset, get_reward) by name, inherited ones included."""
-    return {name: member for name, member in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
+    """The class's public methods (its tools, reset, get_reward) by name, inherited ones included: what TRL finds on
+    an instance as bound methods (a staticmethod is not one)."""
+    return {name: member for name, member in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")
+            and not isinstance(inspect.getattr_static(cls, name), staticmethod)}
+
+
+class Hidden:
+    """An attribute that works as a method from the instance's own code (self.get_reward()) but is not a bound
+    method, so TRL's search for get_reward (inspect.ismethod) passes it by."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __get__(self, instance, owner):
+        return self if instance is None else functools.partial(self.function, instance)
 
 
 def guarded_environment(cls, timeout: float, label: str):
     """A subclass of `cls`, under its name, whose tools are guarded calls and whose reset is a guarded step. Its
-    get_reward is hidden from TRL (which would add it as a reward of weight 1 beside ours): the run scores it as a
-    component of its own (environment_reward), weighted like any other."""
+    get_reward is hidden from TRL (which would add it as a reward of weight 1 beside ours; the instance's own code
+    still calls it as before): the run scores it as a component of its own (environment_reward), weighted like any
+    other."""
     members = {}
     for name, member in public_methods(cls).items():
         if name == "reset":
             members[name] = guarded_step(member, label, "while starting an episode (reset(**row))")
         elif name == "get_reward":
-            members[name] = None
+            members[name] = Hidden(member)
         else:
             members[name] = guarded_tool(member, timeout, f"{label}.{name}")
     guarded = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
@@ -254,7 +280,11 @@ def guarded_environment(cls, timeout: float, label: str):
 def environment_reward(guarded, label: str) -> Component:
     """The component that scores the episodes of one environment class: get_reward() of each of the batch's
     environments of that class, None (no score) for the others'. Named after the class, as TRL names it."""
-    score = guarded_step(guarded.grpo_original.get_reward, label, "while scoring an episode (get_reward())")
+    get_reward = guarded.grpo_original.get_reward
+    if inspect.iscoroutinefunction(get_reward):
+        def get_reward(environment, scorer=get_reward):  # TRL awaits an async get_reward; so does this
+            return asyncio.run(scorer(environment))
+    score = guarded_step(get_reward, label, "while scoring an episode (get_reward())")
 
     def reward(completions, environments=None, **kwargs):
         if environments is None:  # outside an episode (the reward check's chosen and rejected answers)
@@ -409,18 +439,25 @@ def resolve(config: GRPOConfig) -> Toolbox:
                             "own")
         box.tools.append(guarded_tool(function, config.tool_timeout, function.__name__))
         box.specs.setdefault("tools", []).append(spec if isinstance(spec, str) else tool_spec(function))
+    guarded_classes: dict = {}  # one guarded class per class, so that one class under two names is scored as one
     for name, spec in environment_entries(config.environments):
         cls = load_environment(spec)
         clash = set(tool_names(cls)) & {tool.__name__ for tool in box.tools}
         if clash:
             raise UserError(f"--environment {cls.__name__}: its method {sorted(clash)[0]!r} has the name of a tool "
                             "given with --tools; the model calls tools by name, so rename one")
-        guarded = guarded_environment(cls, config.tool_timeout, cls.__name__)
-        box.environments[name] = guarded
-        if "get_reward" in public_methods(cls) and cls.__name__ not in {c.name for c in box.rewards}:
-            box.rewards.append(environment_reward(guarded, cls.__name__))
+        if cls not in guarded_classes:
+            if cls.__name__ in {known.__name__ for known in guarded_classes}:
+                raise UserError(f"--environment: two different classes are named {cls.__name__}, and an "
+                                "environment's reward is logged under its class name; rename one")
+            guarded_classes[cls] = guarded_environment(cls, config.tool_timeout, cls.__name__)
+            if "get_reward" in public_methods(cls):
+                box.rewards.append(environment_reward(guarded_classes[cls], cls.__name__))
+        box.environments[name] = guarded_classes[cls]
         box.specs.setdefault("environments", []).append(
             (f"{name}=" if name else "") + (spec if isinstance(spec, str) else tool_spec(cls)))
+    if len(box.environments) == 1:  # one environment, named or not: every row's, with no column to choose it
+        box.environments = {None: next(iter(box.environments.values()))}
     return box
 
 
@@ -533,6 +570,27 @@ def prepare_tokenizer(tokenizer, config: GRPOConfig, model_name: str) -> None:
         except ValueError:
             raise UserError(f"{given} renders a turn differently once later turns follow it, so the tokens of a "
                             f"conversation would change as it grows: {advice}") from None
+    elif not reads_back(tokenizer):
+        raise UserError(f"{given} writes a tool call in a form its parser does not read back (a call the model makes "
+                        f"would be taken as plain text and never run): {advice}")
+
+
+def reads_back(tokenizer) -> bool:
+    """Whether a tool call the template writes comes back out of the tokens as the same call, as TRL will parse
+    what the model generates."""
+    from trl.chat_template_utils import parse_response
+
+    asked = [{"role": "user", "content": "u"}]
+    called = {"name": "lookup", "arguments": {"key": "value"}}
+    try:
+        prompt = tokenizer.apply_chat_template(asked, add_generation_prompt=True, tokenize=True, return_dict=False)
+        whole = tokenizer.apply_chat_template(asked + [{"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": called}]}], tokenize=True, return_dict=False)
+        message = parse_response(tokenizer, whole[len(prompt):], prefix=prompt)
+    except Exception:  # noqa: BLE001 - a template or parser that fails on the sample fails the check
+        return False
+    calls = message.get("tool_calls") or []
+    return whole[:len(prompt)] == prompt and [call.get("function") for call in calls] == [called]
 
 
 def description_tokens(tokenizer, functions: list) -> int:

@@ -235,7 +235,8 @@ def test_environments_are_resolved_as_trl_takes_them():
     arguments = box.trainer_arguments()
     assert set(arguments["environment_factory"]) == {"count", "echo"}
     episode = arguments["environment_factory"]["count"]()
-    assert type(episode).__name__ == "Counter" and episode.get_reward is None  # scored by our component, not TRL's
+    assert type(episode).__name__ == "Counter"
+    assert not inspect.ismethod(episode.get_reward)  # TRL passes it by: scored by our component, not TRL's as well
     assert [c.name for c in box.rewards] == ["Counter"]
     assert box.specs["environments"] == ["count=test_tools:Counter", "echo=test_tools:Echo"]
     assert "environments: count=Counter (tools: increment), echo=Echo (tools: echo)" in box.describe()
@@ -535,3 +536,125 @@ def test_the_reward_check_runs_the_tools_and_shows_the_episodes(scripted, tmp_pa
     assert "-> calculator(expression='12*34')\n    <- calculator: 408\n    The answer is 408." in result.stdout
     report = json.loads((tmp_path / "out" / "reward_check.json").read_text("utf-8"))
     assert report["episodes"]["with_a_call"] == 1.0
+
+
+class Scored:
+    """An environment whose own code calls get_reward, with a static helper (not a tool) and an async score."""
+
+    def reset(self, **row) -> None:
+        self.total = 0
+
+    def add(self, amount: int) -> str:
+        """Add to the total and say how the episode scores so far.
+
+        Args:
+            amount: How much.
+        """
+        self.total += amount
+        return f"{self.total} (score {self.get_reward()})"
+
+    @staticmethod
+    def helper(x):
+        return x
+
+    def get_reward(self) -> float:
+        return float(self.total == 3)
+
+
+class AsyncScored(Scored):
+    def add(self, amount: int) -> str:
+        """Add to the total.
+
+        Args:
+            amount: How much.
+        """
+        self.total += amount
+        return str(self.total)
+
+    async def get_reward(self) -> float:
+        return float(self.total == 3)
+
+
+def test_environment_edges_behave_as_trl_and_the_class_expect():
+    box = resolve(config_with(environments={"one": Scored}))
+    assert list(box.environments) == [None]  # one environment, named or not: TRL's single form, no column needed
+    assert box.trainer_arguments()["environment_factory"] is box.environments[None]
+    episode = box.environments[None]()
+    episode.reset()
+    assert episode.add(3) == "3 (score 1.0)"  # its own call to get_reward still works, though TRL cannot see it
+    assert tools.tool_names(Scored) == ["add"]  # a staticmethod is no tool (TRL finds bound methods only)
+    assert box.rewards[0].function(["x"], environments=[episode]) == [1.0]
+    twice = resolve(config_with(environments={"a": Scored, "b": Scored}))
+    assert twice.environments["a"] is twice.environments["b"] and len(twice.rewards) == 1
+    asynchronous = resolve(config_with(environments=[AsyncScored])).environments[None]()
+    asynchronous.reset()
+    asynchronous.add(3)
+    assert resolve(config_with(environments=[AsyncScored])).rewards[0].function([""], environments=[asynchronous]) \
+        == [None]  # another resolve, another class: its episodes are not this one's
+    box = resolve(config_with(environments=[AsyncScored]))
+    episode = box.environments[None]()
+    episode.reset()
+    episode.add(3)
+    assert box.rewards[0].function([""], environments=[episode]) == [1.0]
+
+
+def test_nested_limits_keep_the_outer_deadline():
+    outer = guarded_tool(lambda: guarded_tool(slow, 5, "inner")(0.05) and slow(5), 0.4, "outer")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="outer ran past 0.4 s"):
+        outer()
+    assert time.monotonic() - started < 2
+
+
+async def exits_async(code: int) -> str:
+    """Leave.
+
+    Args:
+        code: The status.
+    """
+    raise SystemExit(code)
+
+
+def test_an_async_tool_that_exits_is_a_failed_call_not_a_stuck_loop():
+    with pytest.raises(RuntimeError, match=r"tool exits_async called sys.exit\(4\)"):
+        asyncio.run(guarded_tool(exits_async, 1, "exits_async")(4))
+
+
+def test_a_template_whose_calls_do_not_read_back_is_refused():
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = tokenizer.chat_template.replace("<tool_call>", "<function_call>").replace(
+        "</tool_call>", "</function_call>")  # renders calls, but not in the form the response template reads
+    with pytest.raises(UserError, match="writes a tool call in a form its parser does not read back"):
+        prepare_tokenizer(tokenizer, config_with(tools=["calculator"]), "tiny")
+
+
+def test_the_sampler_gives_no_result_past_the_cap_and_runs_async_tools(scripted):
+    from grpo_tool.backend import prepare
+    from grpo_tool.models import load_policy
+    from grpo_tool.sampling import sample, with_observation
+
+    assert with_observation({"role": "user", "content": [{"type": "text", "text": "a"}]}, " b")["content"] == [
+        {"type": "text", "text": "a"}, {"type": "text", "text": " b"}]
+    config = config_with(tools=["calculator"], max_seq_length=512, max_completion_length=300, max_tool_calls=2)
+    model, tokenizer, _ = load_policy(config, prepare(config))
+    rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "Loop forever."}]}])
+    box = resolve(config)
+    (looped,) = sample(model, tokenizer, rows, config, toolbox=box)
+    assert [turn["role"] for turn in looped["turns"]].count("tool") == 2 and looped["completion_tokens"] <= 300
+    # The call takes 64 tokens of the tiny tokenizer, its result and turn markers 10 more: past a cap of 66.
+    tight = config_with(tools=["calculator"], max_seq_length=512, max_completion_length=66, max_tool_calls=2)
+    (cut,) = sample(model, tokenizer, rows, tight, toolbox=resolve(tight))
+    assert "tool" not in [turn["role"] for turn in cut["turns"]] and cut["tool_calls"] == 1  # counted, not given
+    assert cut["completion_tokens"] == 64
+
+    async def calculator(expression: str) -> str:
+        """Work it out later.
+
+        Args:
+            expression: The arithmetic.
+        """
+        return "2"
+
+    rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "Loop forever."}]}])
+    (ran,) = sample(model, tokenizer, rows, config, toolbox=resolve(config_with(tools=[calculator])))
+    assert [turn["content"] for turn in ran["turns"] if turn["role"] == "tool"] == ["2", "2"]
