@@ -72,8 +72,10 @@ def run_import(spec: str, flag: str, what: str, load: Callable[[], object]):
             return load()
     except SystemExit as stop:
         said = " ".join(printed.getvalue().split())[-200:]
-        raise UserError(f"{flag} {spec!r}: importing {what} ended the program (exit status {stop.code}); a "
-                        "reward module must not parse arguments or exit at import: put that under "
+        kind = {"--tools": "a module of tools", "--environment": "a module of environments"}.get(flag,
+                                                                                                 "a reward module")
+        raise UserError(f"{flag} {spec!r}: importing {what} ended the program (exit status {stop.code}); {kind} "
+                        "must not parse arguments or exit at import: put that under "
                         f"if __name__ == '__main__'" + (f" (it printed: {said})" if said else "")) from None
     except Exception as error:  # noqa: BLE001 - any failure in the user's module is reported as theirs
         where = f" at line {error.lineno}" if isinstance(error, SyntaxError) else ""

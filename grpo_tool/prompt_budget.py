@@ -177,7 +177,7 @@ def fit_to_model(data, tokenizer, config, lengths: dict | None = None, tools: li
     counting the tokens the descriptions of `tools` (the functions) add to each. `lengths`, when given, receives each
     in-memory split's prompt lengths in tokens, row by row, and the training prompts system_prompt went before, as
     "system_prompt": (that many, of so many)."""
-    from grpo_tool.tools import description_tokens
+    from grpo_tool.tools import crowded, description_tokens
 
     described = description_tokens(tokenizer, list(tools))
     budget = config.max_seq_length - config.max_completion_length - described
@@ -185,9 +185,7 @@ def fit_to_model(data, tokenizer, config, lengths: dict | None = None, tools: li
         logger.info("tools: their descriptions add %d tokens to every prompt, counted in max_seq_length - "
                     "max_completion_length", described)
         if budget < 1:
-            raise UserError(f"the tools' descriptions take {described} tokens, which leaves no room for a prompt in "
-                            f"max_seq_length={config.max_seq_length} - max_completion_length="
-                            f"{config.max_completion_length}: raise max_seq_length")
+            raise UserError(crowded(described, config))
     chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
     as_message = chat and config.system_prompt is not None and takes_system_messages(tokenizer)
     if chat and config.system_prompt is not None and not as_message:

@@ -221,16 +221,25 @@ def guarded_tool(function, timeout: float, label: str):
 
 def guarded_step(function, label: str, what: str):
     """An environment's reset or get_reward: any failure stops the run with one line naming it (an episode that
-    cannot start, or be scored, cannot be trained on)."""
+    cannot start, or be scored, cannot be trained on). What reset returns reaches the prompt as text (None: nothing;
+    a list: content parts, as TRL takes them)."""
+    name = f"{label}.{function.__name__}"
+
     @functools.wraps(function)
     def call(*args, **kwargs):
         try:
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
         except SystemExit as stop:
-            raise ToolStop(exit_line(f"environment {label}.{function.__name__}", stop)) from None
+            raise ToolStop(f"environment {name} called sys.exit({'' if stop.code is None else repr(stop.code)}): it "
+                           "must not end the program; raise an exception to stop the run with its message") from None
         except Exception as error:  # noqa: BLE001 - the user's environment; reported as theirs
-            raise ToolStop(f"environment {label}.{function.__name__} raised {type(error).__name__}: {error} "
-                           f"{what}{where(error)}") from None
+            frames = traceback.extract_tb(error.__traceback__)
+            at = f" (calling {name} with {', '.join(kwargs) or 'no arguments'})" if frames[-1].filename == __file__ \
+                else where(error)
+            raise ToolStop(f"environment {name} raised {type(error).__name__}: {error} {what}{at}") from None
+        if function.__name__ == "reset" and result is not None and not isinstance(result, (str, list)):
+            return str(result)
+        return result
 
     return call
 
@@ -325,6 +334,9 @@ def environment_entries(value) -> list[tuple[str | None, object]]:
 def spec_problems(config: GRPOConfig) -> list[str]:
     """What is wrong with the tool and environment names, seen without importing anything."""
     problems = []
+    if config.tools and not split_specs(config.tools):
+        problems.append(f"--tools {','.join(map(str, config.tools))!r} names no tool: give one or more, such as "
+                        "calculator, or leave --tools out")
     for spec in split_specs(config.tools):
         if isinstance(spec, str) and spec not in BUILT_IN:
             if ":" not in spec:
@@ -348,7 +360,24 @@ def spec_problems(config: GRPOConfig) -> list[str]:
         bundled = ", ".join(sorted(path.stem for path in TEMPLATE_DIR.glob("*.jinja")))
         problems.append(f"chat_template={config.chat_template!r}: no such file, and no bundled template of that "
                         f"name (bundled: {bundled})")
+    elif config.chat_template is not None and (problem := template_problem(template_path(config.chat_template))):
+        problems.append(f"chat_template={config.chat_template!r}: {problem}")
     return problems
+
+
+def template_problem(path: Path) -> str | None:
+    """Why a chat template file cannot be a template (not text, not Jinja), or None."""
+    import jinja2
+
+    try:
+        jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return "the file is not UTF-8 text"
+    except jinja2.TemplateSyntaxError as error:
+        if "generation" in str(error):  # transformers' own {% generation %} tag, unknown to plain Jinja
+            return None
+        return f"not a Jinja template: {error.message} at line {error.lineno}"
+    return None
 
 
 def template_path(value: str) -> Path | None:
@@ -373,6 +402,10 @@ def schema_problem(function, shown: str) -> str | None:
         get_json_schema(function)
     except Exception as error:  # noqa: BLE001 - transformers' DocstringParsingException, TypeHintParsingException, ...
         return f"{shown} cannot be shown to the model as a tool: {error}; {TOOL_RULE}"
+    loose = [p.name for p in inspect.signature(function).parameters.values() if p.kind is p.VAR_POSITIONAL]
+    if loose:
+        return (f"{shown} takes *{loose[0]}, which a tool call cannot fill (a call names each argument): give it "
+                "named arguments")
     return None
 
 
@@ -440,20 +473,22 @@ def resolve(config: GRPOConfig) -> Toolbox:
         box.tools.append(guarded_tool(function, config.tool_timeout, function.__name__))
         box.specs.setdefault("tools", []).append(spec if isinstance(spec, str) else tool_spec(function))
     guarded_classes: dict = {}  # one guarded class per class, so that one class under two names is scored as one
+    # (keyed by module and qualified name; the last part of the key is what a reward is named after)
     for name, spec in environment_entries(config.environments):
         cls = load_environment(spec)
         clash = set(tool_names(cls)) & {tool.__name__ for tool in box.tools}
         if clash:
             raise UserError(f"--environment {cls.__name__}: its method {sorted(clash)[0]!r} has the name of a tool "
                             "given with --tools; the model calls tools by name, so rename one")
-        if cls not in guarded_classes:
-            if cls.__name__ in {known.__name__ for known in guarded_classes}:
+        identity = (cls.__module__, cls.__qualname__)  # a file named twice is imported twice: the same class
+        if identity not in guarded_classes:
+            if cls.__name__ in {known for _, known in guarded_classes}:
                 raise UserError(f"--environment: two different classes are named {cls.__name__}, and an "
                                 "environment's reward is logged under its class name; rename one")
-            guarded_classes[cls] = guarded_environment(cls, config.tool_timeout, cls.__name__)
+            guarded_classes[identity] = guarded_environment(cls, config.tool_timeout, cls.__name__)
             if "get_reward" in public_methods(cls):
-                box.rewards.append(environment_reward(guarded_classes[cls], cls.__name__))
-        box.environments[name] = guarded_classes[cls]
+                box.rewards.append(environment_reward(guarded_classes[identity], cls.__name__))
+        box.environments[name] = guarded_classes[identity]
         box.specs.setdefault("environments", []).append(
             (f"{name}=" if name else "") + (spec if isinstance(spec, str) else tool_spec(cls)))
     if len(box.environments) == 1:  # one environment, named or not: every row's, with no column to choose it
@@ -602,6 +637,12 @@ def description_tokens(tokenizer, functions: list) -> int:
                                                      tokenize=True, return_dict=True)["input_ids"])
                    for listed in (functions, None))
     return max(0, shown - bare)
+
+
+def crowded(described: int, config: GRPOConfig) -> str:
+    """The refusal when the tools' descriptions leave no room for a prompt (a run and a plan say the same)."""
+    return (f"the tools' descriptions take {described} tokens, which leaves no room for a prompt in max_seq_length="
+            f"{config.max_seq_length} - max_completion_length={config.max_completion_length}: raise max_seq_length")
 
 
 def generation_prompt(tokenizer) -> str:

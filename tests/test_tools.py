@@ -69,6 +69,15 @@ def unhinted(a):
     return a
 
 
+def spread(*values: int) -> int:
+    """Add them.
+
+    Args:
+        values: The numbers.
+    """
+    return sum(values)
+
+
 def slow(seconds: float) -> str:
     """Wait.
 
@@ -182,6 +191,8 @@ def config_with(**overrides):
     ({"tools": ["calculator"], "prompt_format": "text"}, "tools need chat prompts"),
     ({"chat_template": "nonesuch"}, "chat_template='nonesuch': no such file, and no bundled template"),
     ({"max_tool_calls": 0}, "max_tool_calls=0 must be at least 1"),
+    ({"tools": [""]}, "--tools '' names no tool"),
+    ({"tools": [spread]}, "spread takes *values, which a tool call cannot fill"),
 ])
 def test_tool_mistakes_are_one_line_before_any_model_loads(overrides, said):
     from grpo_trainer import GRPOTrainer
@@ -658,3 +669,38 @@ def test_the_sampler_gives_no_result_past_the_cap_and_runs_async_tools(scripted)
     rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "Loop forever."}]}])
     (ran,) = sample(model, tokenizer, rows, config, toolbox=resolve(config_with(tools=[calculator])))
     assert [turn["content"] for turn in ran["turns"] if turn["role"] == "tool"] == ["2", "2"]
+
+
+ENVIRONMENT_FILE = """
+class Board:
+    def reset(self, level):
+        return 7
+
+    def move(self, to: int) -> str:
+        \"\"\"Move.
+
+        Args:
+            to: Where.
+        \"\"\"
+        return str(to)
+
+    def get_reward(self) -> float:
+        return 1.0
+"""
+
+
+def test_environment_files_named_twice_and_resets_as_users_write_them(tmp_path):
+    path = tmp_path / "board.py"
+    path.write_text(ENVIRONMENT_FILE, encoding="utf-8")
+    box = resolve(config_with(environments=[f"a={path}:Board", f"b={path}:Board"]))
+    assert box.environments["a"] is box.environments["b"] and [c.name for c in box.rewards] == ["Board"]
+    episode = box.environments["a"]()
+    assert episode.reset(level=1) == "7"  # what reset returns reaches the prompt as text
+    with pytest.raises(ToolStop, match=r"environment Board.reset raised TypeError: .* \(calling Board.reset with "
+                                       r"prompt, level\)"):
+        episode.reset(prompt="p", level=1)
+    template = tmp_path / "broken.jinja"
+    template.write_text("{% for m in messages %}{{ m.content }", encoding="utf-8")
+    with pytest.raises(UserError, match=r"chat_template='.*broken.jinja': not a Jinja template: unexpected '}' at "
+                                        r"line 1"):
+        config_with(chat_template=str(template))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from grpo_tool.datasets import SAMPLE_DATASET
+from grpo_tool.errors import UserError
 from grpo_tool.prompt_budget import in_form, prompt_token_count, uses_chat
 from grpo_tool.settings import GRPOConfig
 
@@ -61,6 +62,8 @@ def longest_prompt(config: GRPOConfig, training_prompts: Callable[[], list]) -> 
         tools.prepare_tokenizer(tokenizer, config, config.model_name)
         described = tools.description_tokens(tokenizer, tools.resolve(config).all_tools())
         budget -= described
+        if budget < 1:
+            raise UserError(tools.crowded(described, config))
     prompts = training_prompts()
     chat = uses_chat(config.prompt_format, tokenizer, config.model_name)
     # The longest by characters are the longest in tokens, give or take: count tokens for those only.
