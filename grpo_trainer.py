@@ -35,7 +35,14 @@ from grpo_tool.reward_config import reward_config_choice
 from grpo_tool.reward_guard import held_out
 from grpo_tool.scoring import build_reward_functions
 from grpo_tool.settings import GRPOConfig, resolved_eval_group_size, settings_record
-from rewards import check_references, describe_rewards, eval_components, log_missing_references, resolve_rewards
+from rewards import (
+    check_code_tests,
+    check_references,
+    describe_rewards,
+    eval_components,
+    log_missing_references,
+    resolve_rewards,
+)
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "TrainingInterrupted"]
 
@@ -68,6 +75,7 @@ class GRPOTrainer:
         validate_config(self.config)
         # The tools, the environments, the reward config and every --reward-fn file, imported here and never again.
         self.toolbox = tools.resolve(self.config)
+        self.code_sandbox: str | None = None  # the code sandbox's line, once load_data has checked it
         if self.toolbox.active:
             logger.info("%s; at most %d rounds of calls a completion, each call stopped after %g s",
                         self.toolbox.describe(), self.config.max_tool_calls, self.config.tool_timeout)
@@ -150,6 +158,9 @@ class GRPOTrainer:
             if problem := tools.column_problem(self.toolbox, data[split], split):
                 raise UserError(problem)
         check_references(self.components, self.reward_config, data)
+        if line := check_code_tests(self.components, self.reward_config, data):
+            self.code_sandbox = line
+            logger.info(line)
         self.loaded = data  # what prepare_data may take as checked
         return data
 
@@ -249,6 +260,8 @@ class GRPOTrainer:
         if self.toolbox.active:
             record["tools"] = {**self.toolbox.specs, "max_tool_calls": config.max_tool_calls,
                                "tool_timeout": config.tool_timeout, "said": self.toolbox.describe()}
+        if self.code_sandbox:
+            record["code_tests"] = {**self.reward_config["code_tests"], "said": self.code_sandbox}
         if self.trainer is not None:
             from grpo_tool.plan.sharding import engine_of
 

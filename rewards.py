@@ -31,6 +31,9 @@ The components, each bounded; a component takes part when its weight (`<name>_we
 - format in {0, 0.5, 1}: 1 when the completion is exactly the tags of format.tags in order
   (`<think>...</think><answer>...</answer>` by default; whitespace around them allowed), 0.5 when those tags appear in
   that order with other text around them, else 0.
+- code_tests in [0, 1]: the share of the row's tests (MBPP's test_list, HumanEval's check, stdin/stdout pairs) that
+  the completion's program passes, run in the bubblewrap sandbox; 1 only when all pass with code_tests.mode "all".
+  A program that does not run scores 0, a row without tests None (grpo_tool/code_tests.py, grpo_tool/sandbox.py).
 
 Keywords match case-insensitively where a word starts, and may run on: "correct" matches "Correctly" but not
 "incorrect"; "맞아" matches "맞아요" (Korean attaches endings to the word) but "정확" does not match "부정확".
@@ -49,6 +52,7 @@ import string
 from collections.abc import Callable, Sequence
 
 from grpo_tool.answers import accepted_answers, answer_matches
+from grpo_tool.code_tests import check_test_columns, make_code_tests_reward, rows_without_tests, sandbox_for
 from grpo_tool.components import REWARD_MODEL, Component, RewardFunction
 from grpo_tool.custom_rewards import load_custom_reward, reward_name
 from grpo_tool.errors import UserError
@@ -199,6 +203,20 @@ def check_references(components: list[Component], reward_config: dict, data) -> 
     return column
 
 
+def check_code_tests(components: list[Component], reward_config: dict, data) -> str | None:
+    """code_tests' data holds tests in a layout it reads, and its sandbox holds the hostile programs: the line that
+    says so (None when code_tests takes no part). Before any model loads."""
+    if not any(component.name == "code_tests" for component in components):
+        return None
+    split, rows = reference_rows(data)
+    check_test_columns([name for name in rows.column_names or () if name != "prompt"],
+                       "the training data" if split == "train" else "the evaluation data")
+    if hasattr(rows, "__len__") and (missing := rows_without_tests(rows)):
+        logger.info("code_tests: %d of %d prompts have no tests it can read; they are skipped (None), not scored 0",
+                    missing, len(rows))
+    return sandbox_for(reward_config["code_tests"])[1]
+
+
 def log_missing_references(components: list[Component], reward_config: dict, data) -> None:
     """How many rows answer_match will skip for want of a reference (they score None, not 0)."""
     column = check_references(components, reward_config, data)
@@ -250,6 +268,7 @@ REWARD_COMPONENTS: dict[str, Callable[[dict], RewardFunction]] = {
     "quality": make_quality_reward,
     "answer_match": make_answer_match_reward,
     "format": make_format_reward,
+    "code_tests": make_code_tests_reward,
 }
 
 

@@ -27,7 +27,7 @@ from grpo_tool.cli import PLAN_ONLY, build_parser, chosen_task
 from grpo_tool.console import ConsoleHandler, for_a_person, format_summary, quiet_library_progress_bars
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.flags import as_typed, config_overrides
-from grpo_tool.launch import is_main_process, launch_problem, linger, planning_for, says_errors
+from grpo_tool.launch import close_process_group, is_main_process, launch_problem, linger, planning_for, says_errors
 from grpo_tool.outputs import EarlyRecords, detach_log_files
 from grpo_tool.places import unwritable, write_failure
 from grpo_tool.settings import FIELDS, GRPOConfig, expand_path
@@ -54,6 +54,7 @@ def train(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int
             trainer.load_model()
             trainer.train(data)  # data fitted to the model, TRL trainer built, run record written, trained
             final = trainer.save_model()
+            close_process_group()  # the last collective is behind every process
             report = build_report(config.output_dir) if is_main_process() else None
     except TrainingInterrupted as stop:
         return interrupted(config, stop)
@@ -76,6 +77,7 @@ def evaluate(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> 
             logger.info(said)
         trainer.load_model(checkpoint)
         metrics = trainer.evaluate(data)
+    close_process_group()
     if is_main_process():
         print(format_summary({**metrics, "model": trainer.model_path}, eval_only=True))
     return 0

@@ -73,6 +73,22 @@ def says_errors() -> bool:
     return is_main_process() or launch_problem() is not None
 
 
+def close_process_group() -> None:
+    """A process done with its collectives closes its process group itself. Left to the interpreter's exit, gloo's
+    threads can be torn down in the wrong order and abort the process (`terminate called without an active
+    exception`, status -6), after a run that went well; the launcher then reports a failure. Closing is local to this
+    process, so the main one may still be writing its report."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:  # nothing loaded torch: no group to close
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
 def linger() -> None:
     """A process that stops quietly waits a moment first: the launcher stops every process once one has ended, and
     the main one, meeting the same mistake a moment later, must have printed it by then. The launcher's SIGTERM

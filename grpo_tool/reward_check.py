@@ -19,6 +19,7 @@ Three measurements, per component and for the weighted total:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
@@ -214,6 +215,52 @@ def check_references(components: list[Component], reward_config: dict, rows, col
     return result
 
 
+SOLUTION_COLUMNS = ("code", "canonical_solution", "solutions")  # MBPP's, HumanEval's and APPS's own solutions
+
+
+def solution_text(value) -> str | None:
+    """A row's own solution: the text, or the first of a list (APPS keeps a JSON list of them)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if isinstance(value, (list, tuple)):
+        value = next((item for item in value if isinstance(item, str) and item.strip()), None)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def check_solutions(components: list[Component], rows) -> dict:
+    """code_tests on the data's own solutions: each should pass all of its tests. One that does not shows tests, a
+    setup or limits (timeout, memory) at fault before any model is blamed."""
+    component = next((c for c in components if c.name == "code_tests"), None)
+    column = next((name for name in SOLUTION_COLUMNS if name in (rows.column_names or ())), None)
+    if component is None or column is None:
+        return {"rows": 0}
+    picked = [index for index, value in enumerate(rows[column][:REFERENCE_ROWS * 4]) if solution_text(value)]
+    picked = picked[:REFERENCE_ROWS]
+    if not picked:
+        return {"rows": 0, "column": column}
+    chosen = rows.select(picked)
+    prompts = list(chosen["prompt"])
+    chat = isinstance(prompts[0], list)
+    completions = [as_completion(f"```python\n{solution_text(value)}\n```", chat) for value in chosen[column]]
+    columns = {name: list(chosen[name]) for name in chosen.column_names if name != "prompt"}
+    scores, failures, _ = score(component, completions, prompts, columns)
+    scored = [(prompt, value) for prompt, value in zip(prompts, scores) if value is not None]
+    return {"rows": len(scored), "column": column, "mean": mean_or_none([value for _, value in scored]),
+            "all_passed": sum(value == 1.0 for _, value in scored), "exceptions": len(failures),
+            "short": [{"prompt": preview_text(prompt, 60), "score": round(value, 4)} for prompt, value in scored
+                      if value < 1.0][:3]}
+
+
+def solution_lines(solutions: dict) -> list[str]:
+    if not solutions.get("rows"):
+        return []
+    return [f"solutions: the data's own {solutions['column']!r} on {solutions['rows']} rows, scored by code_tests: "
+            f"mean {cell(solutions['mean'])}, {solutions['all_passed']} pass every test", ""]
+
+
 def mean_or_none(values: list) -> float | None:
     present = [value for value in values if value is not None]
     return round(statistics.fmean(present), 4) if present else None
@@ -301,6 +348,13 @@ def warnings_for(report: dict) -> list[str]:
             found.append(f"{name} raised an exception on {stats['exceptions']} of {2 * pairs['pairs']} chosen and "
                          f"rejected answers; {first_exception_text(stats['first_exception'])}")
     found += reference_warnings(report.get("references", {}))
+    solutions = report.get("solutions", {})
+    if solutions.get("rows") and solutions["all_passed"] < solutions["rows"]:
+        shown = "; ".join(f"{short['prompt']!r}: {short['score']:g}" for short in solutions["short"])
+        found.append(f"code_tests gives {solutions['rows'] - solutions['all_passed']} of {solutions['rows']} of the "
+                     f"data's own solutions in {solutions['column']!r} less than 1 ({shown}): their tests, the tests' "
+                     "setup or the sandbox's limits (code_tests.timeout, code_tests.memory_mb) are at fault, not the "
+                     "model")
     if episodes := report.get("episodes"):
         if not episodes["with_a_call"]:
             found.append(f"none of {episodes['completions']} sampled completions called a tool: GRPO only reinforces "
@@ -343,6 +397,7 @@ def run_reward_check(config: GRPOConfig, components: list[Component], reward_con
     pairs = check_pairs(components, data["train"])
     column = reference_column(reward_config["answer_match"], data["train"].column_names or ())
     references = check_references(components, reward_config, data["train"], column)
+    solutions = check_solutions(components, data["train"])
     source = data["eval"] if len(data["eval"]) else data["train"]
     rows = source.select(range(min(CHECK_PROMPTS, len(source))))
     samples = sample(model, tokenizer, rows, config, per_prompt=config.group_size, toolbox=toolbox)
@@ -357,6 +412,7 @@ def run_reward_check(config: GRPOConfig, components: list[Component], reward_con
         "weights": {c.name: c.weight for c in components},
         "pairs": pairs,
         "references": references,
+        "solutions": solutions,
         "groups": check_groups(components, samples, config.group_size, columns),
     }
     if toolbox is not None and toolbox.active:
@@ -421,6 +477,7 @@ def format_report(report: dict) -> str:
              f"  pairs: {pairs['pairs']} chosen/rejected rows (scored without their references); groups: "
              f"{groups.get('groups', 0)} prompts x {groups.get('group_size', 0)} sampled completions", "", *table, ""]
     lines += reference_table(report.get("references", {}))
+    lines += solution_lines(report.get("solutions", {}))
     lines += episode_lines(report.get("episodes"))
     lines += [f"warning: {text}" for text in report["warnings"]] or ["no warnings"]
     lines.append(f"report: {report['report_path']}")

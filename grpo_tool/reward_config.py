@@ -35,8 +35,10 @@ EXTENSION_DEFAULTS: dict[str, Any] = {
     "description": "",
     "answer_match_weight": 0.0,
     "format_weight": 0.0,
+    "code_tests_weight": 0.0,
     "answer_match": {"reference_column": None, "tolerance": 1e-6},
     "format": {"tags": ["think", "answer"]},
+    "code_tests": {"mode": "share", "sandbox": "bwrap", "timeout": 10, "memory_mb": 1024},
     "reward_model_weight": 1.0,
     "custom_weights": {},
 }
@@ -170,6 +172,27 @@ def reward_config_problems(config: dict) -> list[str]:
                                                          for tag in tags):
         problems.append(f"format.tags={tags!r} must be a list of tag names such as [\"think\", \"answer\"] (letters, "
                         "digits, _ . -; no angle brackets)")
+    problems += code_tests_problems(config["code_tests"])
+    return problems
+
+
+def code_tests_problems(settings: dict) -> list[str]:
+    from grpo_tool.sandbox import SANDBOXES, UNSAFE_LABEL
+
+    problems = []
+    if settings["mode"] not in ("share", "all"):
+        problems.append(f"code_tests.mode={settings['mode']!r} must be \"share\" (the share of a row's tests passed) "
+                        "or \"all\" (1 only when every test passes)")
+    if settings["sandbox"] not in SANDBOXES:
+        problems.append(f"code_tests.sandbox={settings['sandbox']!r} must be \"bwrap\" (bubblewrap, the default) or "
+                        f"\"unsafe-local\" ({UNSAFE_LABEL}); docker is not offered")
+    timeout = settings["timeout"]
+    if not is_number(timeout) or not 0 < timeout <= 600:
+        problems.append(f"code_tests.timeout={timeout!r} must be seconds in (0, 600], the wall clock of one program")
+    memory = settings["memory_mb"]
+    if not isinstance(memory, int) or isinstance(memory, bool) or not 64 <= memory <= 1 << 20:
+        problems.append(f"code_tests.memory_mb={memory!r} must be a whole number of megabytes, at least 64 (the "
+                        "address space of each of a program's processes; Python itself takes about 30)")
     return problems
 
 

@@ -18,6 +18,10 @@ is. Detected from the columns, in this order:
   whole worked answer is kept as `solution`.
 - problem_solution: MATH's `problem` / `solution`; the solution passes on as it is.
 - alpaca: `instruction`, optional `input` (joined into the prompt by a blank line), `output` passed on.
+- mbpp / mbpp_sanitized: MBPP's task in `text` (or `prompt`) with its `test_list` shown after it, since the tests
+  name the function (left out when the prompt already shows them); every test column passes on to code_tests.
+  HumanEval (`prompt`, `test`, `entry_point`) is custom's layout; APPS (`question`, `input_output`) question_answer's.
+- livecodebench: `question_content` is the prompt.
 
 A row that cannot be used gets a reason in ROW_PROBLEM (the caller drops it or names its line).
 
@@ -49,8 +53,9 @@ TRL_DROPPED_COLUMNS = ("completion",)  # TRL leaves these out of what it passes 
 TRL_IMAGE_COLUMNS = ("image", "images")  # TRL reads these as the prompt's images; this tool trains text models
 FORMATS_ACCEPTED = ("prompt (text or chat messages) with any other columns, {prompt, chosen, rejected}, "
                     "question/answer (GSM8K), problem/solution (MATH), chat messages, Alpaca instruction/input/output, "
-                    "UltraFeedback-binarized, hh-rlhf and openbmb/UltraFeedback rows; for any other layout, name the "
-                    "prompt's column with --prompt-column")
+                    "UltraFeedback-binarized, hh-rlhf and openbmb/UltraFeedback rows, MBPP (text, test_list) and "
+                    "LiveCodeBench (question_content); for any other layout, name the prompt's column with "
+                    "--prompt-column")
 
 
 def prompt_problem(prompt: Any, field: str = "prompt") -> str | None:
@@ -207,6 +212,25 @@ def convert_alpaca(batch: dict) -> dict:
     return output
 
 
+def with_tests(prompt: Any, tests: Any) -> Any:
+    """An MBPP task with the tests it must pass (they name the function), unless the prompt already shows them."""
+    if not isinstance(prompt, str) or not isinstance(tests, list) or not tests:
+        return prompt
+    shown = [str(test) for test in tests]
+    if shown[0] in prompt:
+        return prompt
+    return f"{prompt.rstrip()}\n\nYour code should pass these tests:\n" + "\n".join(shown)
+
+
+def convert_mbpp(field: str) -> Callable[[dict], dict]:
+    def convert(batch: dict) -> dict:
+        tests = batch.get("test_list") or [None] * rows_in(batch)
+        return prompts_from({**batch, field: [with_tests(prompt, listed) for prompt, listed
+                                              in zip(batch[field], tests)]}, field)
+
+    return convert
+
+
 @dataclass(frozen=True)
 class Schema:
     convert: Callable[[dict], dict]  # a batch of source rows -> the columns built from them (with ROW_PROBLEM)
@@ -223,6 +247,10 @@ SCHEMAS = {
     "question_answer": Schema(convert_question_answer, ("question", "answer")),
     "problem_solution": Schema(lambda batch: prompts_from(batch, "problem"), ("problem",)),
     "alpaca": Schema(convert_alpaca, ("instruction", "input")),
+    # Code problems; their test columns pass on to code_tests (grpo_tool/code_tests.py reads their layouts).
+    "mbpp": Schema(convert_mbpp("text"), ("text",)),
+    "mbpp_sanitized": Schema(convert_mbpp("prompt"), ("prompt",)),
+    "livecodebench": Schema(lambda batch: prompts_from(batch, "question_content"), ("question_content",)),
 }
 
 
@@ -236,6 +264,10 @@ def detect_schema(columns: list[str], row: dict) -> str | None:
     names = set(columns)
     if {"instruction", "completions"} <= names:
         return "openbmb"
+    if "test_list" in names and ({"text", "prompt"} & names):
+        return "mbpp" if "text" in names else "mbpp_sanitized"
+    if "question_content" in names:
+        return "livecodebench"
     if "prompt" in names:
         return "ultrafeedback_binarized" if isinstance(row.get("chosen"), list) else "custom"
     if {"chosen", "rejected"} <= names and HH_ASSISTANT in str(row.get("chosen") or ""):

@@ -22,7 +22,8 @@ MODULES = ["train_grpo", "grpo_tool.report", "grpo_tool.outputs", "grpo_tool.ala
            "grpo_tool.custom_rewards", "grpo_tool.places", "grpo_tool.settings", "grpo_tool.launch",
            "grpo_tool.datasets", "grpo_tool.components", "grpo_tool.scoring", "grpo_tool.reward_config",
            "grpo_tool.cli", "grpo_tool.trainer_hooks", "grpo_tool.metrics", "grpo_tool.group_choice",
-           "grpo_tool.shared_prompts", "grpo_tool.plan.sharding", "grpo_tool.accelerate_launch", "grpo_tool.tools"]
+           "grpo_tool.shared_prompts", "grpo_tool.plan.sharding", "grpo_tool.accelerate_launch", "grpo_tool.tools",
+           "grpo_tool.code_tests", "grpo_tool.sandbox"]
 
 
 def example(module) -> str:
