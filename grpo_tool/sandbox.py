@@ -21,6 +21,7 @@ drops to an unprivileged uid of its slot (SANDBOX_UIDS + slot), which no process
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import secrets
@@ -271,7 +272,7 @@ class Sandbox:
             command = [*self.prefix, sys.executable, "-I", "-c", LAUNCHER, str(payload_fd), str(result_fd), str(uid),
                        limits, tag]
             unsafe = self.kind != "bwrap"
-            with tempfile.TemporaryDirectory() if unsafe else _nothing() as folder:
+            with tempfile.TemporaryDirectory() if unsafe else contextlib.nullcontext() as folder:
                 process = subprocess.Popen(command, stdin=stdin_file, stdout=stdout_file, stderr=stderr_file,
                                            pass_fds=(payload_fd, result_fd), start_new_session=True,
                                            env=program_environment() if unsafe else {}, cwd=folder)
@@ -297,14 +298,6 @@ class Sandbox:
             return [self.run(job, stdin) for job, stdin in jobs]
         with concurrent.futures.ThreadPoolExecutor(min(workers(), len(jobs))) as pool:
             return list(pool.map(lambda pair: self.run(*pair), jobs))
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def wait_for(process: subprocess.Popen, timeout: float) -> int | None:
