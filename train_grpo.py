@@ -27,7 +27,15 @@ from grpo_tool.cli import PLAN_ONLY, build_parser, chosen_task
 from grpo_tool.console import ConsoleHandler, for_a_person, format_summary, quiet_library_progress_bars
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.flags import as_typed, config_overrides
-from grpo_tool.launch import close_process_group, is_main_process, launch_problem, linger, planning_for, says_errors
+from grpo_tool.launch import (
+    close_process_group,
+    is_main_process,
+    launch_problem,
+    leave,
+    linger,
+    planning_for,
+    says_errors,
+)
 from grpo_tool.outputs import EarlyRecords, detach_log_files
 from grpo_tool.places import unwritable, write_failure
 from grpo_tool.settings import FIELDS, GRPOConfig, expand_path
@@ -271,4 +279,4 @@ def stop(line: str, status: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
 import threading
 import time
+from typing import NoReturn
 
 PLANNED: list[int] = []  # the processes a --plan plans for, while it is checked and computed (planning_for)
 
@@ -74,10 +76,8 @@ def says_errors() -> bool:
 
 
 def close_process_group() -> None:
-    """A process done with its collectives closes its process group itself. Left to the interpreter's exit, gloo's
-    threads can be torn down in the wrong order and abort the process (`terminate called without an active
-    exception`, status -6), after a run that went well; the launcher then reports a failure. Closing is local to this
-    process, so the main one may still be writing its report."""
+    """A process done with its collectives closes its process group itself, so that nothing is still waiting on it
+    while the main one writes the report. Closing is local to this process."""
     import sys
 
     if "torch.distributed" not in sys.modules:  # nothing loaded torch: no group to close
@@ -87,6 +87,24 @@ def close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def leave(status: int) -> NoReturn:
+    """End the process with `status`. One of several processes runs its exit handlers (logs, W&B), flushes its
+    output, and leaves without the interpreter's teardown. Closing the group does not free gloo's C++ objects while
+    DistributedDataParallel still holds them; they are freed during that teardown, where a gloo thread that asks for
+    the interpreter's lock is stopped and aborts the whole process (`terminate called without an active exception`,
+    status -6), at random, after a run that went well. The launcher then reports a failed run."""
+    import sys
+
+    if world_size() == 1 or "torch.distributed" not in sys.modules:
+        sys.exit(status)
+    close_process_group()
+    atexit._run_exitfuncs()  # what a normal exit would run: logging's shutdown, W&B's finish, temporary folders
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def linger() -> None:

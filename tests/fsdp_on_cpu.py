@@ -29,4 +29,4 @@ AcceleratorState.__init__ = keep_fsdp
 if __name__ == "__main__":
     import train_grpo
 
-    sys.exit(train_grpo.main())
+    train_grpo.leave(train_grpo.main())

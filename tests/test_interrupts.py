@@ -110,6 +110,25 @@ def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_c
     assert Path(latest).name == "checkpoint-40"
 
 
+LEAVING = """
+import atexit, sys
+import torch.distributed
+from grpo_tool.launch import leave
+atexit.register(lambda: print("exit handler ran"))
+print("unflushed", end="")
+leave(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_a_process_leaves_with_its_status_its_output_and_its_exit_handlers(world_size):
+    # One of several processes leaves without the interpreter's teardown (gloo's threads abort in it); what a normal
+    # exit does for the user (exit handlers, buffered output, the status) still happens.
+    result = subprocess.run([sys.executable, "-c", LEAVING, "3"], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT, env={**os.environ, "WORLD_SIZE": world_size, "RANK": "1"})
+    assert result.returncode == 3 and result.stdout == "unflushedexit handler ran\n", result.stderr
+
+
 @pytest.mark.slow
 def test_two_processes_train_and_only_the_main_one_writes(tmp_path):
     # Groups of 4 in batches of 6 per process: the middle group of each step lies across both processes. A reward
