@@ -39,7 +39,7 @@ from grpo_tool.settings import (
     OBJECT_FIELDS,
     GRPOConfig,
     expand_path,
-    resolved_eval_group_size,
+    resolved_eval_samples,
     settings_record,
 )
 from grpo_tool.tiny_model import tiny_model_dir, tiny_reward_model_dir
@@ -283,6 +283,10 @@ def range_problems(config: GRPOConfig) -> list[str]:
         (config.num_train_epochs > 0, f"num_train_epochs={config.num_train_epochs} must be above 0"),
         (config.max_steps == -1 or config.max_steps > 0, f"max_steps={config.max_steps} must be -1 or at least 1"),
         (config.temperature > 0, f"temperature={config.temperature} must be above 0"),
+        (config.eval_temperature is None or config.eval_temperature > 0,
+         f"eval_temperature={config.eval_temperature} must be above 0, or null for the training temperature"),
+        (config.eval_checkpoints is None or checkpoint_steps(config.eval_checkpoints) is not None,
+         f"eval_checkpoints={config.eval_checkpoints!r} must be all, or checkpoint steps such as 100,200"),
         (0 < config.top_p <= 1, f"top_p={config.top_p} must be in (0, 1]"),
         (config.beta >= 0, f"beta={config.beta} must be a number >= 0"),
         (config.gamma == 1.0, f"gamma={config.gamma}: every episode is a single completion, so only 1.0 is "
@@ -310,11 +314,26 @@ def range_problems(config: GRPOConfig) -> list[str]:
     return problems + [message for passed, message in checks if not passed]
 
 
+def checkpoint_steps(value: str) -> list[int] | None:
+    """--eval-checkpoints: [] for all, the steps of a list such as 100,200, or None when it is neither."""
+    if value.strip().lower() == "all":
+        return []
+    words = [word.strip() for word in value.split(",")]
+    if not words or not all(word.isdigit() and int(word) > 0 for word in words):
+        return None
+    return sorted({int(word) for word in words})
+
+
 def path_problems(config: GRPOConfig) -> list[str]:
     """Names and files that can be checked without loading anything: model, data, rewards, checkpoint."""
     problems = [problem for problem in [model_name_problem(config.model_name)] if problem]
     if config.custom_data is not None and (problem := data_path_problem(config.custom_data)):
         problems.append(problem)
+    if config.eval_data is not None and (problem := data_path_problem(config.eval_data, "eval_data")):
+        problems.append(problem)
+    if config.eval_data is not None and config.max_eval_samples == 0:
+        problems.append(f"eval_data={config.eval_data} gives evaluation rows, and max_eval_samples is 0 (no "
+                        "evaluation): drop one of them")
     if config.reward_model not in (None, TINY_MODEL):
         problems += [problem for problem in [model_name_problem(config.reward_model, "reward model")] if problem]
     try:
@@ -425,13 +444,13 @@ def batch_problems(config: GRPOConfig) -> list[str]:
             f"{generation_batch} completions per generation, which group_size={config.group_size} does not divide: "
             f"use per_device_train_batch_size={step} (or {2 * step}, {3 * step}), or a group_size "
             f"that divides {generation_batch}")
-    eval_group = resolved_eval_group_size(config)
+    eval_group = resolved_eval_samples(config)
     eval_batch = config.per_device_eval_batch_size * processes
-    if eval_group < 2 and config.eval_group_size is not None:
-        problems.append(f"eval_group_size={eval_group} must be at least 2, or null")
+    if eval_group < 1:
+        problems.append(f"eval_samples={eval_group} must be at least 1, or null")
     elif eval_batch % eval_group:
         step = eval_group // math.gcd(eval_group, processes)
         problems.append(f"per_device_eval_batch_size={config.per_device_eval_batch_size} on {processes} process(es) "
-                        f"is not a multiple of eval_group_size={eval_group}: use per_device_eval_batch_size={step} "
+                        f"is not a multiple of eval_samples={eval_group}: use per_device_eval_batch_size={step} "
                         f"(or {2 * step}, {3 * step})")
     return problems

@@ -249,20 +249,24 @@ def resolve_hub_source(name: str) -> HubSource | None:
     return next((source for source in HUB_SOURCES.values() if source.repo_id == name), None)
 
 
-def load_source(name: str, seed: int, prompt_column: str | None = None) -> tuple[Any, Any]:
-    """(train, eval) of a dataset name, a hub id or a local file, in memory."""
+def load_source(name: str, seed: int, prompt_column: str | None = None, hold: bool = True) -> tuple[Any, Any]:
+    """(train, eval) of a dataset name, a hub id or a local file, in memory. hold=False (an evaluation file of its
+    own is given): every row trains, and eval is None."""
     if name == SAMPLE_DATASET:
         return (convert_local_file(SAMPLE_FILES["train"], prompt_column),
-                convert_local_file(SAMPLE_FILES["eval"], prompt_column))
+                convert_local_file(SAMPLE_FILES["eval"], prompt_column) if hold else None)
     source = resolve_hub_source(name)
     if source is not None:
         train = hub_split(source, source.train_split, prompt_column)
+        if not hold:
+            return train, None
         if source.eval_split is None:
             return hold_out(train, seed)
         return train, hub_split(source, source.eval_split, prompt_column)
     path = Path(name).expanduser()
     if data_suffix(path) in FILE_BUILDERS or path.exists():
-        return hold_out(convert_local_file(path, prompt_column), seed)
+        rows = convert_local_file(path, prompt_column)
+        return hold_out(rows, seed) if hold else (rows, None)
     raise UserError(f"unknown dataset {name!r}: use one of {', '.join(DATASET_NAMES)}, a supported hub id "
                     f"({', '.join(s.repo_id for s in HUB_SOURCES.values())}), or {ACCEPTED}")
 
@@ -335,7 +339,9 @@ def load_streaming(name: str, config: GRPOConfig):
 
     source = resolve_hub_source(name)
     train = stream_rows(*open_stream(name, config.prompt_column), name)
-    if source is None or source.eval_split is None:
+    if config.eval_data:
+        evaluation = eval_file_rows(config).to_list()
+    elif source is None or source.eval_split is None:
         # No evaluation split: the stream's first rows are held out for it.
         evaluation = list(train.take(config.max_eval_samples))
         train = train.skip(len(evaluation))
@@ -360,13 +366,22 @@ def load_grpo_dataset(config: GRPOConfig):
         train, evaluation = load_streaming(name, config)
         logger.info("data: streaming training prompts, %d evaluation prompts (%s)", len(evaluation), name)
         return datasets.DatasetDict({"train": train, "eval": evaluation})
-    train, evaluation = load_source(name, config.seed, config.prompt_column)
+    train, evaluation = load_source(name, config.seed, config.prompt_column, hold=not config.eval_data)
+    if config.eval_data:
+        evaluation = eval_file_rows(config)
     if config.max_samples is not None and len(train) > config.max_samples:
         train = train.select(range(config.max_samples))
     if len(evaluation) > config.max_eval_samples:
         evaluation = evaluation.select(range(config.max_eval_samples))
-    logger.info("data: %d training prompts, %d evaluation prompts (%s)", len(train), len(evaluation), name)
+    logger.info("data: %d training prompts, %d evaluation prompts (%s)", len(train), len(evaluation),
+                f"{name}; evaluation: {config.eval_data}" if config.eval_data else name)
     return datasets.DatasetDict({"train": train, "eval": evaluation})
+
+
+def eval_file_rows(config: GRPOConfig):
+    """--eval-data: the file's rows, in any layout custom_data takes, the first max_eval_samples of them."""
+    rows = convert_local_file(Path(config.eval_data), config.prompt_column)
+    return rows.select(range(config.max_eval_samples)) if len(rows) > config.max_eval_samples else rows
 
 
 def create_grpo_dataloader(model_name: str | None = None, dataset_name: str = SAMPLE_DATASET,

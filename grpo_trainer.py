@@ -26,6 +26,7 @@ from data_loader import as_dataset_dict
 from grpo_tool import backend, group_choice, metrics, outputs, run_dir, tools
 from grpo_tool.components import REWARD_MODEL
 from grpo_tool.errors import Interrupted, UserError
+from grpo_tool.held_out import answer_check_for, held_out_names
 from grpo_tool.json_files import write_json_atomic, write_text_atomic
 from grpo_tool.launch import is_main_process, launcher_says
 from grpo_tool.metrics import best_metric
@@ -34,7 +35,7 @@ from grpo_tool.prompt_budget import fit_to_model
 from grpo_tool.reward_config import reward_config_choice
 from grpo_tool.reward_guard import held_out
 from grpo_tool.scoring import build_reward_functions
-from grpo_tool.settings import GRPOConfig, resolved_eval_group_size, settings_record
+from grpo_tool.settings import GRPOConfig, resolved_eval_samples, settings_record
 from rewards import (
     check_code_tests,
     check_references,
@@ -81,7 +82,8 @@ class GRPOTrainer:
                         self.toolbox.describe(), self.config.max_tool_calls, self.config.tool_timeout)
         self.reward_config, self.components = resolve_rewards(self.config, self.toolbox.rewards)
         self.eval_components = eval_components(self.config.eval_reward_functions, self.components)
-        self.best_metric = best_metric(self.config.metric_for_best_model, self.components + self.eval_components)
+        self.best_metric = best_metric(self.config.metric_for_best_model, self.components + self.eval_components,
+                                       held_out_names(self.components, resolved_eval_samples(self.config)))
         reward_model_weight = self.reward_config["reward_model_weight"] if self.config.reward_model else None
         logger.info("rewards: %s", describe_rewards(self.config, self.components, reward_model_weight))
         self.machine = None
@@ -158,11 +160,23 @@ class GRPOTrainer:
             if problem := tools.column_problem(self.toolbox, data[split], split):
                 raise UserError(problem)
         check_references(self.components, self.reward_config, data)
+        self.check_held_out(data["eval"])
         if line := check_code_tests(self.components, self.reward_config, data):
             self.code_sandbox = line
             logger.info(line)
         self.loaded = data  # what prepare_data may take as checked
         return data
+
+    def check_held_out(self, rows) -> None:
+        """A best checkpoint chosen by pass@ or maj@ needs references in the evaluation rows (--eval-data may be
+        another file than the training data)."""
+        metric = self.best_metric[0] if self.best_metric else ""
+        if metric in held_out_names(self.components, resolved_eval_samples(self.config)) and \
+                answer_check_for(self.components, self.reward_config["answer_match"], rows.column_names) is None:
+            raise UserError(f"metric_for_best_model={self.config.metric_for_best_model} grades the evaluation rows' "
+                            f"answers, and they have no reference column (columns: {', '.join(rows.column_names)}): "
+                            "set answer_match.reference_column in the reward config, or evaluate on answer-checked "
+                            "data")
 
     def prepare_data(self, dataset=None):
         """The data as the model takes it (see load_data for `dataset`), with prompts in the model's form and token
@@ -234,6 +248,9 @@ class GRPOTrainer:
         if evaluate:
             choose_base(view, self.model, self.trainer, lambda: models.load_base_copy(config, self.machine))
             self.trainer.base_view = view
+            self.trainer.answer_check = answer_check_for(self.components, self.reward_config["answer_match"],
+                                                         data["eval"].column_names)
+            self.trainer.eval_temperature = config.eval_temperature
         if self.trainer.pop_callback(ProgressCallback) is not None:
             self.trainer.add_callback(callbacks.ConsoleProgressCallback([c.name for c in self.components if c.weight]))
         return self.trainer
@@ -252,7 +269,7 @@ class GRPOTrainer:
             "reward_config": reward_config_choice(config) or "none: the run's own rewards",
             "components": {c.name: c.weight for c in self.components},
             "eval_rewards": [c.name for c in self.eval_components],
-            "eval_group_size": resolved_eval_group_size(config),
+            "eval_samples": resolved_eval_samples(config),
             "zero_variance_groups": group_choice.resolved_mode(config.zero_variance_groups, self.machine.backend
                                                                if self.machine else None, config.streaming),
             "config": settings_record(config),
@@ -386,13 +403,14 @@ class GRPOTrainer:
             trainer.evaluate()
         return TrainOutput(step, float("nan"), {})
 
-    def evaluate(self, dataset=None) -> dict:
+    def evaluate(self, dataset=None, evaluation_dir: str | Path | None = None) -> dict:
         """Generate and score completions for the evaluation prompts. Outside a training run (`--eval-only`) it writes
-        only its own files, in {output_dir}/evaluation/: eval_metrics.json and the generation log."""
+        only its own files, in `evaluation_dir` (default {output_dir}/evaluation/): eval_metrics.json and the
+        generation log."""
         if self.trainer is not None:
             return {**self.trainer.evaluate(), "global_step": self.trainer.state.global_step}
         data = self.prepare_data(dataset)
-        evaluation_dir = Path(self.config.output_dir) / outputs.EVALUATION_DIR
+        evaluation_dir = Path(evaluation_dir or Path(self.config.output_dir) / outputs.EVALUATION_DIR)
         self.build_trainer(data, evaluate=True, log_dir=self.config.generation_log_dir or str(evaluation_dir))
         self.trainer.state.global_step = outputs.saved_step(self.model_path) or 0
         metrics = {**self.trainer.evaluate(data["eval"]), "global_step": self.trainer.state.global_step}

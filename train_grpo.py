@@ -21,12 +21,19 @@ import threading
 import time
 from pathlib import Path
 
-from config import build_config, load_config_file
+from config import build_config, checkpoint_steps, load_config_file
 from grpo_tool import outputs
 from grpo_tool.cli import PLAN_ONLY, build_parser, chosen_task
-from grpo_tool.console import ConsoleHandler, for_a_person, format_summary, quiet_library_progress_bars
+from grpo_tool.console import (
+    ConsoleHandler,
+    for_a_person,
+    format_comparison,
+    format_summary,
+    quiet_library_progress_bars,
+)
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.flags import as_typed, config_overrides
+from grpo_tool.json_files import write_json_atomic
 from grpo_tool.launch import (
     close_process_group,
     is_main_process,
@@ -38,7 +45,7 @@ from grpo_tool.launch import (
 )
 from grpo_tool.outputs import EarlyRecords, detach_log_files
 from grpo_tool.places import unwritable, write_failure
-from grpo_tool.settings import FIELDS, GRPOConfig, expand_path
+from grpo_tool.settings import FIELDS, GRPOConfig, expand_path, resolved_eval_samples
 from grpo_tool.tools import ToolStop
 
 logger = logging.getLogger("train_grpo")
@@ -73,9 +80,12 @@ def train(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int
 
 
 def evaluate(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int:
-    """--eval-only: a checkpoint, the output dir's saved model, or the configured model, on the evaluation split."""
+    """--eval-only: a checkpoint, the output dir's saved model, or the configured model, on the evaluation split;
+    with --eval-checkpoints, the starting model and the run's checkpoints side by side."""
     from grpo_trainer import GRPOTrainer
 
+    if config.eval_checkpoints is not None:
+        return compare(config)
     with output_dir_lock(config):
         trainer = GRPOTrainer(config)
         data = trainer.load_data()
@@ -88,6 +98,38 @@ def evaluate(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> 
     close_process_group()
     if is_main_process():
         print(format_summary({**metrics, "model": trainer.model_path}, eval_only=True))
+    return 0
+
+
+def compare(config: GRPOConfig) -> int:
+    """--eval-only --eval-checkpoints: each model evaluated on the same held-out prompts from the same random state;
+    the table (evaluation/comparison.json) is rewritten after each model, so a stop keeps the rows done."""
+    from grpo_trainer import GRPOTrainer
+
+    if config.resume_from_checkpoint is not None:
+        raise UserError("--eval-checkpoints chooses the checkpoints to evaluate; --resume-from-checkpoint evaluates "
+                        "one: give one of them")
+    directory = Path(config.output_dir) / outputs.EVALUATION_DIR
+    table = directory / outputs.COMPARISON_FILE
+    with output_dir_lock(config):
+        chosen = outputs.models_to_compare(config.output_dir, checkpoint_steps(config.eval_checkpoints),
+                                           config.model_name)
+        trainer = GRPOTrainer(config)
+        data = trainer.load_data()
+        rows = []
+        for label, path, step in chosen:
+            logger.info("comparison: evaluating %s (%d of %d)", path or config.model_name, len(rows) + 1, len(chosen))
+            trainer.trainer = None  # a fresh TRL trainer around each model
+            trainer.load_model(path)
+            evaluated = trainer.evaluate(data, directory / label)
+            rows.append({"model": label, "path": path or trainer.model_path, **evaluated, "step": step})
+            if is_main_process():
+                write_json_atomic(table, {"eval_samples": resolved_eval_samples(config),
+                                          "eval_temperature": config.eval_temperature or config.temperature,
+                                          "prompts": len(data["eval"]), "seed": config.seed, "models": rows})
+    close_process_group()
+    if is_main_process():
+        print(format_comparison(rows, str(table)))
     return 0
 
 
@@ -160,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         with planned_launch(args) if task == "plan" else contextlib.nullcontext():
             notes: list[str] = []
             config = config_from_args(args, notes)
+            if config.eval_checkpoints is not None and task != "eval_only":
+                raise UserError("--eval-checkpoints compares a finished run's checkpoints: use it with --eval-only "
+                                "(a training run evaluates as it goes, every eval_steps)")
             handlers = setup_console_logging()
             for note in notes:
                 logger.info("settings: %s", note)

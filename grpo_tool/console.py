@@ -72,6 +72,9 @@ def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -
              if value(metrics.component_mean(name)) is not None]
     if means:
         parts.append("(" + ", ".join(means) + ")")
+    if prefix and (held := [f"{key.removeprefix(prefix)} {logs[key]:.3f}" for key in logs
+                            if key.startswith(prefix) and metrics.is_held_out_name(key)]):
+        parts.append(", ".join(held))
     if value(metrics.MEAN_LENGTH) is not None:
         parts.append(f"length {value(metrics.MEAN_LENGTH):.0f} tok, "
                      f"{value(metrics.CLIPPED_RATIO) or 0:.0%} at the cap")
@@ -107,7 +110,8 @@ def format_summary(result: dict, eval_only: bool = False) -> str:
     if eval_only:
         lines = [f"evaluated {result.get('model')} at step {result.get('global_step')}"]
         lines += [f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}"
-                  for key, value in result.items() if key.startswith(metrics.EVAL_REWARD)]
+                  for key, value in result.items() if key.startswith(metrics.EVAL_REWARD)
+                  or key.startswith(metrics.EVAL_PREFIX) and metrics.is_held_out_name(key)]
         return "\n".join(lines)
     lines = [f"done: {result['steps']} steps in {result['seconds']} s",
              f"  model:           {result['model']}",
@@ -123,4 +127,32 @@ def format_summary(result: dict, eval_only: bool = False) -> str:
                      f"{rewards['evaluations']} evaluations")
     lines += [f"  settings:        {note}" for note in result.get("settings", [])]
     lines += [f"  alarm:           {text}" for text in result.get("alarms", [])]
+    return "\n".join(lines)
+
+
+def comparison_columns(rows: list[dict]) -> list[str]:
+    """The metrics a comparison shows: the reward, the pass@ and maj@ figures, each reward component's and held-out
+    score's mean, the mean length; those the evaluations logged."""
+    logged = list(dict.fromkeys(key for row in rows for key in row))
+    return [metrics.EVAL_REWARD,
+            *[key for key in logged if key.startswith(metrics.EVAL_PREFIX) and metrics.is_held_out_name(key)],
+            *[key for key in logged if key.startswith(metrics.evaluation("rewards/")) and key.endswith("/mean")],
+            metrics.evaluation(metrics.MEAN_LENGTH)]
+
+
+def format_comparison(rows: list[dict], where: str) -> str:
+    """--eval-checkpoints' table: one model a line, the starting model first."""
+    columns = [column for column in comparison_columns(rows) if any(column in row for row in rows)]
+    names = ["model", "step", *["length" if column.endswith(metrics.MEAN_LENGTH) else
+                                column.removeprefix(metrics.EVAL_PREFIX).removeprefix("rewards/").removesuffix("/mean")
+                                for column in columns]]
+    cells = [[row["model"], str(row["step"]),
+              *[f"{row[column]:.3f}" if isinstance(row.get(column), (int, float)) else "-" for column in columns]]
+             for row in rows]
+    widths = [max(len(line[i]) for line in [names, *cells]) for i in range(len(names))]
+    lines = [f"compared {len(rows)} models on the same held-out prompts ({where}):",
+             "  " + "  ".join(name.ljust(width) if i == 0 else name.rjust(width)
+                              for i, (name, width) in enumerate(zip(names, widths)))]
+    lines += ["  " + "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(line, widths))) for line in cells]
     return "\n".join(lines)

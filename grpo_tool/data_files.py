@@ -74,12 +74,13 @@ def locate_folder(folder: Path) -> DataSource:
     return DataSource(FILE_BUILDERS[data_suffix(shards[0])], tuple(shards))
 
 
-def data_path_problem(path: str | Path) -> str | None:
-    """Why custom data at `path` cannot be read, found without reading it (for the config check); None if it may."""
+def data_path_problem(path: str | Path, setting: str = "custom data") -> str | None:
+    """Why custom data (or the `setting` that names a data file) at `path` cannot be read, found without reading it
+    (for the config check); None if it may."""
     try:
         locate(Path(path).expanduser())
     except UserError as error:
-        return f"custom data {error}"
+        return f"{setting} {error}"
     return None
 
 

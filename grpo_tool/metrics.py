@@ -39,6 +39,9 @@ EXTRA_COMPLETIONS = "groups/extra_completions"
 GROUPS_SWAPPED = "groups/swapped"
 RESTING = "curriculum/resting_{kind}"
 
+# Ours, at evaluations of answer-checked data (grpo_tool/held_out.py), K being eval_samples.
+PASS_AT_ONE = "pass@1"
+
 EVAL_REWARD = EVAL_PREFIX + REWARD
 EVAL_BASE_NLL = EVAL_PREFIX + BASE_NLL
 EVAL_BASE_DRIFT = EVAL_PREFIX + BASE_DRIFT
@@ -70,6 +73,10 @@ MEANINGS = {
                    "arguments it does not take)",
     BASE_NLL: "at evaluations: the starting model's loss per token on the completions",
     BASE_DRIFT: "at evaluations: how far the current model has moved from the starting one",
+    PASS_AT_ONE: "at evaluations of answer-checked data: the chance one sample is right (unbiased, from K samples per "
+                 "prompt)",
+    "pass@K": "the chance at least one of K samples is right (K: eval_samples)",
+    "maj@K": "whether the answer most of the K samples give is right (ties share the credit)",
 }
 
 # What an evaluation logs, without its prefix: the names --metric-for-best-model takes besides a reward's name.
@@ -81,6 +88,20 @@ LOWER_IS_BETTER = ("nll", "drift", "loss", "failure_frequency")  # endings of me
 def evaluation(metric: str) -> str:
     """The name an evaluation logs `metric` under."""
     return EVAL_PREFIX + metric
+
+
+def pass_name(k: int) -> str:
+    return f"pass@{k}"
+
+
+def majority_name(k: int) -> str:
+    return f"maj@{k}"
+
+
+def is_held_out_name(metric: str) -> bool:
+    """Whether a metric (with or without eval_) is one of pass@N and maj@N."""
+    head, _, number = metric.removeprefix(EVAL_PREFIX).partition("@")
+    return head in ("pass", "maj") and number.isdigit() and int(number) >= 1
 
 
 def resting(kind: str) -> str:
@@ -97,10 +118,11 @@ def component_share(name: str, kind: str) -> str:
     return f"rewards/{name}/{kind}"
 
 
-def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
+def best_metric(name: str | None, components: list, held_out: list[str] = ()) -> tuple[str, bool] | None:
     """(TRL's metric_for_best_model, greater_is_better) for --metric-for-best-model: a reward function's name means
-    its mean score; otherwise a metric an evaluation logs, with or without its eval_ prefix. Checked here, since
-    transformers would only find a wrong name at the first evaluation."""
+    its mean score; otherwise a metric an evaluation logs, with or without its eval_ prefix; `held_out` are the
+    pass@ and maj@ names this run logs (grpo_tool/held_out.py). Checked here, since transformers would only find a
+    wrong name at the first evaluation."""
     if name is None:
         return None
     names = [c.name for c in components]
@@ -108,8 +130,15 @@ def best_metric(name: str | None, components: list) -> tuple[str, bool] | None:
         return component_mean(name), True
     metric = name.removeprefix(EVAL_PREFIX)
     per_function = {f"rewards/{n}/{kind}" for n in names for kind in ("mean", "std")}
-    if metric in EVAL_METRICS or metric in per_function:
+    if metric in EVAL_METRICS or metric in per_function or metric in held_out:
         return metric, not metric.endswith(LOWER_IS_BETTER)
+    head = metric.partition("@")[0]
+    if head in ("pass", "maj") and not held_out:
+        raise UserError(f"metric_for_best_model={name!r}: pass@ and maj@ are measured on answer-checked data, and "
+                        "this run does not check answers (add answer_match to its rewards, as the math preset does)")
+    if head in ("pass", "maj"):
+        raise UserError(f"metric_for_best_model={name!r}: this run's evaluations log {', '.join(held_out)} "
+                        "(K is eval_samples)")
     raise UserError(f"metric_for_best_model={name!r}{near_miss(name, names + list(EVAL_METRICS))}: give a reward "
-                    f"function's name ({', '.join(names)}) or a metric an evaluation logs ({', '.join(EVAL_METRICS)}, "
-                    "rewards/NAME/mean), with or without eval_")
+                    f"function's name ({', '.join(names)}) or a metric an evaluation logs "
+                    f"({', '.join([*EVAL_METRICS, *held_out])}, rewards/NAME/mean), with or without eval_")

@@ -342,6 +342,27 @@ def model_to_evaluate(output_dir: str | Path, model_name: str) -> tuple[str | No
                   f"{model_name} is evaluated as it is, untrained")
 
 
+COMPARISON_FILE = "comparison.json"  # in evaluation/: --eval-checkpoints' table
+
+
+def models_to_compare(output_dir: str | Path, steps: list[int], model_name: str) -> list[tuple[str, str | None, int]]:
+    """--eval-checkpoints: (label, path, step) of the starting model (path None: the configured model), then the
+    run's complete checkpoints (all of them when `steps` is empty, else those steps), then with all of them the final
+    model when no checkpoint holds its step."""
+    checkpoints = {checkpoint_step(path): path for path in complete_checkpoints(output_dir)}
+    final = saved_model(output_dir)
+    if not checkpoints and final is None:
+        raise UserError(f"--eval-checkpoints: {output_dir} holds no checkpoint-N/ or final_model/ to compare with "
+                        f"{model_name}: give the output dir of a training run")
+    if missing := [step for step in steps if step not in checkpoints]:
+        raise UserError(f"--eval-checkpoints: no complete checkpoint of step {', '.join(map(str, missing))} in "
+                        f"{output_dir} (it has {', '.join(map(str, sorted(checkpoints))) or 'none'})")
+    chosen = [(f"{CHECKPOINT_PREFIX}{step}", str(checkpoints[step]), step) for step in sorted(steps or checkpoints)]
+    if not steps and final is not None and (step := saved_step(final) or 0) not in checkpoints:
+        chosen.append((FINAL_MODEL_DIR, final, step))
+    return [("base", None, 0), *chosen]
+
+
 def run_summary(config, state, final: Path, report: Path | None, record: dict) -> dict:
     """What a training run produced and where it went, for the closing lines: steps, model, checkpoints, logs, the
     report, the alarms raised (judged with the run's record: its components' weights, its zero_variance_groups) and

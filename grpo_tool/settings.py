@@ -37,7 +37,7 @@ SHARE_PROMPTS_MIN_PARAMETERS = 10_000_000
 
 # Settings that name files or folders: a leading ~ is the user's home in every one of them, as a shell would read it
 # (a shell does not, in a config file or after --flag=).
-PATH_FIELDS = ("model_name", "custom_data", "reward_config_path", "reward_model", "reward_functions",
+PATH_FIELDS = ("model_name", "custom_data", "eval_data", "reward_config_path", "reward_model", "reward_functions",
                "eval_reward_functions", "generation_log_dir", "output_dir", "resume_from_checkpoint", "tools",
                "environments", "chat_template")
 DEFAULT_MAX_TOOL_CALLS = 5
@@ -113,8 +113,9 @@ class GRPOConfig:
     per_device_eval_batch_size: int = setting(8, "completions per device per evaluation batch")
     gradient_accumulation_steps: int = setting(4, "forward passes per optimizer step")
     group_size: int = setting(8, "completions sampled per prompt (TRL's num_generations); at least 2")
-    eval_group_size: int | None = setting(None, "completions per prompt at evaluation; unset: group_size if the eval "
-                                                "batch allows")
+    eval_samples: int | None = setting(None, "completions sampled per held-out prompt at each evaluation (K of "
+                                             "pass@K and maj@K); unset: group_size if the eval batch allows")
+    eval_temperature: float | None = setting(None, "sampling temperature at evaluations, above 0; unset: temperature")
     max_completion_length: int = setting(256, "tokens generated per completion at most")
     temperature: float = setting(1.0, "sampling temperature for completions, above 0")
     top_p: float = setting(1.0, "nucleus sampling mass, in (0, 1]")
@@ -170,6 +171,11 @@ class GRPOConfig:
     eval_reward_functions: list = setting([], "a held-out score FILE.py:FUNCTION(completions, **kwargs) computed at "
                                               "each evaluation only, never trained on; logged as "
                                               "eval_rewards/<function>/mean; repeatable", flags=("--eval-reward-fn",))
+    eval_data: str | None = setting(None, "evaluate on this file's rows (any layout --custom-data takes) instead "
+                                          "of the training data's held-out split; max_eval_samples of them")
+    eval_checkpoints: str | None = setting(None, "--eval-only: evaluate the starting model and the run's checkpoints "
+                                                 "on the same held-out prompts and write one table "
+                                                 "(evaluation/comparison.json): all, or steps such as 100,200")
     metric_for_best_model: str | None = setting(None, "keep the checkpoint best at this evaluation metric (never "
                                                       "rotated away; named in trainer_state.json): an "
                                                       "--eval-reward-fn or reward function's name, reward, base_nll, "
@@ -249,13 +255,13 @@ def explicit_settings(config: GRPOConfig) -> frozenset[str]:
     return frozenset(name for name in FIELD_NAMES if getattr(config, name) != getattr(defaults, name))
 
 
-def resolved_eval_group_size(config: GRPOConfig) -> int:
+def resolved_eval_samples(config: GRPOConfig) -> int:
     """Completions per prompt at evaluation.
 
     Unset, it is group_size when the global eval batch holds whole groups, else the largest group size up to
     group_size that fits (the original's example config pairs an eval batch of 2 with a group of 4).
     """
-    if config.eval_group_size is not None:
-        return config.eval_group_size
+    if config.eval_samples is not None:
+        return config.eval_samples
     global_batch = config.per_device_eval_batch_size * world_size()
     return max(size for size in range(1, max(1, config.group_size) + 1) if global_batch % size == 0)

@@ -8,6 +8,8 @@ Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
 - LoraMergedForGeneration (`_generate_single_turn`): sampling with the adapter folded into the weights;
 - LongestPromptsFirst (`_get_train_sampler`): the first generation batch holds the longest prompts;
 - BaseModelMeasure (`_generate_and_score_completions`): eval_base_nll and eval_base_drift at evaluations;
+- HeldOutScores (`evaluate`, `_generate_and_score_completions`): evaluations at their own temperature from a seeded
+  random state, and pass@1, pass@K and maj@K for answer-checked data (grpo_tool/held_out.py);
 - OwnModelCard (`create_model_card`): no placeholder README.md at each checkpoint;
 - SharedPrompts (`_get_per_token_logps_and_entropies`, `_generate_single_turn`, `_prepare_inputs`): each group's
   prompt computed once (grpo_tool/shared_prompts.py);
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import torch
 import trl
+from accelerate.utils import gather_object
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import rotate_checkpoints
 from trl.models.utils import disable_gradient_checkpointing
@@ -39,6 +42,7 @@ from grpo_tool import metrics
 from grpo_tool.base_view import BaseView, completion_logps, per_completion
 from grpo_tool.errors import UserError
 from grpo_tool.group_choice import GroupPolicy, padded_size, prompt_key, rows_per_process
+from grpo_tool.held_out import AnswerCheck, group_scores
 from grpo_tool.json_files import write_json_atomic
 from grpo_tool.outputs import CHECKPOINT_PREFIX, GROUPS_STATE_FILE, STAGING_DIR, no_space_message, read_json
 from grpo_tool.places import out_of_space
@@ -237,6 +241,54 @@ class BaseModelMeasure(trl.GRPOTrainer):
         return batch
 
 
+class HeldOutScores(trl.GRPOTrainer):
+    answer_check: AnswerCheck | None = None  # set when the run checks answers: pass@1, pass@K and maj@K
+    eval_temperature: float | None = None  # None: the training temperature
+
+    def evaluate(self, *args, **kwargs):
+        """An evaluation samples at the evaluation temperature from its own seeded random state: every evaluation
+        (of a run, of a resumed run, of each checkpoint compared) draws the same random numbers, and training's
+        random state is as if no evaluation had run."""
+        with evaluation_sampling(self, self.eval_temperature, self.args.seed + self.accelerator.process_index):
+            return super().evaluate(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs):
+        """TRL's batch, and at evaluation each completion graded as answer_match grades it; the verdicts of every
+        process are gathered, so each group of K is whole and every process logs the same figures."""
+        batch = super()._generate_and_score_completions(inputs)
+        if self.model.training or self.answer_check is None or self.answer_check.column not in inputs[0]:
+            return batch
+        ids, mask = batch["completion_ids"], batch["completion_mask"].bool()
+        texts = [self.processing_class.decode(row[keep], skip_special_tokens=True) for row, keep in zip(ids, mask)]
+        verdicts = [self.answer_check.verdict(text, row[self.answer_check.column]) for text, row in zip(texts, inputs)]
+        verdicts = gather_object(verdicts)
+        scores = group_scores(verdicts, self.num_generations_eval, self.answer_check.tolerance)
+        for name, values in scores.items():  # one entry per prompt: TRL's mean over them is the mean over prompts
+            self._metrics["eval"][name].extend(values)
+        return batch
+
+
+@contextlib.contextmanager
+def evaluation_sampling(trainer, temperature: float | None, seed: int):
+    """Within: the trainer samples at `temperature` (TRL's generation config, its vLLM sampler and its log-probability
+    scaling read it) from torch's random state seeded with `seed`; both are restored after."""
+    holders = [holder for holder in (trainer, getattr(trainer, "generation_config", None),
+                                     getattr(trainer, "vllm_generation", None))
+               if holder is not None and hasattr(holder, "temperature")]
+    saved = [holder.temperature for holder in holders]
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        if temperature is not None:
+            for holder in holders:
+                holder.temperature = temperature
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        for holder, value in zip(holders, saved):
+            holder.temperature = value
+
+
 class OwnModelCard(trl.GRPOTrainer):
     def create_model_card(self, *args, **kwargs):
         """TRL writes a placeholder README.md (model "None") into the output dir at each checkpoint; the tool writes
@@ -426,5 +478,6 @@ class SignalGroupsOnly(trl.GRPOTrainer):
 
 
 class GRPOTrainerWithHooks(StagedCheckpoints, RunIntervalsOnResume, OptimizerStateOnCpu, LoraMergedForGeneration,
-                           SharedPrompts, LongestPromptsFirst, SignalGroupsOnly, BaseModelMeasure, OwnModelCard):
+                           SharedPrompts, LongestPromptsFirst, SignalGroupsOnly, BaseModelMeasure, HeldOutScores,
+                           OwnModelCard):
     """TRL's GRPOTrainer with every job above."""

@@ -54,7 +54,7 @@ MODELLED = {
     "max_steps": "max_steps", "per_device_train_batch_size": "per_device_train_batch_size",
     "per_device_eval_batch_size": "per_device_eval_batch_size",
     "gradient_accumulation_steps": "gradient_accumulation_steps", "num_generations": "group_size",
-    "num_generations_eval": "eval_group_size", "max_completion_length": "max_completion_length",
+    "num_generations_eval": "eval_samples", "max_completion_length": "max_completion_length",
     "temperature": "temperature", "top_p": "top_p", "beta": "beta", "loss_type": "loss_type", "seed": "seed",
     "bf16": "bf16", "fp16": "bf16 (fp16 autocast is what a CUDA GPU without bf16 uses)",
     "gradient_checkpointing": "gradient_checkpointing", "logging_steps": "logging_steps",
@@ -94,7 +94,7 @@ PYTHON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (s
 
 # TRL's words (its GRPOConfig, ModelConfig and script arguments) for settings of ours, read as ours in a config file
 # and as flags, so that a TRL recipe's settings work as written. TRL's names equal to ours need nothing.
-TRL_ALIASES = {"num_generations": "group_size", "num_generations_eval": "eval_group_size",
+TRL_ALIASES = {"num_generations": "group_size", "num_generations_eval": "eval_samples",
                "model_name_or_path": "model_name", "use_peft": "use_lora",
                "reward_model_name_or_path": "reward_model"}
 # TRL's words for something this tool sets another way: what to use instead.

@@ -22,7 +22,7 @@ import trl
 from grpo_tool.backend import Machine, checkpointing_by_default
 from grpo_tool.errors import UserError
 from grpo_tool.models import model_parameters
-from grpo_tool.settings import GRPOConfig, resolved_eval_group_size
+from grpo_tool.settings import GRPOConfig, resolved_eval_samples
 from grpo_tool.trl_options import SAME_ON_EVERY_BACKEND
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def trl_arguments(config: GRPOConfig, machine: Machine, model, evaluate: bool,
         max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
         per_device_eval_batch_size=config.per_device_eval_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, num_generations=config.group_size,
-        num_generations_eval=resolved_eval_group_size(config), max_completion_length=config.max_completion_length,
+        num_generations_eval=resolved_eval_samples(config), max_completion_length=config.max_completion_length,
         temperature=config.temperature, top_p=config.top_p, beta=config.beta, loss_type=config.loss_type,
         seed=config.seed, bf16=machine.bf16, gradient_checkpointing=checkpointing,
         logging_steps=config.logging_steps, eval_strategy="steps" if evaluate else "no", eval_steps=config.eval_steps,

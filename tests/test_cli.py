@@ -235,7 +235,7 @@ MISTAKES = {
                                    "no complete checkpoint-N directory"),
     "incomplete checkpoint": (["--quick-test", "--resume-from-checkpoint", "@checkpoint-7"], "is incomplete"),
     "no group in the eval batch": (["--quick-test", "--config", '{"per_device_eval_batch_size": 6, '
-                                                                '"eval_group_size": 4}'],
+                                                                '"eval_samples": 4}'],
                                    "per_device_eval_batch_size=6"),
     # places that cannot be written (read-only ones need a mount: tests/test_places.py)
     "generation log dir under a csv file": (["--quick-test", "--generation-log-dir", "@data.csv/logs"],
@@ -414,7 +414,7 @@ ADVICE = {
                          "set --zero-variance-groups drop and --curriculum-hopeless-rest 0"),
     "a batch the group does not divide": (["--quick-test", "--group-size", "3"], "use --batch-size 3"),
     "an eval batch the eval group does not divide": (["--quick-test", "--per-device-eval-batch-size", "3",
-                                                      "--eval-group-size", "2"], "use --per-device-eval-batch-size 2"),
+                                                      "--eval-samples", "2"], "use --per-device-eval-batch-size 2"),
     "a planned batch on two processes": (["--plan", "--quick-test", "--num-processes", "2", "--group-size", "32"],
                                          "use --batch-size 16"),
     "the best checkpoint between checkpoints": (["--quick-test", "--metric-for-best-model", "reward",

@@ -8,7 +8,7 @@ import pytest
 import config as config_module
 from config import build_config, create_default_config, load_config_file, resolve_model_name, save_config_to_file
 from grpo_tool.errors import UserError
-from grpo_tool.settings import GRPOConfig, resolved_eval_group_size
+from grpo_tool.settings import GRPOConfig, resolved_eval_samples
 from train_grpo import build_parser, config_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,11 +145,11 @@ def test_batch_divisibility_counts_processes(monkeypatch):
         build_config(overrides={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "group_size": 4})
 
 
-def test_eval_group_size_fits_the_eval_batch():
-    assert resolved_eval_group_size(GRPOConfig(per_device_eval_batch_size=2, group_size=4)) == 2
-    assert resolved_eval_group_size(GRPOConfig(per_device_eval_batch_size=8, group_size=4)) == 4
+def test_eval_samples_fits_the_eval_batch():
+    assert resolved_eval_samples(GRPOConfig(per_device_eval_batch_size=2, group_size=4)) == 2
+    assert resolved_eval_samples(GRPOConfig(per_device_eval_batch_size=8, group_size=4)) == 4
     with pytest.raises(UserError) as error:
-        build_config(overrides={"per_device_eval_batch_size": 6, "eval_group_size": 4})
+        build_config(overrides={"per_device_eval_batch_size": 6, "eval_samples": 4})
     assert "per_device_eval_batch_size=6" in str(error.value)
 
 

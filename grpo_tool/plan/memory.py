@@ -46,7 +46,7 @@ from grpo_tool.plan.sharding import (
     gathers_for_generation,
     shard_parts,
 )
-from grpo_tool.settings import PARTITION_FREE_LOSSES, SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig
+from grpo_tool.settings import PARTITION_FREE_LOSSES, SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig, resolved_eval_samples
 from grpo_tool.trl_options import optimizer_name
 
 NF4_BYTES = 4.5 / 8  # 4-bit weights plus one fp32 absmax per 64 (double-quantised: less; counted plainly)
@@ -94,6 +94,7 @@ class Plan:
     seconds_by_phase: dict
     time_note: str
     sharding: Sharding = ONE_DEVICE
+    seconds_per_evaluation: float = 0.0  # 0: not estimated, or no evaluation
 
     @property
     def peak(self) -> float:
@@ -359,10 +360,32 @@ def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, backend:
             f"of {device.tflops:.3g} TFLOPS ({device.how}), {passes} passes over {B * GA} x {T} tokens; each generated "
             f"token reads the weights at {100 * BANDWIDTH_EFFICIENCY:.0f}% of {device.bandwidth:.3g} TB/s"
             + (f" plus {overhead * 1000:.1f} ms of framework overhead" if overhead else "")
-            + f", plus {STEP_OVERHEAD:g} s of per-step framework work; evaluations, checkpoints and reward functions "
-            "not included")
+            + f", plus {STEP_OVERHEAD:g} s of per-step framework work; evaluations (below), checkpoints and reward "
+            "functions not included")
     return training + generation + STEP_OVERHEAD, {"generation": round(generation, 3),
                                                     "training": round(training, 3), "other": STEP_OVERHEAD}, note
+
+
+def evaluation_seconds(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
+                       weight_bytes: float, processes: int = 1) -> float:
+    """Seconds per evaluation, on step_seconds' assumptions: each process's share of the held-out prompts, K
+    completions each, sampled in batches of per_device_eval_batch_size (a group's prompt computed once where prompts
+    are shared), then each batch scored by three forward passes (TRL's evaluation loss, and the base-model measure's
+    two)."""
+    if config.max_eval_samples == 0:
+        return 0.0
+    samples = resolved_eval_samples(config)
+    C, B = config.max_completion_length, config.per_device_eval_batch_size
+    layers, head = token_flops(shape, 0)
+    attention = token_flops(shape, (prompt_tokens + C) / 2)[0] - layers
+    rate = device.tflops * 1e12 * (CPU_TRAIN_EFFICIENCY if device.kind == "cpu" else TRAIN_EFFICIENCY)
+    prompts = prompt_rows(replace(config, group_size=samples), shape, backend, B, training=False)
+    prefill = prompts * (prompt_tokens * (layers + attention) + head) / rate
+    overhead = 0 if config.use_vllm else DECODE_OVERHEAD_PER_LAYER[device.kind] * shape.layers
+    decode = max(B * (layers + head) / rate, weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY)) + overhead
+    scoring = 3 * (B * (prompt_tokens + C) * (layers + attention) + B * (C + 1) * head) / rate
+    batches = -(-(-(-config.max_eval_samples // processes) * samples) // B)
+    return batches * (prefill + C * decode + scoring)
 
 
 def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = None, *, prompt: tuple[int, str],
@@ -382,12 +405,13 @@ def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = Non
     prompt_tokens, prompt_source = prompt
     checkpointing = checkpointing_on(config, shape, device)
     parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing, sharding)
-    seconds, split, note = 0.0, {}, "not estimated"
+    seconds, split, note, evaluation = 0.0, {}, "not estimated", 0.0
     if device.tflops:
         weights = next(part.bytes for part in parts if part.name == "weights")
         seconds, split, note = step_seconds(config, shape, device, backend, prompt_tokens, checkpointing, weights)
+        evaluation = evaluation_seconds(config, shape, device, backend, prompt_tokens, weights, sharding.processes)
     return Plan(config, shape, device, backend, prompt_tokens, prompt_source, checkpointing, tuple(parts), seconds,
-                split, note, sharding)
+                split, note, sharding, evaluation)
 
 
 def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | None) -> Plan | None:

@@ -18,7 +18,7 @@ from grpo_tool.plan.device import GB, MB, Device
 from grpo_tool.plan.memory import Plan, make_plan
 from grpo_tool.plan.prompts import longest_prompt
 from grpo_tool.plan.sharding import ONE_DEVICE, Sharding
-from grpo_tool.settings import GRPOConfig
+from grpo_tool.settings import GRPOConfig, resolved_eval_samples
 
 
 def format_plan(plan: Plan) -> str:
@@ -43,6 +43,14 @@ def format_plan(plan: Plan) -> str:
     seconds = plan.seconds_per_step
     lines.append(f"  time: about {seconds:.2f}" if seconds < 1 else f"  time: about {seconds:.1f}")
     lines[-1] += f" s per step ({plan.time_note})"
+    if evaluation := plan.seconds_per_evaluation:
+        config = plan.config
+        evaluations = config.max_steps // config.eval_steps if config.max_steps > 0 else None
+        lines.append(f"  evaluation: about {evaluation:.2f}" if evaluation < 1 else f"  evaluation: about "
+                     f"{evaluation:.1f}")
+        lines[-1] += (f" s each ({config.max_eval_samples} held-out prompts x {resolved_eval_samples(config)} "
+                      "samples, scored)"
+                      + (f", {evaluations} in the run" if evaluations else f", one every {config.eval_steps} steps"))
     return "\n".join(lines)
 
 
@@ -62,6 +70,7 @@ def plan_record(plan: Plan) -> dict:
         "allocated": round((plan.peak - plan.runtime) / GB, 4),
         "memory": round(plan.device.memory / GB, 4), "fits": plan.fits, "would_fit": plan.would_fit,
         "seconds_per_step": round(plan.seconds_per_step, 3), "seconds_by_phase": plan.seconds_by_phase,
+        "seconds_per_evaluation": round(plan.seconds_per_evaluation, 3),
         "time_note": plan.time_note,
         "units": "GiB unless a key says bytes or seconds",
     }
