@@ -193,7 +193,8 @@ def hold_out(dataset, seed: int):
 
 def as_dataset_dict(dataset, config: GRPOConfig):
     """What users pass to train(): a DatasetDict with train/eval, a single Dataset, or the (data_loader, dataset)
-    pair, as a DatasetDict of train and eval; None loads the configured data."""
+    pair, as a DatasetDict of train and eval; None loads the configured data. config.eval_data's rows, when it names
+    a file, are the eval split."""
     import datasets
 
     if dataset is None:
@@ -206,12 +207,16 @@ def as_dataset_dict(dataset, config: GRPOConfig):
         if train is None:
             raise UserError(f"the dataset has splits {', '.join(dataset)}; a 'train' split is needed")
         train = in_common_shape(train, config, "the dataset's train split")
-        if evaluation is None:
+        if config.eval_data:  # the evaluation file named in the config replaces the dataset's own
+            evaluation = eval_file_rows(config)
+        elif evaluation is None:
             train, evaluation = hold_out(train, config.seed)
         elif isinstance(evaluation, datasets.Dataset) and len(evaluation) == 0:
             pass  # an empty eval split asks for no evaluation (GRPOTrainer.train then builds TRL's without one)
         else:
             evaluation = in_common_shape(evaluation, config, "the dataset's eval split")
+    elif isinstance(dataset, datasets.Dataset) and config.eval_data:
+        train, evaluation = in_common_shape(dataset, config, "the dataset"), eval_file_rows(config)
     elif isinstance(dataset, datasets.Dataset):
         train, evaluation = hold_out(in_common_shape(dataset, config, "the dataset"), config.seed)
     else:

@@ -86,6 +86,8 @@ def value_parser(name: str):
         return str, None  # argparse shows the choices
     if name.endswith(("model", "model_name", "column")):
         return str, "NAME"
+    if name == "eval_checkpoints":
+        return str, "all|STEP,..."
     return str, ("PATH" if any(word in name for word in ("dir", "data", "path", "checkpoint")) else "TEXT")
 
 

@@ -97,6 +97,8 @@ PYTHON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (s
 TRL_ALIASES = {"num_generations": "group_size", "num_generations_eval": "eval_samples",
                "model_name_or_path": "model_name", "use_peft": "use_lora",
                "reward_model_name_or_path": "reward_model"}
+# Our own settings' earlier names: a config file or a flag that still says them is told the new one.
+RENAMED = {"eval_group_size": "eval_samples"}
 # TRL's words for something this tool sets another way: what to use instead.
 TRL_INSTEAD = {
     "max_prompt_length": "max_seq_length (a prompt may take max_seq_length - max_completion_length tokens; "
@@ -113,6 +115,8 @@ def trl_word_problem(name: str, spelled: str | None = None) -> str | None:
     """What to use for TRL's setting `name` that is not an alias (spelled as the user spelled it), or None when it
     is not a TRL word at all."""
     spelled = spelled or name
+    if name in RENAMED:
+        return f"{spelled} was renamed {RENAMED[name]} (--{RENAMED[name].replace('_', '-')})"
     if name in TRL_INSTEAD:
         return f"{spelled} is TRL's setting; here use {TRL_INSTEAD[name]}"
     if name in trl_field_names() and name not in MODELLED:

@@ -53,5 +53,6 @@ def test_the_base_of_a_lora_run_is_the_model_with_its_adapter_off(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((out / "final_model" / "trainer_state.json").read_text())["log_history"]
     evaluation = next(entry for entry in history if "eval_reward" in entry)
-    # Two steps of LoRA from B = 0 have moved the model a little: a small drift, not none and not a large one.
-    assert 0 < evaluation["eval_base_drift"] < 0.5 and evaluation["eval_base_nll"] > 1
+    # Two steps of LoRA from B = 0 have moved the model a little: a small drift, not none and not a large one (a
+    # sampled estimate of a KL divergence this small may fall either side of 0).
+    assert 0 < abs(evaluation["eval_base_drift"]) < 0.5 and evaluation["eval_base_nll"] > 1
