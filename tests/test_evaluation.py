@@ -214,3 +214,25 @@ def test_two_processes_split_the_held_out_prompts_and_log_one_figure(checked_run
     # Each process graded its share; the verdicts gathered, every prompt's K samples counted once.
     assert measured["eval_pass@1"] == pytest.approx(measured["eval_rewards/answer_match/mean"])
     assert result.stdout.count("eval_pass@1") == 1 and f"eval_pass@{K}" in result.stdout
+
+
+def test_an_evaluation_samples_at_its_temperature_from_its_own_random_state():
+    from types import SimpleNamespace
+
+    import torch
+
+    from grpo_tool.trainer_hooks import evaluation_sampling
+
+    trainer = SimpleNamespace(temperature=1.0, generation_config=SimpleNamespace(temperature=1.0))
+    torch.manual_seed(0)
+    expected_next = torch.rand(3)
+    torch.manual_seed(0)
+    with evaluation_sampling(trainer, 0.6, seed=5):
+        assert trainer.temperature == 0.6 and trainer.generation_config.temperature == 0.6
+        drawn = torch.rand(3)
+    assert torch.equal(torch.rand(3), expected_next)  # training's random state as if no evaluation had run
+    torch.manual_seed(5)
+    assert torch.equal(drawn, torch.rand(3))  # the evaluation's own, seeded
+    assert trainer.temperature == 1.0 and trainer.generation_config.temperature == 1.0
+    with evaluation_sampling(trainer, None, seed=5):  # unset: the training temperature
+        assert trainer.temperature == 1.0
