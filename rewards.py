@@ -56,6 +56,7 @@ from grpo_tool.code_tests import check_test_columns, make_code_tests_reward, row
 from grpo_tool.components import REWARD_MODEL, Component, RewardFunction
 from grpo_tool.custom_rewards import load_custom_reward, reward_name
 from grpo_tool.errors import UserError
+from grpo_tool.held_out import checks_answers
 from grpo_tool.messages import answer_text, completion_text
 from grpo_tool.reward_config import (
     REFERENCE_COLUMNS,
@@ -191,7 +192,7 @@ def reference_rows(data):
 def check_references(components: list[Component], reward_config: dict, data) -> str | None:
     """The column answer_match reads references from (None when answer_match takes no part). Data without it is an
     error that names the columns it has, found before any model loads."""
-    if not any(component.name == "answer_match" for component in components):
+    if not checks_answers(components):
         return None
     columns = [name for name in reference_rows(data)[1].column_names or () if name != "prompt"]
     column = reference_column(reward_config["answer_match"], columns)

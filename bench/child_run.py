@@ -30,6 +30,19 @@ def run_child(script: str, arguments: list[str], label: str) -> dict:
     return json.loads(lines[-1][len(MARK):])
 
 
+def child_flags(parser, sides=None) -> None:
+    """The hidden flags a script passes to its own child process: --child (a flag, or which of `sides` it runs),
+    --model-dir and --settings (JSON)."""
+    import argparse
+
+    if sides is None:
+        parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    else:
+        parser.add_argument("--child", choices=list(sides), help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
+
+
 def speed_ratio(faster: dict, slower: dict, key: str = "steps_per_second") -> float:
     """How many times faster one side's summary is than another's: by a rate (`key`), or by seconds a step when `key`
     names seconds."""

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from child_run import print_result, run_child  # noqa: E402 - once the repository is on sys.path
+from child_run import child_flags, print_result, run_child  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "code_rewards.json"
 NAMES = ("solve", "compute", "result", "answer", "transform", "calc", "work", "value_of")
@@ -176,9 +176,7 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=32)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    child_flags(parser)
     args = parser.parse_args()
     if args.child:
         child(args.model_dir, json.loads(args.settings))

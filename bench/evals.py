@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from verifiable import problems  # noqa: E402 - the same, from bench/
 
-from child_run import print_result, run_child  # noqa: E402 - once the repository is on sys.path
+from child_run import child_flags, print_result, run_child  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "evals.json"
 SAMPLES = 8
@@ -134,9 +134,7 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=16)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--skip-training", action="store_true", help="the speed part only")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    child_flags(parser)
     args = parser.parse_args()
     if args.child:
         child(args.model_dir, json.loads(args.settings))

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from child_run import print_result, run_child  # noqa: E402 - once the repository is on sys.path
+from child_run import child_flags, print_result, run_child  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "tools.json"
 SIDES = ("with_tools", "without_tools")
@@ -141,9 +141,7 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--sides", default=",".join(SIDES))
-    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    child_flags(parser, SIDES)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.model_dir, json.loads(args.settings))

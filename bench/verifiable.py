@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from child_run import print_result, run_child  # noqa: E402 - once the repository is on sys.path
+from child_run import child_flags, print_result, run_child  # noqa: E402 - once the repository is on sys.path
 
 RESULTS = ROOT / "bench" / "results" / "verifiable.json"
 SIDES = ("ours", "trl")
@@ -178,9 +178,7 @@ def task_arguments(parser: argparse.ArgumentParser, held_out: int, children: tup
     parser.add_argument("--completion-tokens", type=int, default=48)
     parser.add_argument("--held-out", type=int, default=held_out)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--child", choices=list(children), help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    child_flags(parser, children)
 
 
 def task_settings(args: argparse.Namespace) -> dict:

@@ -72,9 +72,8 @@ def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -
              if value(metrics.component_mean(name)) is not None]
     if means:
         parts.append("(" + ", ".join(means) + ")")
-    if prefix and (held := [f"{key.removeprefix(prefix)} {logs[key]:.3f}" for key in logs
-                            if key.startswith(prefix) and metrics.is_held_out_name(key)]):
-        parts.append(", ".join(held))
+    if prefix and (held := metrics.held_out_keys(logs)):
+        parts.append(", ".join(f"{key.removeprefix(prefix)} {logs[key]:.3f}" for key in held))
     if value(metrics.MEAN_LENGTH) is not None:
         parts.append(f"length {value(metrics.MEAN_LENGTH):.0f} tok, "
                      f"{value(metrics.CLIPPED_RATIO) or 0:.0%} at the cap")
@@ -109,9 +108,9 @@ def format_summary(result: dict, eval_only: bool = False) -> str:
     """What the run produced and where it went, one item a line."""
     if eval_only:
         lines = [f"evaluated {result.get('model')} at step {result.get('global_step')}"]
+        held = metrics.held_out_keys(result)
         lines += [f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}"
-                  for key, value in result.items() if key.startswith(metrics.EVAL_REWARD)
-                  or key.startswith(metrics.EVAL_PREFIX) and metrics.is_held_out_name(key)]
+                  for key, value in result.items() if key.startswith(metrics.EVAL_REWARD) or key in held]
         return "\n".join(lines)
     lines = [f"done: {result['steps']} steps in {result['seconds']} s",
              f"  model:           {result['model']}",
@@ -135,7 +134,7 @@ def comparison_columns(rows: list[dict]) -> list[str]:
     score's mean, the mean length; those the evaluations logged."""
     logged = list(dict.fromkeys(key for row in rows for key in row))
     return [metrics.EVAL_REWARD,
-            *[key for key in logged if key.startswith(metrics.EVAL_PREFIX) and metrics.is_held_out_name(key)],
+            *metrics.held_out_keys(logged),
             *[key for key in logged if key.startswith(metrics.evaluation("rewards/")) and key.endswith("/mean")],
             metrics.evaluation(metrics.MEAN_LENGTH)]
 

@@ -79,15 +79,20 @@ def metric_names(k: int) -> list[str]:
     return list(dict.fromkeys([PASS_AT_ONE, pass_name(k), majority_name(k)]))
 
 
+def checks_answers(components: list) -> bool:
+    """Whether a run checks answers: answer_match among its reward components."""
+    return any(component.name == "answer_match" for component in components)
+
+
 def held_out_names(components: list, k: int) -> list[str]:
-    """The pass@ and maj@ metrics a run logs: those of a run that checks answers (answer_match among its rewards)."""
-    return metric_names(k) if any(component.name == "answer_match" for component in components) else []
+    """The pass@ and maj@ metrics a run logs: those of a run that checks answers."""
+    return metric_names(k) if checks_answers(components) else []
 
 
 def answer_check_for(components: list, settings: dict, columns: list[str]) -> AnswerCheck | None:
     """How evaluations grade answers (`settings`: the reward config's answer_match section), or None when the run
     does not check answers or the evaluation rows hold no reference."""
-    if not any(component.name == "answer_match" for component in components):
+    if not checks_answers(components):
         return None
     column = reference_column(settings, columns)
     return AnswerCheck(column, settings["tolerance"]) if column in columns else None

@@ -98,10 +98,13 @@ def majority_name(k: int) -> str:
     return f"maj@{k}"
 
 
-def is_held_out_name(metric: str) -> bool:
-    """Whether a metric (with or without eval_) is one of pass@N and maj@N."""
-    head, _, number = metric.removeprefix(EVAL_PREFIX).partition("@")
-    return head in ("pass", "maj") and number.isdigit() and int(number) >= 1
+def held_out_keys(keys) -> list[str]:
+    """The evaluation metrics among `keys` that are pass@N or maj@N (eval_pass@1, ...), in order, each once."""
+    def held_out(key: str) -> bool:
+        head, _, number = key.removeprefix(EVAL_PREFIX).partition("@")
+        return head in ("pass", "maj") and number.isdigit() and int(number) >= 1
+
+    return list(dict.fromkeys(key for key in keys if key.startswith(EVAL_PREFIX) and held_out(key)))
 
 
 def resting(kind: str) -> str:

@@ -143,12 +143,6 @@ def answers_table(log_dir: Path) -> str:
     return f'<table class="answers"><tr><th>prompt</th>{header}</tr>{"".join(rows)}</table>'
 
 
-def held_out_keys(evaluations: list[dict]) -> list[str]:
-    """The pass@ and maj@ metrics the evaluations logged, in the order they were first logged."""
-    return list(dict.fromkeys(key for entry in evaluations for key in entry
-                              if key.startswith(metrics.EVAL_PREFIX) and metrics.is_held_out_name(key)))
-
-
 def curves(train: list[dict], evaluations: list[dict], weights: dict, with_kl: bool, held_out: list[str] = ()
            ) -> list[str]:
     """Every chart the report draws, in reading order; a curve with no data is left out."""
@@ -157,7 +151,7 @@ def curves(train: list[dict], evaluations: list[dict], weights: dict, with_kl: b
                                                                                             metrics.EVAL_REWARD)}),
         line_chart("Held-out answers right (answer-checked evaluations)",
                    {name.removeprefix(metrics.EVAL_PREFIX): metric_series(evaluations, name)
-                    for name in held_out_keys(evaluations)}),
+                    for name in metrics.held_out_keys(key for entry in evaluations for key in entry)}),
         line_chart("Reward components (train means)",
                    {name: metric_series(train, metrics.component_mean(name)) for name in weights}),
         line_chart("Completion length (tokens)", {"mean": metric_series(train, metrics.MEAN_LENGTH),

@@ -336,26 +336,46 @@ def token_flops(shape: ModelShape, context: float) -> tuple[float, float]:
     return 2 * shape.layers * linear + shape.layers * attention, 2 * shape.vocab * shape.hidden
 
 
+def compute_rate(device: Device) -> float:
+    """FLOPs per second the device reaches on this work."""
+    return device.tflops * 1e12 * (CPU_TRAIN_EFFICIENCY if device.kind == "cpu" else TRAIN_EFFICIENCY)
+
+
+def decode_overhead(config: GRPOConfig, shape: ModelShape, device: Device) -> float:
+    """Seconds of framework work per generated token (none with vLLM)."""
+    return 0 if config.use_vllm else DECODE_OVERHEAD_PER_LAYER[device.kind] * shape.layers
+
+
+def sampling_seconds(config: GRPOConfig, shape: ModelShape, device: Device, rows: int, prompts: int,
+                     prompt_tokens: int, weight_bytes: float) -> float:
+    """Seconds to sample one batch of `rows` completions of max_completion_length tokens, `prompts` prompts
+    prefilled (one per group where prompts are shared): the prefill, then each token's step, bound by its arithmetic
+    or by reading the weights, plus the framework's work per token."""
+    layers, head = token_flops(shape, 0)
+    attention = token_flops(shape, (prompt_tokens + config.max_completion_length) / 2)[0] - layers
+    rate = compute_rate(device)
+    prefill = prompts * (prompt_tokens * (layers + attention) + head) / rate
+    decode = max(rows * (layers + head) / rate, weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY))
+    return prefill + config.max_completion_length * (decode + decode_overhead(config, shape, device))
+
+
 def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
                  checkpointing: bool, weight_bytes: float) -> tuple[float, dict, str]:
     """Seconds per optimizer step from the FLOPs of generation and training at the device's throughput."""
-    cpu = device.kind == "cpu"
     C, B, GA = config.max_completion_length, config.per_device_train_batch_size, config.gradient_accumulation_steps
     T = prompt_tokens + C
     layers, head = token_flops(shape, 0)
     attention = token_flops(shape, T / 2)[0] - layers  # causal: each token attends to half of T on average
-    rate = device.tflops * 1e12 * (CPU_TRAIN_EFFICIENCY if cpu else TRAIN_EFFICIENCY)
+    rate = compute_rate(device)
     passes = (2 if config.use_lora else 3) + (1 if checkpointing else 0) + (1 if config.beta > 0 else 0)
     tokens = prompt_rows(config, shape, backend, B, training=True, checkpointing=checkpointing) * prompt_tokens + B * C
     training = GA * (tokens * (layers + attention) + B * (C + 1) * head) * passes / rate
     batch = B * steps_per_generation(config)
     prompts = prompt_rows(config, shape, backend, batch, training=False)
-    prefill = prompts * (prompt_tokens * (layers + attention) + head) / rate
-    overhead = 0 if config.use_vllm else DECODE_OVERHEAD_PER_LAYER[device.kind] * shape.layers
-    decode = max(batch * (layers + head) / rate,
-                 weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY)) + overhead
-    generation = (GA / steps_per_generation(config)) * (prefill + C * decode)
-    efficiency = CPU_TRAIN_EFFICIENCY if cpu else TRAIN_EFFICIENCY
+    generation = (GA / steps_per_generation(config)) * sampling_seconds(config, shape, device, batch, prompts,
+                                                                         prompt_tokens, weight_bytes)
+    overhead = decode_overhead(config, shape, device)
+    efficiency = CPU_TRAIN_EFFICIENCY if device.kind == "cpu" else TRAIN_EFFICIENCY
     note = (f"assumes every completion reaches {C} tokens; training at {100 * efficiency:.0f}% "
             f"of {device.tflops:.3g} TFLOPS ({device.how}), {passes} passes over {B * GA} x {T} tokens; each generated "
             f"token reads the weights at {100 * BANDWIDTH_EFFICIENCY:.0f}% of {device.bandwidth:.3g} TB/s"
@@ -378,14 +398,11 @@ def evaluation_seconds(config: GRPOConfig, shape: ModelShape, device: Device, ba
     C, B = config.max_completion_length, config.per_device_eval_batch_size
     layers, head = token_flops(shape, 0)
     attention = token_flops(shape, (prompt_tokens + C) / 2)[0] - layers
-    rate = device.tflops * 1e12 * (CPU_TRAIN_EFFICIENCY if device.kind == "cpu" else TRAIN_EFFICIENCY)
     prompts = prompt_rows(replace(config, group_size=samples), shape, backend, B, training=False)
-    prefill = prompts * (prompt_tokens * (layers + attention) + head) / rate
-    overhead = 0 if config.use_vllm else DECODE_OVERHEAD_PER_LAYER[device.kind] * shape.layers
-    decode = max(B * (layers + head) / rate, weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY)) + overhead
-    scoring = 3 * (B * (prompt_tokens + C) * (layers + attention) + B * (C + 1) * head) / rate
+    sampling = sampling_seconds(config, shape, device, B, prompts, prompt_tokens, weight_bytes)
+    scoring = 3 * (B * (prompt_tokens + C) * (layers + attention) + B * (C + 1) * head) / compute_rate(device)
     batches = -(-(-(-config.max_eval_samples // processes) * samples) // B)
-    return batches * (prefill + C * decode + scoring)
+    return batches * (sampling + scoring)
 
 
 def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = None, *, prompt: tuple[int, str],
