@@ -215,10 +215,14 @@ class GRPOTrainer:
         if logging_on:
             sampler = sampling.probe_sampler(config, data["eval"], self.components, view, self.toolbox)
             hooks.append(GenerationLoggingCallback(sampler, log_dir or config.effective_generation_log_dir))
-        hooks.append(callbacks.AlarmCallback({c.name: c.weight for c in self.components}, config.max_completion_length,
-                                             (log_dir or config.effective_generation_log_dir) if logging_on else None,
-                                             group_choice.resolved_mode(config.zero_variance_groups,
-                                                                        self.machine.backend, config.streaming)))
+        alarms = callbacks.AlarmCallback(
+            weights={c.name: c.weight for c in self.components}, max_completion_length=config.max_completion_length,
+            generation_log_dir=(log_dir or config.effective_generation_log_dir) if logging_on else None,
+            zero_variance_groups=group_choice.resolved_mode(config.zero_variance_groups, self.machine.backend,
+                                                            config.streaming),
+            learning_rate=config.learning_rate, temperature=config.temperature, beta=config.beta,
+            max_grad_norm=args.max_grad_norm)
+        hooks.append(alarms)
         self.interrupt = callbacks.InterruptCallback()
         try:
             self.trainer = trainer_hooks.GRPOTrainerWithHooks(
@@ -230,6 +234,7 @@ class GRPOTrainer:
                 raise refused from None
             raise
         built["trainer"] = self.trainer
+        self.trainer.alarm_watch = alarms
         if launcher_says("ACCELERATE_USE_FSDP") and not self.trainer.is_fsdp_enabled and is_main_process():
             # accelerate's AcceleratorState turns FSDP on only for accelerator devices (state.py, the MULTI_GPU family);
             # with use_cpu the state is MULTI_CPU and the launcher's FSDP settings are dropped without a word.

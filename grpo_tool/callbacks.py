@@ -2,7 +2,7 @@
 backend.prepare (see grpo_tool/__init__.py).
 
     from transformers import TrainerControl, TrainingArguments
-    callbacks = [MetricsLogCallback(), AlarmCallback({"accuracy": 0.4}, 256), InterruptCallback()]
+    callbacks = [MetricsLogCallback(), AlarmCallback(weights={"accuracy": 0.4}), InterruptCallback()]
     callbacks[2].handle(signal.SIGINT, None)    # Ctrl-C during a step
     control = callbacks[2].on_step_end(TrainingArguments(use_cpu=True, report_to=[]), None, TrainerControl())
     assert control.should_save and control.should_training_stop    # a checkpoint at the step's end, then stop
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from grpo_tool.alarms import find_alarms
+from grpo_tool.alarms import eval_logs, find_alarms
 from grpo_tool.console import compact_line
 from grpo_tool.json_files import write_json_atomic
 from grpo_tool.outputs import ALARMS_FILE, read_json
@@ -105,29 +105,42 @@ class MetricsLogCallback(TrainerCallback):
 
 
 class AlarmCallback(TrainerCallback):
-    """Raises each alarm once, when it first shows in the metric history: a warning in the log, and a record in
+    """Judges the run after each optimizer step (trainer_hooks.StepRecords hands it the step's record, then calls
+    `judge`) and raises each alarm once, when it first shows: a warning in the log, and a record in
     {output_dir}/alarms.json (id, step, message), rewritten whole at each new alarm. A resumed run starts from the
-    records already there, so an alarm keeps the step it was first raised at."""
+    records already there and the step records of its checkpoint, so an alarm keeps the step it was first raised at.
 
-    def __init__(self, weights: dict[str, float], max_completion_length: int, generation_log_dir: str | None = None,
-                 zero_variance_groups: str | None = None):
-        self.settings = {"weights": weights, "max_completion_length": max_completion_length,
-                         "generation_log_dir": generation_log_dir, "zero_variance_groups": zero_variance_groups}
+    `settings` are find_alarms' keyword arguments: the run's weights, max_completion_length, generation log dir,
+    zero_variance_groups, learning rate, temperature, beta and max_grad_norm."""
+
+    def __init__(self, **settings):
+        self.settings = settings
         self.records: list[dict] = []
+        self.steps: list[dict] = []
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1].get("step", 0) if self.steps else 0
+
+    def add(self, record: dict) -> None:
+        self.steps.append(record)
 
     def on_train_begin(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / ALARMS_FILE
         resumed = state.global_step > 0 and path.is_file()
         self.records = [record for record in (read_json(path, []) if resumed else []) if isinstance(record, dict)]
+        if state.global_step == 0:
+            self.steps = []  # a fresh run (a resumed one has its checkpoint's step records)
         if state.is_world_process_zero and not resumed:
             write_json_atomic(path, [])  # present from the start: no alarm yet is an answer too
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def judge(self, args, state) -> None:
+        """The step records and the evaluations so far, judged; each new alarm said and written."""
         if not state.is_world_process_zero:
             return
+        history = sorted(self.steps + eval_logs(state.log_history), key=lambda entry: entry.get("step", 0))
         raised = {record.get("id") for record in self.records}
-        new = [(kind, text) for kind, text in find_alarms(state.log_history, **self.settings).items()
-               if kind not in raised]
+        new = [(kind, text) for kind, text in find_alarms(history, **self.settings).items() if kind not in raised]
         for kind, text in new:
             self.records.append({"id": kind, "step": state.global_step, "message": text})
             logger.warning("alarm %s (step %d): %s", kind, state.global_step, text)

@@ -18,12 +18,16 @@ REWARD_STD = "reward_std"
 FLAT_GROUPS = "frac_reward_zero_std"
 LOSS = "loss"
 LEARNING_RATE = "learning_rate"
+GRAD_NORM = "grad_norm"  # transformers'
 KL = "kl"
 ENTROPY = "entropy"
 MEAN_LENGTH = "completions/mean_length"
 CLIPPED_RATIO = "completions/clipped_ratio"
 LENGTHS = ("completions/min_length", "completions/max_length", "completions/mean_terminated_length",
            "completions/min_terminated_length", "completions/max_terminated_length")
+# Ours, per training step (grpo_tool/trainer_hooks.StepRecords, grpo_tool/alarms.completion_shapes).
+IDENTICAL_GROUPS = "completions/identical_groups"
+REPETITIVE = "completions/repetitive"
 # TRL's, when the run has tools (grpo_tool/tools.py).
 TOOL_CALLS = "tools/call_frequency"
 TOOL_FAILURES = "tools/failure_frequency"
@@ -57,10 +61,16 @@ MEANINGS = {
     "rewards/NAME/all_missing": "share of batches in which a component scored nothing",
     MEAN_LENGTH: "completion length in tokens (also min, max, and of those that ended)",
     CLIPPED_RATIO: "share of completions cut off at max_completion_length",
+    IDENTICAL_GROUPS: "share of groups whose completions are all the same, token for token (sampling near greedy, "
+                      "or a collapsed policy)",
+    REPETITIVE: "share of completions of 8 tokens or more that loop over a few tokens (at most a quarter of their "
+                "tokens distinct)",
     KL: "KL divergence to the reference model (when beta > 0)",
-    ENTROPY: "mean token entropy of the policy",
+    ENTROPY: "mean token entropy of the policy (not logged for a step with no token in its loss, such as one whose "
+             "groups were all dropped)",
     LOSS: "the GRPO loss",
     LEARNING_RATE: "the learning rate",
+    GRAD_NORM: "the gradient norm before clipping",
     GROUPS_FLAT: "share of the step's own groups that were flat, before anything was done about them",
     GROUPS_DROPPED: "groups left out of the loss (zero_variance_groups drop, or resample when rounds ran out)",
     GROUPS_RESAMPLED: "groups with signal from fresh prompts that took flat groups' places (resample)",

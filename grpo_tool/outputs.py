@@ -41,6 +41,7 @@ PLAN_FILE = "plan.json"
 ALARMS_FILE = "alarms.json"  # every alarm raised: id, step, message
 TRAINER_STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "checkpoint-"
+STEP_RECORDS_FILE = "step_records.json"  # in a checkpoint: each step's figures so far, for the alarms of a resumed run
 GROUPS_STATE_FILE = "groups_state.json"  # in a checkpoint: the curriculum and the fresh-prompt order (group_choice)
 GENERATION_LOG_PATTERN = re.compile(r"generation_log_step_(\d+)\.json$")
 

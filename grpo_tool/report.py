@@ -213,7 +213,7 @@ def build_report(output_dir: str | Path) -> Path:
     train, evaluations = train_logs(history), eval_logs(history)
     weights = record.get("components", {})
     log_dir = Path(config.get("generation_log_dir") or output_dir / GENERATION_LOG_DIR)
-    alarms = alarm_records(history, read_json(output_dir / ALARMS_FILE, []), weights=weights,
+    alarms = alarm_records(history, read_json(output_dir / ALARMS_FILE, None), weights=weights,
                            max_completion_length=config.get("max_completion_length"), generation_log_dir=str(log_dir),
                            zero_variance_groups=record.get("zero_variance_groups"))
 

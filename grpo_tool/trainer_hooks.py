@@ -15,7 +15,10 @@ Heavy: imported only after backend.prepare (see grpo_tool/__init__.py).
   prompt computed once (grpo_tool/shared_prompts.py);
 - SignalGroupsOnly (`_generate_and_score_completions`, `_calculate_rewards`): zero_variance_groups and the curriculum
   (grpo_tool/group_choice.py), their state saved with each checkpoint (`_save_checkpoint`) and read back on resume
-  (`_load_optimizer_and_scheduler`).
+  (`_load_optimizer_and_scheduler`);
+- StepRecords (`_generate_and_score_completions`, `_compute_loss`, `training_step`, `_maybe_log_save_evaluate`): each
+  optimizer step's figures for the alarms, whatever logging_steps says (grpo_tool/alarms.py), kept with each
+  checkpoint; no entropy, KL or clip ratio logged for a step with no token in its loss.
 
     sampler = LongestFirstSampler(RepeatSampler(list(range(6)), mini_repeat_count=2, batch_size=2, seed=0),
                                   [1, 9, 2, 8, 3, 4])
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -39,12 +43,20 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler
 
 from grpo_tool import metrics
+from grpo_tool.alarms import completion_shapes, looping, step_record
 from grpo_tool.base_view import BaseView, completion_logps, per_completion
 from grpo_tool.errors import UserError
 from grpo_tool.group_choice import GroupPolicy, padded_size, prompt_key, rows_per_process
 from grpo_tool.held_out import AnswerCheck, group_scores
 from grpo_tool.json_files import write_json_atomic
-from grpo_tool.outputs import CHECKPOINT_PREFIX, GROUPS_STATE_FILE, STAGING_DIR, no_space_message, read_json
+from grpo_tool.outputs import (
+    CHECKPOINT_PREFIX,
+    GROUPS_STATE_FILE,
+    STAGING_DIR,
+    STEP_RECORDS_FILE,
+    no_space_message,
+    read_json,
+)
 from grpo_tool.places import out_of_space
 from grpo_tool.shared_prompts import Sharing, forward_shared, generate_shared, regrouped
 
@@ -477,7 +489,89 @@ class SignalGroupsOnly(trl.GRPOTrainer):
                 self.groups.load(state)
 
 
+# TRL's means over the tokens in the loss: with none (every group of a step dropped), TRL divides 0 by 1 and logs 0.
+TOKEN_MEANS = (metrics.ENTROPY, metrics.KL, "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+               "clip_ratio/low_min", "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean")
+
+
+class StepRecords(trl.GRPOTrainer):
+    """Each optimizer step's figures in one record for the alarms (grpo_tool/alarms.py), whatever logging_steps
+    says: what TRL appended to its metrics during the step (it averages them only at a log), the step's loss and its
+    gradient norm, and how alike the completions were. The records go to `alarm_watch` (callbacks.AlarmCallback),
+    which judges them after the step's log, evaluation and checkpoint; each checkpoint keeps them, so a resumed run
+    judges the whole run."""
+
+    alarm_watch = None  # set by grpo_trainer.py
+    step_losses: list | None = None
+    step_marks: dict | None = None  # how many values of each TRL metric earlier steps took
+
+    def _generate_and_score_completions(self, inputs):
+        """TRL's batch, and at training how alike its completions are: groups of one completion repeated, and
+        completions that loop. Each process hashes its own; the pairs are gathered, so groups are whole."""
+        batch = super()._generate_and_score_completions(inputs)
+        if not self.model.training or "completion_mask" not in batch:
+            return batch
+        ids, keep = batch["completion_ids"].cpu(), batch["completion_mask"].bool().cpu()
+        rows = [row[mask].tolist() for row, mask in zip(ids, keep)]
+        pairs = [(hash(tuple(row)), looping(row)) for row in rows]
+        if self.accelerator.num_processes > 1:
+            pairs = gather_object(pairs)
+        for key, value in completion_shapes(pairs, self.num_generations).items():
+            self._metrics["train"][key].append(value)
+        return batch
+
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        counts = {key: len(self._metrics[mode][key]) for key in TOKEN_MEANS if key in self._metrics[mode]}
+        loss = super()._compute_loss(model, inputs)
+        if "completion_mask" not in inputs:  # a backend's own batch layout: TRL's means are not ours to mend
+            return loss
+        mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
+        tokens = mask.sum()
+        if self.accelerator.num_processes > 1:
+            tokens = self.accelerator.reduce(tokens, reduction="sum")
+        if tokens.item() == 0:  # nothing was measured: NaN, which TRL's log leaves out of its mean (None when alone)
+            for key in TOKEN_MEANS:
+                values = self._metrics[mode].get(key)
+                if values and len(values) > counts.get(key, 0):
+                    values[-1] = math.nan
+        return loss
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        self.step_losses = (self.step_losses or []) + [loss.detach()]
+        return loss
+
+    def _maybe_log_save_evaluate(self, tr_loss, grad_norm, *args, **kwargs):
+        watch, step = self.alarm_watch, self.state.global_step
+        fresh = watch is not None and step > watch.last_step
+        if fresh:
+            marks = self.step_marks or {}
+            new = {key: values[marks.get(key, 0):] for key, values in self._metrics["train"].items()
+                   if isinstance(values, list)}
+            losses = [float(loss) for loss in self.step_losses or []]
+            watch.add(step_record(step, new, losses, None if grad_norm is None else float(grad_norm)))
+        self.step_losses = []
+        super()._maybe_log_save_evaluate(tr_loss, grad_norm, *args, **kwargs)
+        self.step_marks = {key: len(values) for key, values in self._metrics["train"].items()}  # a log empties them
+        if fresh:
+            watch.judge(self.args, self.state)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)  # into the staging folder (StagedCheckpoints renames it after)
+        if self.alarm_watch is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"{CHECKPOINT_PREFIX}{self.state.global_step}")
+            write_json_atomic(os.path.join(folder, STEP_RECORDS_FILE), self.alarm_watch.steps)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.alarm_watch is not None:
+            steps = read_json(Path(checkpoint) / STEP_RECORDS_FILE, [])
+            self.alarm_watch.steps = [entry for entry in steps if isinstance(entry, dict)] \
+                if isinstance(steps, list) else []
+
+
 class GRPOTrainerWithHooks(StagedCheckpoints, RunIntervalsOnResume, OptimizerStateOnCpu, LoraMergedForGeneration,
-                           SharedPrompts, LongestPromptsFirst, SignalGroupsOnly, BaseModelMeasure, HeldOutScores,
-                           OwnModelCard):
+                           SharedPrompts, LongestPromptsFirst, SignalGroupsOnly, StepRecords, BaseModelMeasure,
+                           HeldOutScores, OwnModelCard):
     """TRL's GRPOTrainer with every job above."""

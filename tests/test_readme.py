@@ -79,8 +79,8 @@ def test_alarm_thresholds_are_the_constants_of_alarms_py():
                                                    f"thresholds it names ({row_values})")
     left_out = set(constants) - set(stated)
     assert not left_out, f"thresholds of grpo_tool/alarms.py the README leaves out: {left_out}"
-    recent = re.search(r'"recent" means the last (\d+) training logs', section("Alarms"))
-    assert recent and int(recent.group(1)) == constants["RECENT"]
+    recent = re.search(r'"recent" means the last (\d+) steps, "the start" the first (\d+)', section("Alarms"))
+    assert recent and (int(recent.group(1)), int(recent.group(2))) == (constants["RECENT"], constants["START"])
 
 
 # (c) Model and dataset presets.

@@ -190,7 +190,7 @@ def test_output_dir_table_is_what_outputs_names():
     entries = {first_span(row["entry"]).rstrip("/") for row in rows}
     names = {value for name, value in vars(outputs).items() if name.endswith(("_FILE", "_DIR"))
              and name not in ("STAGING_DIR", "MERGED_DIR", "TRAINER_STATE_FILE", "EVAL_METRICS_FILE",
-                                  "GROUPS_STATE_FILE", "COMPARISON_FILE")}  # inside the entries: told in their rows
+                                  "GROUPS_STATE_FILE", "STEP_RECORDS_FILE", "COMPARISON_FILE")}  # told in their rows
     assert entries == names | {outputs.CHECKPOINT_PREFIX + "N"}
 
 

@@ -370,7 +370,7 @@ def test_a_component_that_never_scores_warns_once_and_raises_an_alarm(written_ru
     train = [entry for entry in history if "reward" in entry and "eval_reward" not in entry]
     assert train and all(entry["rewards/never_scores/all_missing"] == 1.0 for entry in train)
     (alarm,) = [a for a in json.loads((output_dir / "alarms.json").read_text()) if a["id"] == "unscored_batches"]
-    assert alarm["step"] == 1 and "never_scores in 100% of the batches logged at step 1" in alarm["message"]
+    assert alarm["step"] == 1 and "never_scores in 100% of the batches at step 1" in alarm["message"]
     assert "says_the" not in alarm["message"]
     # On the console once, though every one of the 4 logs shows it.
     assert result.stderr.count("alarm unscored_batches (step 1): a reward component scored no completion") == 1
