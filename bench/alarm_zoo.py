@@ -57,6 +57,8 @@ CASES: dict[str, Case] = {
                          "a reward for saying little, gamed by ending at once"),
     "near_greedy": Case((*reward("vowels"), "--learning-rate", "3e-3", "--temperature", "0.05"),
                         frozenset({"near_greedy_sampling"}), "sampling at temperature 0.05"),
+    "cold_sampling": Case((*reward("vowels"), "--learning-rate", "3e-3", "--temperature", "0.1"),
+                          frozenset({"near_greedy_sampling"}), "sampling at temperature 0.1: groups turn identical"),
     "held_out_fall": Case((*reward("vowels"), "--eval-reward-fn", f"{REWARDS}:mostly_consonants",
                            "--learning-rate", "3e-3"),
                           frozenset({"train_up_eval_down"}), "a held-out score that falls as the reward rises"),

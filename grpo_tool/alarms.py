@@ -43,6 +43,7 @@ REPETITIVE_SHARE = 0.5  # share of completions that loop (completion_shapes)
 REPEAT_MIN_TOKENS = 8  # a completion shorter than this is not judged a loop
 REPEAT_DISTINCT = 0.25  # a loop: at most this share of its tokens are distinct
 CALM = 0.2  # "low at the start": the start's identical or repetitive share at most this
+NEAR_GREEDY_TEMPERATURE = 0.5  # sampling below this temperature: groups turning identical are the sampling's doing
 # Training collapsing or diverging.
 ENTROPY_COLLAPSE = 0.2  # the recent entropy at most this share of the start's
 GRAD_SPIKE = 10.0  # a recent gradient norm at least this many times the median of the steps before
@@ -273,15 +274,27 @@ def no_learning_signal(train: list[dict], zero_variance_groups: str | None = Non
 
 
 def near_greedy_sampling(train: list[dict], temperature: float | None = None) -> str | None:
-    """Groups of identical completions from the first steps on: the sampling is close to greedy."""
-    start = train[:START]
-    share = window_mean(start, metrics.IDENTICAL_GROUPS)
-    if len(start) < START or share is None or share < IDENTICAL_SHARE:
-        return None
+    """Groups of identical completions from the first steps on; or, sampling below NEAR_GREEDY_TEMPERATURE, groups
+    turning identical or the policy collapsing at any time. The temperature is then what to change: each update
+    makes a model sampled near greedy surer of its likeliest answer until it is the only one."""
+    start, recent = train[:START], train[-RECENT:]
+    first, last = window_mean(start, metrics.IDENTICAL_GROUPS), window_mean(recent, metrics.IDENTICAL_GROUPS)
     at = f"temperature={temperature:g}" if temperature is not None else "the temperature"
-    return (f"in the first {START} steps {share:.0%} of the groups were one completion repeated: sampling at {at} is "
-            "close to greedy, so the completions of a prompt do not differ and GRPO has nothing to compare; raise "
-            "the temperature (0.7 to 1.0 is usual), or start from a model whose answers vary")
+    advice = ("so the completions of a prompt do not differ and GRPO has nothing to compare; raise the temperature "
+              "(0.7 to 1.0 is usual), or start from a model whose answers vary")
+    if len(start) >= START and first is not None and first >= IDENTICAL_SHARE:
+        return (f"in the first {START} steps {first:.0%} of the groups were one completion repeated: sampling at {at} "
+                f"is close to greedy, {advice}")
+    if temperature is None or temperature >= NEAR_GREEDY_TEMPERATURE:
+        return None
+    signs = [sign for sign in collapse_signs(train) if not sign.startswith("the gradient norm")]
+    if len(recent) >= RECENT and last is not None and last >= IDENTICAL_SHARE \
+            and not any("one completion repeated" in sign for sign in signs):
+        signs.append(f"over the last {RECENT} steps {last:.0%} of the groups were one completion repeated")
+    if not signs:
+        return None
+    return (f"sampling at {at} is close to greedy, and the policy is narrowing onto its likeliest answers: "
+            + "; ".join(signs) + f". Each update makes the model surer of what it already prefers, {advice}")
 
 
 def collapse_signs(train: list[dict]) -> list[str]:
@@ -424,9 +437,11 @@ def tool_failures(train: list[dict]) -> str | None:
             "was given")
 
 
-# What a collapsing policy shows as well, said once as training_collapse: it drifts far from the start (kl_runaway,
-# reward_hacking's drift), a reward that loops earn rises, loops run into the length cap, groups turn flat.
-EXPLAINED_BY_COLLAPSE = ("kl_runaway", "reward_hacking", "length_cap", "no_learning_signal")
+# What a collapsing policy shows as well, said once as its cause: it drifts far from the start (kl_runaway,
+# reward_hacking's drift), a reward that loops earn rises, loops run into the length cap, groups turn flat. Sampling
+# near greedy is the cause where it shows: the policy collapses into its likeliest answer because of it.
+SYMPTOMS = ("kl_runaway", "reward_hacking", "length_cap", "no_learning_signal")
+EXPLAINED_BY = {"near_greedy_sampling": ("training_collapse", *SYMPTOMS), "training_collapse": SYMPTOMS}
 
 
 def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
@@ -436,8 +451,8 @@ def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
                 max_grad_norm: float | None = None) -> dict[str, str]:
     """Alarm id -> what it says, for every alarm the history (step records and evaluations) raises, judged with the
     run's settings. The ids are stable: scripts may rely on them. What one alarm explains is not said again as
-    another: a collapse's symptoms (EXPLAINED_BY_COLLAPSE), loops running into the length cap, flat groups of
-    identical completions."""
+    another: a collapse's symptoms (EXPLAINED_BY), loops running into the length cap, flat groups of identical
+    completions."""
     train, evaluations = train_logs(history), eval_logs(history)
     steps = [entry for entry in history if metrics.EVAL_REWARD not in entry and "step" in entry]
     checks: dict[str, Callable[[], str | None]] = {
@@ -454,9 +469,10 @@ def find_alarms(history: list[dict], weights: dict[str, float] | None = None,
         "tools_unused": lambda: tools_unused(train, evaluations),
         "tool_failures": lambda: tool_failures(train)}
     said = {kind: text for kind, check in checks.items() if (text := check())}
-    if "training_collapse" in said:  # its symptoms: drift, a reward won by loops, loops at the cap, flat groups
-        for kind in EXPLAINED_BY_COLLAPSE:
-            said.pop(kind, None)
+    for cause, symptoms in EXPLAINED_BY.items():
+        if cause in said:
+            for kind in symptoms:
+                said.pop(kind, None)
     return said
 
 

@@ -166,6 +166,18 @@ def test_near_greedy_sampling_from_the_first_steps():
     assert "near_greedy_sampling" not in find_alarms(collapsing(**{"completions/identical_groups": 1.0}))
 
 
+def test_a_policy_narrowing_under_a_low_temperature_is_the_temperature_s_doing():
+    history = collapsing(**{"completions/repetitive": 1.0, "completions/identical_groups": 0.9})
+    said = find_alarms(history, learning_rate=1e-5, temperature=0.1)
+    assert set(said) == {"near_greedy_sampling"}  # not training_collapse: the learning rate is not the cause
+    assert "sampling at temperature=0.1 is close to greedy" in said["near_greedy_sampling"]
+    assert "entropy fell from 6.20 to 0.05" in said["near_greedy_sampling"]
+    late = steps(5, **{"completions/identical_groups": 0.0}) + steps(10, 6, **{"completions/identical_groups": 0.8})
+    assert "80% of the groups are one completion repeated" in find_alarms(late, temperature=0.2)[
+        "near_greedy_sampling"]
+    assert set(find_alarms(late, temperature=0.7)) == {"training_collapse"}  # at a usual temperature: the updates
+
+
 def test_kl_running_away_from_the_reference():
     history = [train(s, kl=0.02 * s) for s in range(1, 41)]  # 0.02 -> 0.8 nats per token
     said = find_alarms(history, beta=0.1)["kl_runaway"]
