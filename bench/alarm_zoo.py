@@ -9,14 +9,14 @@ itself almost never ends one, which would make every run a cut-off one.
 
     model = zoo_model(tmp / "zoo-model")
     data = zoo_data(tmp / "prompts.jsonl")
-    flags = case_flags("constant", model, data, tmp / "out", logging_steps=10)
+    flags = case_flags("constant_reward", model, data, tmp / "out", logging_steps=10)
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REWARDS = Path(__file__).resolve().parent / "zoo_rewards.py"
@@ -26,44 +26,38 @@ STOP_EVERY = 16  # token ids that are a multiple of this end an answer too
 
 @dataclass(frozen=True)
 class Case:
-    flags: tuple[str, ...]
-    expected: frozenset[str] = field(default_factory=frozenset)  # empty: a healthy run, which raises nothing
-    what: str = ""
-
-
-def reward(name: str) -> tuple[str, str]:
-    return ("--reward-fn", f"{REWARDS}:{name}")
+    what: str
+    rewards: tuple[str, ...] = ("vowels",)  # functions of bench/zoo_rewards.py
+    flags: tuple[str, ...] = ()  # after the common ones (case_flags), so they override them
+    expected: frozenset[str] = frozenset()  # empty: a healthy run, which raises nothing
 
 
 CASES: dict[str, Case] = {
-    "healthy": Case((*reward("vowels"), "--learning-rate", "3e-3"), what="a reward the model learns"),
-    "healthy_slow": Case((*reward("many_vowels"), "--learning-rate", "3e-3"),
-                         what="a sparse reward learned slowly, most groups flat at first"),
-    "healthy_kl": Case((*reward("vowels"), "--learning-rate", "3e-3", "--beta", "0.04"),
-                       what="a reward the model learns, with a KL penalty"),
-    "constant_reward": Case((*reward("constant"), "--learning-rate", "3e-3"), frozenset({"no_learning_signal"}),
-                            "the same score for every completion"),
-    "rare_reward": Case((*reward("lottery"), "--learning-rate", "3e-3"), frozenset({"no_learning_signal"}),
-                        "a reward almost always 0"),
-    "cut_off": Case((*reward("vowels"), "--learning-rate", "3e-3", "--max-completion-length", "4"),
-                    frozenset({"length_cap"}), "answers cut off at 4 tokens"),
-    "dominant_component": Case((*reward("vowels"), *reward("characters"), "--learning-rate", "3e-3"),
-                               frozenset({"dominant_component"}), "one component a hundred times the other"),
-    "never_scoring": Case((*reward("vowels"), *reward("never"), "--learning-rate", "3e-3"),
-                          frozenset({"unscored_batches"}), "a component that never scores"),
-    "lr_too_high": Case((*reward("vowels"), "--learning-rate", "1e-1"), frozenset({"training_collapse"}),
-                        "a learning rate far too high"),
-    "gamed_reward": Case((*reward("brevity"), "--learning-rate", "3e-3"), frozenset({"reward_hacking"}),
-                         "a reward for saying little, gamed by ending at once"),
-    "near_greedy": Case((*reward("vowels"), "--learning-rate", "3e-3", "--temperature", "0.05"),
-                        frozenset({"near_greedy_sampling"}), "sampling at temperature 0.05"),
-    "cold_sampling": Case((*reward("vowels"), "--learning-rate", "3e-3", "--temperature", "0.1"),
-                          frozenset({"near_greedy_sampling"}), "sampling at temperature 0.1: groups turn identical"),
-    "held_out_fall": Case((*reward("vowels"), "--eval-reward-fn", f"{REWARDS}:mostly_consonants",
-                           "--learning-rate", "3e-3"),
-                          frozenset({"train_up_eval_down"}), "a held-out score that falls as the reward rises"),
-    "kl_blow_up": Case((*reward("vowels"), "--learning-rate", "1e-2", "--beta", "0.1"), frozenset({"kl_runaway"}),
-                       "the policy running away from the reference"),
+    "healthy": Case("a reward the model learns"),
+    "healthy_slow": Case("a sparse reward learned slowly, most groups flat at first", ("many_vowels",)),
+    "healthy_kl": Case("a reward the model learns, with a KL penalty", flags=("--beta", "0.04")),
+    "constant_reward": Case("the same score for every completion", ("constant",),
+                            expected=frozenset({"no_learning_signal"})),
+    "rare_reward": Case("a reward almost always 0", ("lottery",), expected=frozenset({"no_learning_signal"})),
+    "cut_off": Case("answers cut off at 4 tokens", flags=("--max-completion-length", "4"),
+                    expected=frozenset({"length_cap"})),
+    "dominant_component": Case("one component a hundred times the other", ("vowels", "characters"),
+                               expected=frozenset({"dominant_component"})),
+    "never_scoring": Case("a component that never scores", ("vowels", "never"),
+                          expected=frozenset({"unscored_batches"})),
+    "lr_too_high": Case("a learning rate far too high", flags=("--learning-rate", "1e-1"),
+                        expected=frozenset({"training_collapse"})),
+    "gamed_reward": Case("a reward for saying little, gamed by ending at once", ("brevity",),
+                         expected=frozenset({"reward_hacking"})),
+    "near_greedy": Case("sampling at temperature 0.05", flags=("--temperature", "0.05"),
+                        expected=frozenset({"near_greedy_sampling"})),
+    "cold_sampling": Case("sampling at temperature 0.1: groups turn identical", flags=("--temperature", "0.1"),
+                          expected=frozenset({"near_greedy_sampling"})),
+    "held_out_fall": Case("a held-out score that falls as the reward rises",
+                          flags=("--eval-reward-fn", f"{REWARDS}:mostly_consonants"),
+                          expected=frozenset({"train_up_eval_down"})),
+    "kl_blow_up": Case("the policy running away from the reference", flags=("--learning-rate", "1e-2", "--beta", "0.1"),
+                       expected=frozenset({"kl_runaway"})),
 }
 
 
@@ -95,12 +89,14 @@ def zoo_data(path: Path) -> Path:
 
 def case_flags(name: str, model: Path, data: Path, output_dir: Path, logging_steps: int) -> list[str]:
     """The whole command line of a case's run (after train_grpo.py)."""
+    case = CASES[name]
     return ["--model-name", str(model), "--custom-data", str(data), "--output-dir", str(output_dir),
             "--max-steps", str(STEPS), "--logging-steps", str(logging_steps), "--eval-steps", "10",
             "--save-steps", str(STEPS), "--group-size", "4", "--per-device-train-batch-size", "8",
             "--per-device-eval-batch-size", "8", "--max-eval-samples", "8", "--max-completion-length", "24",
-            "--max-samples", "64", "--no-lora", "--disable-generation-logging", "--no-wandb", "--seed", "3",
-            *CASES[name].flags]
+            "--max-samples", "64", "--no-lora", "--learning-rate", "3e-3", "--disable-generation-logging",
+            "--no-wandb", "--seed", "3", *(flag for function in case.rewards for flag in
+                                           ("--reward-fn", f"{REWARDS}:{function}")), *case.flags]
 
 
 def judged(output_dir: Path) -> dict:

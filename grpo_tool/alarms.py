@@ -287,37 +287,39 @@ def near_greedy_sampling(train: list[dict], temperature: float | None = None) ->
                 f"is close to greedy, {advice}")
     if temperature is None or temperature >= NEAR_GREEDY_TEMPERATURE:
         return None
-    signs = [sign for sign in collapse_signs(train) if not sign.startswith("the gradient norm")]
-    if len(recent) >= RECENT and last is not None and last >= IDENTICAL_SHARE \
-            and not any("one completion repeated" in sign for sign in signs):
-        signs.append(f"over the last {RECENT} steps {last:.0%} of the groups were one completion repeated")
+    signs = collapse_signs(train)
+    signs.pop("spike", None)
+    if len(recent) >= RECENT and last is not None and last >= IDENTICAL_SHARE and "copies" not in signs:
+        signs["copies"] = f"over the last {RECENT} steps {last:.0%} of the groups were one completion repeated"
     if not signs:
         return None
     return (f"sampling at {at} is close to greedy, and the policy is narrowing onto its likeliest answers: "
-            + "; ".join(signs) + f". Each update makes the model surer of what it already prefers, {advice}")
+            + "; ".join(signs.values()) + f". Each update makes the model surer of what it already prefers, {advice}")
 
 
-def collapse_signs(train: list[dict]) -> list[str]:
-    """What shows a policy collapsing after a healthy start: entropy falling away, completions turning into loops or
-    into one completion per group, the gradient norm jumping."""
+def collapse_signs(train: list[dict]) -> dict[str, str]:
+    """What shows a policy collapsing after a healthy start, by kind: its entropy falling away ("entropy"), the
+    completions turning into loops ("loops") or into one completion per group ("copies"), and told with those, the
+    gradient norm jumping ("spike")."""
     if len(train) < START + RECENT:
-        return []
-    start, recent, signs = train[:START], train[-RECENT:], []
+        return {}
+    start, recent, signs = train[:START], train[-RECENT:], {}
     first, last = window_mean(start, metrics.ENTROPY), window_mean(recent, metrics.ENTROPY)
     if first is not None and last is not None and first > 0 and last <= ENTROPY_COLLAPSE * first:
-        signs.append(f"the policy's entropy fell from {first:.2f} to {last:.2f}")
-    for key, limit, what in ((metrics.REPETITIVE, REPETITIVE_SHARE, "of the completions loop over a few tokens"),
-                             (metrics.IDENTICAL_GROUPS, IDENTICAL_SHARE, "of the groups are one completion repeated")):
+        signs["entropy"] = f"the policy's entropy fell from {first:.2f} to {last:.2f}"
+    for kind, key, limit, what in (
+            ("loops", metrics.REPETITIVE, REPETITIVE_SHARE, "of the completions loop over a few tokens"),
+            ("copies", metrics.IDENTICAL_GROUPS, IDENTICAL_SHARE, "of the groups are one completion repeated")):
         first, last = window_mean(start, key), window_mean(recent, key)
         if first is not None and last is not None and first <= CALM and last >= limit:
-            signs.append(f"{last:.0%} {what} (at the start {first:.0%})")
+            signs[kind] = f"{last:.0%} {what} (at the start {first:.0%})"
     norms = [(entry["step"], entry[metrics.GRAD_NORM]) for entry in train if finite(entry.get(metrics.GRAD_NORM))]
     for index in range(max(SPIKE_HISTORY, len(norms) - RECENT), len(norms)):
         baseline = statistics.median(norm for _, norm in norms[:index])
         step, norm = norms[index]
         if baseline > 0 and norm >= GRAD_SPIKE * baseline:
-            signs.append(f"the gradient norm jumped to {norm:.3g} at step {step} ({norm / baseline:.0f} times its "
-                         "usual size)")
+            signs["spike"] = (f"the gradient norm jumped to {norm:.3g} at step {step} ({norm / baseline:.0f} times "
+                              "its usual size)")
             break
     return signs
 
@@ -326,14 +328,14 @@ def training_collapse(train: list[dict], learning_rate: float | None = None, tem
                       max_grad_norm: float | None = None) -> str | None:
     """The policy collapsing: entropy or the variety of the completions gone (a gradient-norm jump alone is noise)."""
     signs = collapse_signs(train)
-    if not signs or all(sign.startswith("the gradient norm") for sign in signs):
+    if not signs.keys() - {"spike"}:
         return None
     rate = f" (it is {learning_rate:g})" if learning_rate else ""
     clip = f"max_grad_norm={max_grad_norm:g} is" if max_grad_norm else "max_grad_norm is"
     heat = f" sampling temperature ({temperature:g})" if temperature is not None else " sampling temperature"
-    return ("training is collapsing: " + "; ".join(signs) + f". The updates are too large for this model: lower the "
-            f"learning rate{rate} by 3 to 10 times, check that {clip} on (it clips each step's update), keep the "
-            f"clipping range epsilon small (0.2 is usual), and keep the{heat} near 1 so the model keeps exploring; "
+    return ("training is collapsing: " + "; ".join(signs.values()) + ". The updates are too large for this model: "
+            f"lower the learning rate{rate} by 3 to 10 times, check that {clip} on (it clips each step's update), keep "
+            f"the clipping range epsilon small (0.2 is usual), and keep the{heat} near 1 so the model keeps exploring; "
             "resume from a checkpoint before the collapse")
 
 

@@ -311,6 +311,12 @@ LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, wha
 LOSS_MASKS = ("completion_mask", "tool_mask")  # their product says which tokens count in the loss
 
 
+def loss_mask(batch: dict) -> torch.Tensor:
+    """Which tokens of TRL's batch count in the loss: the completion's, less the tool results' (multi-turn)."""
+    mask = batch["completion_mask"]
+    return mask * batch["tool_mask"] if "tool_mask" in batch else mask
+
+
 def rows_of(batch: dict, rows: list[int]) -> dict:
     """The given rows of every per-row value of TRL's batch (tensors and lists as long as the batch); the scalars,
     such as num_items_in_batch, are left out: they are worked out again for the rows kept."""
@@ -448,8 +454,7 @@ class SignalGroupsOnly(trl.GRPOTrainer):
         if ghosts:
             parts.append(ghost_rows(parts[0] if parts else rows_of(rounds[0], [0]), ghosts))
         batch = joined(parts, self.processing_class.pad_token_id)
-        loss_mask = batch["completion_mask"] * batch["tool_mask"] if "tool_mask" in batch else batch["completion_mask"]
-        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask(batch).sum()).sum()
         self.log_choice(choice, step)
         return batch
 
@@ -526,8 +531,7 @@ class StepRecords(trl.GRPOTrainer):
         loss = super()._compute_loss(model, inputs)
         if "completion_mask" not in inputs:  # a backend's own batch layout: TRL's means are not ours to mend
             return loss
-        mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
-        tokens = mask.sum()
+        tokens = loss_mask(inputs).sum()
         if self.accelerator.num_processes > 1:
             tokens = self.accelerator.reduce(tokens, reduction="sum")
         if tokens.item() == 0:  # nothing was measured: NaN, which TRL's log leaves out of its mean (None when alone)
