@@ -30,7 +30,8 @@ from grpo_tool.json_files import read_json_file, read_text_file, write_json_atom
 from grpo_tool.launch import world_size
 from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_preset, resolve_model_name
 from grpo_tool.places import unwritable
-from grpo_tool.reward_config import rule_weights_problem, run_reward_config
+from grpo_tool.recipes import config_file_path
+from grpo_tool.reward_config import reward_key_problem, rule_weights_problem, run_reward_config
 from grpo_tool.settings import (
     ALTERNATIVES,
     FIELD_NAMES,
@@ -108,7 +109,8 @@ def read_settings_file(path: str | os.PathLike) -> Any:
 def load_config_file(path: str | os.PathLike, notes: list[str] | None = None) -> dict[str, Any]:
     """The settings of a config file, with unknown keys and wrong types reported together. TRL's names of our
     settings (num_generations, model_name_or_path) are read as ours; TRL's words for what is set another way get
-    what to use instead, and no guess at a similar name."""
+    what to use instead, and no guess at a similar name. A recipe's name (config/recipes/) reads that recipe."""
+    path = config_file_path(str(path))
     data = read_settings_file(path)
     if not isinstance(data, dict):
         raise UserError(f"config file {path}: expected a mapping of settings (like config/example_config.json), got "
@@ -121,8 +123,7 @@ def load_config_file(path: str | os.PathLike, notes: list[str] | None = None) ->
             data[ours] = data.pop(trl_name)
             if notes is not None:
                 notes.append(f"{trl_name} in {path} is TRL's name for {ours}")
-    problems = [trl_word_problem(str(key)) or f"unknown key {key!r}" + near_miss(str(key), FIELD_NAMES)
-                for key in data if key not in FIELDS]
+    problems = [unknown_key_problem(str(key), value) for key, value in data.items() if key not in FIELDS]
     if any(problem.startswith("unknown key") for problem in problems):
         problems.append(f"valid keys: {', '.join(FIELD_NAMES)}")
     problems += [problem for key, value in data.items() if key in FIELDS
@@ -130,6 +131,16 @@ def load_config_file(path: str | os.PathLike, notes: list[str] | None = None) ->
     if problems:
         raise UserError(f"config file {path}: " + "; ".join(problems))
     return data
+
+
+def unknown_key_problem(key: str, value: Any) -> str:
+    """A config file's key that is no setting: TRL's word for one set another way, a reward weight (those live in the
+    reward config), or a misspelling."""
+    if problem := trl_word_problem(key):
+        return problem
+    if problem := reward_key_problem(key):
+        return f"{key}={value!r}: {problem}"
+    return f"unknown key {key!r}" + near_miss(key, FIELD_NAMES)
 
 
 def type_problem(name: str, value: Any) -> str | None:

@@ -23,12 +23,26 @@ from pathlib import Path
 
 from config import describe_batch, steps_problem, validate_config
 from data_loader import as_dataset_dict
-from grpo_tool import backend, group_choice, metrics, outputs, run_dir, tools
+from grpo_tool import backend, group_choice, metrics, outputs, run_dir, run_record, tools, trl_surface
+from grpo_tool.checkpoints import (
+    adapter_problem,
+    at_last_step,
+    changed_settings_problem,
+    checkpoint_kind_problem,
+    complete_checkpoints,
+    finished_problem,
+    model_problem,
+    no_space_message,
+    replace_directory,
+    resolve_checkpoint,
+    saved_step,
+)
 from grpo_tool.components import REWARD_MODEL
+from grpo_tool.console import attach_log_file
 from grpo_tool.errors import Interrupted, UserError
 from grpo_tool.held_out import answer_check_for, held_out_names
 from grpo_tool.json_files import write_json_atomic, write_text_atomic
-from grpo_tool.launch import is_main_process, launcher_says
+from grpo_tool.launch import engine_of, is_main_process, launcher_says
 from grpo_tool.metrics import best_metric
 from grpo_tool.places import out_of_space
 from grpo_tool.prompt_budget import fit_to_model
@@ -117,7 +131,7 @@ class GRPOTrainer:
 
         arguments = trl_setup.effective_arguments(trl_setup.trl_arguments(self.config, self.machine, None,
                                                                           evaluate=True, trackers=False))
-        checkpoint = outputs.resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
+        checkpoint = resolve_checkpoint(self.config.resume_from_checkpoint, self.config.output_dir)
         if not training:
             return checkpoint  # an evaluation loads the checkpoint as it is
         if checkpoint is not None and (problem := self.resume_problem(checkpoint, arguments)):
@@ -128,11 +142,11 @@ class GRPOTrainer:
     def resume_problem(self, checkpoint: str, arguments: dict) -> str | None:
         """Why the checkpoint cannot continue this run: its kind (LoRA or full weights), its model's shape and its
         adapter's, whether anything is left to do, and the settings it fixes."""
-        return (outputs.checkpoint_kind_problem(checkpoint, self.config.use_lora)
-                or outputs.model_problem(checkpoint, self.config.model_name)
-                or outputs.adapter_problem(checkpoint, self.config)
-                or outputs.finished_problem(checkpoint, self.config.max_steps)
-                or outputs.changed_settings_problem(checkpoint, arguments))
+        return (checkpoint_kind_problem(checkpoint, self.config.use_lora)
+                or model_problem(checkpoint, self.config.model_name)
+                or adapter_problem(checkpoint, self.config)
+                or finished_problem(checkpoint, self.config.max_steps)
+                or changed_settings_problem(checkpoint, arguments))
 
     def load_model(self, path: str | None = None):
         """Load the tokenizer and model (the configured one, or a saved model / checkpoint directory at `path`), and
@@ -234,6 +248,8 @@ class GRPOTrainer:
                 raise refused from None
             raise
         built["trainer"] = self.trainer
+        if is_main_process():
+            trl_surface.warn_if_moved()
         self.trainer.alarm_watch = alarms
         if launcher_says("ACCELERATE_USE_FSDP") and not self.trainer.is_fsdp_enabled and is_main_process():
             # accelerate's AcceleratorState turns FSDP on only for accelerator devices (state.py, the MULTI_GPU family);
@@ -285,8 +301,6 @@ class GRPOTrainer:
         if self.code_sandbox:
             record["code_tests"] = {**self.reward_config["code_tests"], "said": self.code_sandbox}
         if self.trainer is not None:
-            from grpo_tool.plan.sharding import engine_of
-
             record["launch"] = {"processes": self.trainer.accelerator.num_processes,
                                 "engine": engine_of(self.trainer),  # as accelerate set it up, not as asked
                                 "machines": int(os.environ.get("GROUP_WORLD_SIZE", "1") or 1)}
@@ -312,14 +326,14 @@ class GRPOTrainer:
         if replacing:
             run_dir.remove_previous_run(self.config.output_dir, replacing)
             logger.info("replaced the earlier run in %s (%s)", self.config.output_dir, ", ".join(replacing))
-        log_path = outputs.attach_log_file(Path(self.config.output_dir) / outputs.LOG_FILE)
+        log_path = attach_log_file(Path(self.config.output_dir) / outputs.LOG_FILE)
         logger.info("logging to %s", log_path)
         logger.info(group_choice.describe(self.trainer.groups if self.trainer else None))
         if self.trainer is not None:
             logger.info(describe_batch(self.config, self.trainer.accelerator.num_processes,
                                        self.trainer.args.steps_per_generation))
             logger.info(self.trainer.sharing.line)
-        outputs.write_run_record(self.config.output_dir, self.record["config"], self.reward_config, self.record)
+        run_record.write_run_record(self.config.output_dir, self.record["config"], self.reward_config, self.record)
         # What a killed run left half-written; nothing reads it.
         shutil.rmtree(Path(self.config.output_dir) / outputs.STAGING_DIR, ignore_errors=True)
 
@@ -341,7 +355,7 @@ class GRPOTrainer:
     def check_memory(self) -> None:
         """Before the first step: --plan's arithmetic on this model, data and machine, a warning when the run will
         not fit (the longest prompts go first, so such a run fails at its first step, not its hundredth)."""
-        from grpo_tool.plan.memory import run_check
+        from grpo_tool.plan.fitting import run_check
 
         lengths = self.prompt_lengths.get("train")
         self.trainer.longest_first = lengths
@@ -351,7 +365,7 @@ class GRPOTrainer:
         """TRL's training loop, with Ctrl-C / SIGTERM turned into a checkpoint and TrainingInterrupted."""
         from grpo_tool.callbacks import close_progress_bars
 
-        if checkpoint and outputs.at_last_step(checkpoint, self.config.max_steps):
+        if checkpoint and at_last_step(checkpoint, self.config.max_steps):
             return self.finish_from(checkpoint)
         # Everything built so far (libraries, model, data) lives as long as the run: out of the cyclic garbage
         # collector's sight, so its passes during training scan only what training allocates.
@@ -362,7 +376,7 @@ class GRPOTrainer:
             result = self.trainer.train(resume_from_checkpoint=checkpoint)
         except KeyboardInterrupt:
             close_progress_bars(self.trainer)
-            checkpoints = outputs.complete_checkpoints(self.config.output_dir)
+            checkpoints = complete_checkpoints(self.config.output_dir)
             raise Interrupted(f"stopped at once at step {self.trainer.state.global_step} by a second Ctrl-C; no "
                               "half-written checkpoint is left in place; the last complete one is "
                               f"{checkpoints[-1] if checkpoints else 'none'}") from None
@@ -373,7 +387,7 @@ class GRPOTrainer:
             close_progress_bars(self.trainer)  # so an error message starts on a line of its own
             if isinstance(error, Exception) and not isinstance(error, UserError) and out_of_space(error):
                 # A generation log, the alarms or the log file could not be written: the checkpoints still stand.
-                raise UserError(outputs.no_space_message(self.config.output_dir, "the run's files")) from None
+                raise UserError(no_space_message(self.config.output_dir, "the run's files")) from None
             first_step = self.trainer.state.global_step == 0
             if isinstance(error, Exception) and not isinstance(error, UserError) and first_step:
                 from grpo_tool.trl_setup import options_refused
@@ -385,7 +399,7 @@ class GRPOTrainer:
             self.interrupt.uninstall()
             gc.unfreeze()
         if self.interrupt.signal_name:
-            checkpoints = outputs.complete_checkpoints(self.config.output_dir)
+            checkpoints = complete_checkpoints(self.config.output_dir)
             raise TrainingInterrupted(self.trainer.state.global_step, str(checkpoints[-1]) if checkpoints else None,
                                       self.interrupt.signal_number)
         return result
@@ -417,7 +431,7 @@ class GRPOTrainer:
         data = self.prepare_data(dataset)
         evaluation_dir = Path(evaluation_dir or Path(self.config.output_dir) / outputs.EVALUATION_DIR)
         self.build_trainer(data, evaluate=True, log_dir=self.config.generation_log_dir or str(evaluation_dir))
-        self.trainer.state.global_step = outputs.saved_step(self.model_path) or 0
+        self.trainer.state.global_step = saved_step(self.model_path) or 0
         metrics = {**self.trainer.evaluate(data["eval"]), "global_step": self.trainer.state.global_step}
         if is_main_process():
             write_json_atomic(evaluation_dir / outputs.EVAL_METRICS_FILE, metrics)
@@ -438,11 +452,10 @@ class GRPOTrainer:
             if is_main_process():
                 shutil.rmtree(staging, ignore_errors=True)  # never half a model beside the run
             if full:
-                raise UserError(outputs.no_space_message(self.config.output_dir, "the final model",
-                                                         staging.parent)) from None
+                raise UserError(no_space_message(self.config.output_dir, "the final model", staging.parent)) from None
             raise
         if is_main_process():
-            outputs.replace_directory(staging, target)
+            replace_directory(staging, target)
             logger.info("model saved to %s", target)
             if self.config.save_merged:
                 self.save_merged(target)
@@ -464,8 +477,8 @@ class GRPOTrainer:
         # The step and metric history travel with the model (--eval-only reads the step back).
         write_json_atomic(staging / outputs.TRAINER_STATE_FILE, dataclasses.asdict(state))
         self.tokenizer.save_pretrained(staging)
-        write_text_atomic(staging / "README.md", outputs.model_card(self.record or self.run_record(),
-                                                                    state.log_history, state.global_step))
+        write_text_atomic(staging / "README.md", run_record.model_card(self.record or self.run_record(),
+                                                                       state.log_history, state.global_step))
 
     def save_merged(self, final: Path) -> None:
         """The merged export, after the trained model is safely in place: a failure there (memory, a base that cannot

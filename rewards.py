@@ -52,7 +52,12 @@ import string
 from collections.abc import Callable, Sequence
 
 from grpo_tool.answers import accepted_answers, answer_matches
-from grpo_tool.code_tests import check_test_columns, make_code_tests_reward, rows_without_tests, sandbox_for
+from grpo_tool.code_tests import (
+    check_test_columns,
+    make_code_tests_reward,  # noqa: F401 - REWARD_COMPONENTS finds it by its name
+    rows_without_tests,
+    sandbox_for,
+)
 from grpo_tool.components import REWARD_MODEL, Component, RewardFunction
 from grpo_tool.custom_rewards import load_custom_reward, reward_name
 from grpo_tool.errors import UserError
@@ -60,7 +65,9 @@ from grpo_tool.held_out import checks_answers
 from grpo_tool.messages import answer_text, completion_text
 from grpo_tool.reward_config import (
     REFERENCE_COLUMNS,
+    RULE_COMPONENTS,
     ZERO_WEIGHTS,
+    custom_weights_problem,
     reference_column,
     reward_config_choice,
     run_reward_config,
@@ -263,14 +270,12 @@ def make_format_reward(settings: dict) -> RewardFunction:
     return format_reward
 
 
+# The registry: each built-in component and the factory that builds it from its reward config section. The names are
+# grpo_tool.reward_config's RULE_COMPONENTS, the one list of them (reward configs are checked there, and grpo_tool/
+# cannot import this module); each name's factory is the make_<name>_reward of this module, so a name without one
+# stops this import, and tests/test_rewards.py finds a factory without a name.
 REWARD_COMPONENTS: dict[str, Callable[[dict], RewardFunction]] = {
-    "accuracy": make_accuracy_reward,
-    "length": make_length_reward,
-    "quality": make_quality_reward,
-    "answer_match": make_answer_match_reward,
-    "format": make_format_reward,
-    "code_tests": make_code_tests_reward,
-}
+    name: globals()[f"make_{name}_reward"] for name in RULE_COMPONENTS}
 
 
 def rule_components(reward_config: dict) -> list[Component]:
@@ -311,10 +316,8 @@ def custom_components(specs: Sequence[str], reward_config: dict, environment_rew
             raise UserError(f"--environment {reward.name}: another reward component is already named {reward.name!r} "
                             "(an environment's get_reward is logged under its class name); rename one")
         components.append(reward._replace(weight=float(reward_config["custom_weights"].get(reward.name, 1.0))))
-    unknown = set(reward_config["custom_weights"]) - {c.name for c in components}
-    if unknown:
-        raise UserError(f"custom_weights names {', '.join(sorted(unknown))}, but no --reward-fn or --environment "
-                        f"gives a reward of that name (given: {', '.join(c.name for c in components) or 'none'})")
+    if problem := custom_weights_problem(reward_config["custom_weights"], [c.name for c in components]):
+        raise UserError(problem)
     return components
 
 

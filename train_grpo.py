@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 
 from config import build_config, checkpoint_steps, load_config_file
-from grpo_tool import outputs
+from grpo_tool import checkpoints, outputs, run_record
 from grpo_tool.cli import PLAN_ONLY, build_parser, chosen_task
 from grpo_tool.console import (
     ConsoleHandler,
+    EarlyRecords,
+    detach_log_files,
     for_a_person,
     format_comparison,
     format_summary,
@@ -43,7 +45,6 @@ from grpo_tool.launch import (
     planning_for,
     says_errors,
 )
-from grpo_tool.outputs import EarlyRecords, detach_log_files
 from grpo_tool.places import unwritable, write_failure
 from grpo_tool.settings import FIELDS, GRPOConfig, expand_path, resolved_eval_samples
 from grpo_tool.tools import ToolStop
@@ -74,7 +75,7 @@ def train(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> int
     except TrainingInterrupted as stop:
         return interrupted(config, stop)
     if is_main_process():
-        summary = outputs.run_summary(config, trainer.trainer.state, final, report, trainer.record)
+        summary = run_record.run_summary(config, trainer.trainer.state, final, report, trainer.record)
         print(format_summary({**summary, "seconds": round(time.monotonic() - start, 1), "settings": notes}))
     return 0
 
@@ -91,7 +92,7 @@ def evaluate(config: GRPOConfig, args: argparse.Namespace, notes: list[str]) -> 
         data = trainer.load_data()
         checkpoint = trainer.check_arguments(training=False)
         if checkpoint is None:
-            checkpoint, said = outputs.model_to_evaluate(config.output_dir, config.model_name)
+            checkpoint, said = checkpoints.model_to_evaluate(config.output_dir, config.model_name)
             logger.info(said)
         trainer.load_model(checkpoint)
         metrics = trainer.evaluate(data)
@@ -112,8 +113,8 @@ def compare(config: GRPOConfig) -> int:
     directory = Path(config.output_dir) / outputs.EVALUATION_DIR
     table = directory / outputs.COMPARISON_FILE
     with output_dir_lock(config):
-        chosen = outputs.models_to_compare(config.output_dir, checkpoint_steps(config.eval_checkpoints),
-                                           config.model_name)
+        chosen = checkpoints.models_to_compare(config.output_dir, checkpoint_steps(config.eval_checkpoints),
+                                               config.model_name)
         trainer = GRPOTrainer(config)
         data = trainer.load_data()
         rows = []
@@ -186,6 +187,15 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_recipes(args: argparse.Namespace) -> int:
+    """--list-recipes: the whole-run recipes of config/recipes/, each with what it needs and is for; needs no
+    config."""
+    from grpo_tool.recipes import format_recipes
+
+    print(format_recipes())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     task = chosen_task(args)
@@ -199,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                             "processes and engine accelerate launch gives it")
         if task == "report":
             return report(args)
+        if task == "list_recipes":
+            return list_recipes(args)
         with planned_launch(args) if task == "plan" else contextlib.nullcontext():
             notes: list[str] = []
             config = config_from_args(args, notes)

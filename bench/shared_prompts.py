@@ -10,7 +10,7 @@ defaults do on a CPU), zero_variance_groups keep on ours so that every side does
 Each step's time is split into generation (TRL's `_generate_single_turn`), log-probabilities (every forward pass of
 `_get_per_token_logps_and_entropies`), backward (`Accelerator.backward`) and the rest. Model FLOPs utilisation is the
 useful FLOPs of that part (each prompt once per group: the floor, counted from the model's shape as --plan counts
-them, grpo_tool/plan/memory.token_flops) over its measured seconds and the machine's measured matmul rate.
+them, grpo_tool/plan/timing.token_flops) over its measured seconds and the machine's measured matmul rate.
 
     python bench/shared_prompts.py [--steps 3] [--rounds 2]
 
@@ -175,7 +175,7 @@ def useful_flops(model_dir: str) -> dict:
     from transformers import AutoTokenizer
 
     from grpo_tool.model_shapes import find_shape
-    from grpo_tool.plan.memory import token_flops
+    from grpo_tool.plan.timing import token_flops
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     lengths = [len(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 
 from grpo_tool.errors import UserError
-from grpo_tool.launch import launcher_says
+from grpo_tool.launch import from_environment, launcher_says
 from grpo_tool.model_registry import resolve_model_name
 from grpo_tool.model_shapes import known_shape
 from grpo_tool.settings import GRPOConfig, explicit_settings
@@ -86,7 +86,7 @@ def package_installed(name: str) -> bool:
 def choose_backend(config: GRPOConfig, cuda_available: bool, unsloth_available: bool,
                    engine: str = "none") -> tuple[str, str]:
     """(backend, the reason in words). Unsloth where it can run, transformers + peft everywhere else. `engine` is
-    the sharding engine the run was launched under (grpo_tool/plan/sharding.py): Unsloth is not run under DeepSpeed
+    the sharding engine the run was launched under (grpo_tool/launch.py): Unsloth is not run under DeepSpeed
     or FSDP, whose wrappers its patched model and its own gradient offloading were not checked against."""
     four_bit = (" with 4-bit weights" if config.four_bit else " in 16-bit" if config.use_lora
                 else ", full fine-tuning with float32 weights")
@@ -254,8 +254,6 @@ def prepare(config: GRPOConfig) -> Machine:
     import torch  # torch itself is not patched by Unsloth, so it may come first
 
     cuda = torch.cuda.is_available()
-    from grpo_tool.plan.sharding import from_environment
-
     backend, reason = choose_backend(config, cuda, package_installed("unsloth"), from_environment().engine)
     check_model_fits_machine(config, cuda)
     if problem := backend_problem(config, backend, cuda):

@@ -1,6 +1,6 @@
 """The command line's parser: the modes (--quick-test, --production), the tasks (--eval-only, --report,
---check-rewards, --plan) and a flag for every config field (grpo_tool/flags.py). A usage mistake is one `error:` line
-with exit status 2, like every other mistake, with the nearest spelling or TRL's word for it.
+--check-rewards, --plan, --list-recipes) and a flag for every config field (grpo_tool/flags.py). A usage mistake is
+one `error:` line with exit status 2, like every other mistake, with the nearest spelling or TRL's word for it.
 
     args = build_parser().parse_args(["--quick-test", "--epochs", "2"])
     assert args.quick_test and args.num_train_epochs == 2.0
@@ -13,8 +13,8 @@ import re
 
 from grpo_tool.errors import near_miss
 from grpo_tool.flags import add_config_flags, positive_number, positive_whole_number, trl_flag_problem
-from grpo_tool.launch import linger, says_errors
-from grpo_tool.plan.sharding import ENGINES
+from grpo_tool.launch import ENGINES, linger, says_errors
+from grpo_tool.reward_config import reward_key_problem
 
 OTHER_HUB_DATASET = ("a hub dataset without a preset, save it as files (datasets' to_json or save_to_disk) and give "
                      "--custom-data PATH")
@@ -31,6 +31,8 @@ class Parser(argparse.ArgumentParser):
             unknown = message.split(": ", 1)[1].split()[0].split("=")[0]
             if trl_word := trl_flag_problem(unknown):
                 self.exit(2, f"error: {trl_word} (see --help)\n")
+            if reward_key := reward_key_problem(unknown):
+                self.exit(2, f"error: {message.split(': ', 1)[1]}: {reward_key}\n")
             message += near_miss(unknown, [flag for action in self._actions for flag in action.option_strings
                                            if flag.startswith("-")])
         elif (choice := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)):
@@ -44,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="train_grpo.py", description="GRPO fine-tuning of causal language models with TRL.",
                     argument_default=argparse.SUPPRESS, allow_abbrev=False)
     parser.add_argument("--config", metavar="PATH",
-                        help="a config file, JSON or YAML, of any settings below (see config/example_config.json)")
+                        help="a config file, JSON or YAML, of any settings below (see config/example_config.json), "
+                             "or the name of a recipe in config/recipes/ (see --list-recipes)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick-test", action="store_true",
                       help="a one-minute smoke run (the tiny model on the sample data unless --model/--dataset given)")
@@ -55,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="no training: evaluate --resume-from-checkpoint, the output dir's model, or --model")
     task.add_argument("--report", action="store_true",
                       help="no training: rebuild report.html from the run in --output-dir")
+    task.add_argument("--list-recipes", action="store_true",
+                      help="no training: list the whole-run recipes of config/recipes/, what each is for and what it "
+                           "needs (CPU, GPUs); run one with --config NAME")
     task.add_argument("--check-rewards", action="store_true",
                       help="no training: score chosen against rejected and sampled completions with every reward "
                            "component, print a table, write reward_check.json")
@@ -79,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The tasks besides training, as their flags' dests; they exclude each other (one argparse group).
-TASKS = ("plan", "check_rewards", "eval_only", "report")
+TASKS = ("plan", "check_rewards", "eval_only", "report", "list_recipes")
 # Flags that describe what --plan plans for; a run takes its GPU, processes and engine from where it runs.
 PLAN_ONLY = {"gpu_memory": "--gpu-memory", "num_processes": "--num-processes", "sharding": "--sharding",
              "accelerate_config": "--accelerate-config"}

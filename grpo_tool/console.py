@@ -1,5 +1,6 @@
 """The console is for a person, the log file for the record: one compact line per logging step, log lines that
-never land on a progress bar, and library noise a user cannot act on kept off the screen.
+never land on a progress bar, library noise a user cannot act on kept off the screen, and the log file, which takes
+every record, those logged before it was opened included.
 
     line = compact_line({"reward": 0.2, "reward_std": 0.05, "rewards/accuracy/mean": 0.4}, 10, 60, ["accuracy"])
     assert line == "step 10/60  reward 0.200 (sd 0.050 over the batch)  (accuracy 0.400)"
@@ -8,8 +9,10 @@ never land on a progress bar, and library noise a user cannot act on kept off th
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
+from pathlib import Path
 
 from grpo_tool import metrics
 
@@ -18,6 +21,7 @@ FILE_ONLY_LOGGERS = ("grpo.metrics", "grpo.error")
 # Library progress bars that say nothing a user can act on (weights loading, dataset splits, shard writing);
 # transformers' training bar is separate and stays.
 QUIET_PROGRESS_BARS = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the log file's lines
 
 
 def quiet_library_progress_bars() -> None:
@@ -55,6 +59,39 @@ def for_a_person(record: logging.LogRecord) -> bool:
     if "All reward functions returned None" in message:
         return False
     return True
+
+
+class EarlyRecords(logging.handlers.BufferingHandler):
+    """Holds what is logged before the log file exists (model loading, data counts), for attach_log_file."""
+
+    def shouldFlush(self, record) -> bool:
+        return False
+
+
+def attach_log_file(path: str | Path) -> Path:
+    """Send this tool's log records (metrics included) to `path` as well, starting with those logged before it
+    existed; returns the handler's path."""
+    path = Path(path)
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        for early in [h for h in root.handlers if isinstance(h, EarlyRecords)]:
+            for record in early.buffer:
+                handler.handle(record)
+            root.removeHandler(early)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    return path
+
+
+def detach_log_files() -> None:
+    """Close the file handlers attach_log_file added (a Python caller may start another run in the same process)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, (logging.FileHandler, EarlyRecords))]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def compact_line(logs: dict, step: int, max_steps: int, components: list[str]) -> str | None:

@@ -1,7 +1,10 @@
 """The processes of a run: how many a launcher (accelerate launch, torchrun) started, which one is the main one
-(it writes the files and narrates), and a leftover launcher environment that would make a lone process wait.
+(it writes the files and narrates), the engine it set up to share the model among them (DeepSpeed ZeRO, FSDP, or
+none), and a leftover launcher environment that would make a lone process wait.
 
     assert world_size() >= 1 and is_main_process() in (True, False)
+    sharding = from_environment()    # the engine accelerate launch set up, and the processes it started
+    assert sharding.processes == world_size() and sharding.engine in ("none", "zero1", "zero2", "zero3", "fsdp")
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import NoReturn
 
 PLANNED: list[int] = []  # the processes a --plan plans for, while it is checked and computed (planning_for)
@@ -64,6 +68,60 @@ def launcher_says(name: str) -> bool:
     """A yes/no that `accelerate launch` passes its processes in the environment (ACCELERATE_USE_DEEPSPEED,
     ACCELERATE_USE_FSDP, FSDP_CPU_RAM_EFFICIENT_LOADING, ...): accelerate writes them as "true" or "false"."""
     return os.environ.get(name, "").strip().lower() in ("true", "1", "yes")
+
+
+ENGINES = ("none", "zero2", "zero3", "fsdp")  # --sharding's choices; an accelerate config may also say ZeRO stage 0/1
+ZERO_STAGES = {0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """How a run's processes share the model: the engine, how many processes, what is offloaded to CPU memory, and
+    where that was read. What each engine divides and gathers is the plan's business (grpo_tool/plan/sharding.py)."""
+    engine: str = "none"
+    processes: int = 1
+    offload_optimizer: bool = False  # ZeRO's offload_optimizer_device, FSDP's offload_params: on the CPU instead
+    offload_weights: bool = False  # ZeRO-3's offload_param_device, FSDP's offload_params
+    reshard_after_forward: bool = True  # FSDP: False keeps every layer gathered from forward to backward
+    source: str = "one device"
+
+    @property
+    def deepspeed(self) -> bool:
+        return self.engine.startswith("zero")
+
+
+ONE_DEVICE = Sharding()
+
+
+def reshards(value) -> bool:
+    """FSDP's reshard_after_forward as a config or accelerate launch gives it: a yes/no, or FSDP1's strategy names,
+    of which NO_SHARD and SHARD_GRAD_OP keep the weights gathered between forward and backward."""
+    return str(value).strip().lower() not in ("false", "no_shard", "shard_grad_op")
+
+
+def from_environment() -> Sharding:
+    """At a run's start: what `accelerate launch` told this process (its environment variables for DeepSpeed and
+    FSDP), and the number of processes."""
+    processes = world_size()
+    if launcher_says("ACCELERATE_USE_DEEPSPEED"):
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        stage = int(stage) if stage.isdigit() else 2  # accelerate's default stage
+        optimizer = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none").lower()
+        params = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none").lower()
+        return Sharding(ZERO_STAGES.get(stage, "zero2"), processes, optimizer not in ("", "none"),
+                        stage == 3 and params not in ("", "none"), source="accelerate launch")
+    if launcher_says("ACCELERATE_USE_FSDP"):
+        offload = launcher_says("FSDP_OFFLOAD_PARAMS")
+        reshard = reshards(os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true"))
+        return Sharding("fsdp", processes, offload, offload, reshard, source="accelerate launch")
+    return Sharding(processes=processes, source="accelerate launch" if processes > 1 else "one device")
+
+
+def engine_of(trainer) -> str:
+    """The engine a built trainer runs under, as accelerate set it up (on CPUs it drops FSDP: see the README)."""
+    if trainer.is_deepspeed_enabled:
+        return ZERO_STAGES.get(trainer.accelerator.state.deepspeed_plugin.zero_stage, "none")
+    return "fsdp" if trainer.is_fsdp_enabled else "none"
 
 
 QUIET_LINGER_SECONDS = 3.0

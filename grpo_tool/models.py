@@ -30,8 +30,9 @@ from transformers import (
 )
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-from grpo_tool import outputs, tools
+from grpo_tool import tools
 from grpo_tool.backend import Machine
+from grpo_tool.checkpoints import replace_directory
 from grpo_tool.components import REWARD_MODEL, Component
 from grpo_tool.errors import UserError
 from grpo_tool.gguf_models import converted_gguf
@@ -331,7 +332,7 @@ def save_merged(config: GRPOConfig, machine: Machine, tokenizer, adapter_dir: Pa
     shutil.rmtree(staging, ignore_errors=True)
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    outputs.replace_directory(staging, target)
+    replace_directory(staging, target)
     logger.info("merged %s model saved to %s%s", machine.compute_dtype, target,
                 " (the adapter merged into the dequantised 4-bit weights it was trained on)" if four_bit else "")
     return target

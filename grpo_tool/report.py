@@ -29,8 +29,8 @@ from grpo_tool.outputs import (
     generation_log_name,
     logged_steps,
     read_json,
-    read_run_record,
 )
+from grpo_tool.run_record import read_run_record
 
 COLUMN_PREVIEW = 120  # characters of a data column shown under its prompt
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")

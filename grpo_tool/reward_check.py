@@ -32,7 +32,7 @@ from grpo_tool.json_files import write_json_atomic
 from grpo_tool.launch import is_main_process
 from grpo_tool.messages import answer_text, transcript
 from grpo_tool.outputs import REWARD_CHECK_FILE
-from grpo_tool.reward_config import reference_column
+from grpo_tool.reward_config import BUILT_IN_COMPONENTS, reference_column
 from grpo_tool.reward_guard import call_reward, clean_scores, error_location, preview_text, sample_arguments
 from grpo_tool.settings import GRPOConfig
 
@@ -44,11 +44,9 @@ TIE = 1e-9  # scores closer than this are equal
 WEAK_ACCURACY = 0.6  # below this share of pairs, a component is said not to tell chosen from rejected
 FLAT_SHARE = 0.5  # from this share of zero-variance groups on, a component is said to give little signal
 REFERENCE_ROWS = 64  # rows whose reference is scored beside a wrong answer
-# What the built-in components that check no answer score instead, for the warning that says why they give a
-# reference 0.
-NOT_ANSWER_CHECKERS = {"accuracy": "correct keywords and closeness to a chosen answer", "length": "the length",
-                       "quality": "quality keywords", "format": "the layout of tags", REWARD_MODEL: "what a reward "
-                       "model prefers"}
+# What the components that check no answer score instead, for the warning that says why they give a reference 0:
+# the built-in ones say it in their registry; answer_match, the one that checks answers, has a warning of its own.
+NOT_ANSWER_CHECKERS = {**BUILT_IN_COMPONENTS, REWARD_MODEL: "what a reward model prefers"}
 
 
 def failure(error: Exception, component: Component, arguments: dict, index: int, completion) -> dict:

@@ -9,13 +9,16 @@ a run uses.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from grpo_tool.errors import UserError
+from grpo_tool.components import REWARD_MODEL
+from grpo_tool.custom_rewards import reward_name
+from grpo_tool.errors import UserError, near_miss
 from grpo_tool.json_files import read_json_file
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -25,17 +28,38 @@ DEFAULT_REWARD_PRESET = "balanced"  # the reward config of a run that names none
 # (answer), MATH and open-r1 (solution), Alpaca (output) and verl (ground_truth) give it.
 REFERENCE_COLUMNS = ("answer", "solution", "output", "ground_truth", "reference")
 
+# The registry of built-in reward components: the one list of their names, in the order they are logged, each with
+# what it scores. A reward config weighs each with `<name>_weight` (0: it takes no part) and sets it up in its `<name>`
+# section; rewards.py builds each with its make_<name>_reward. The list lives here and not beside those functions,
+# because reward configs are checked here before any reward is built and grpo_tool/ never imports a root module:
+# rewards.py reads it, so no second list of names exists to disagree with it.
+BUILT_IN_COMPONENTS: dict[str, str] = {
+    "accuracy": "correct keywords and closeness to a chosen answer",
+    "length": "the length",
+    "quality": "quality keywords",
+    "answer_match": "the final answer against the row's reference",
+    "format": "the layout of tags",
+    "code_tests": "whether the completion's program passes the row's tests",
+}
+RULE_COMPONENTS = tuple(BUILT_IN_COMPONENTS)  # their names alone, in that order
+# Every key a reward config may have: the components' weights and sections, and these.
+OTHER_KEYS = ("description", "reward_model_weight", "custom_weights")
+REWARD_CONFIG_KEYS = (*(f"{name}_weight" for name in RULE_COMPONENTS), *RULE_COMPONENTS, *OTHER_KEYS)
+KNOWN_KEYS = (f"a reward config weighs the built-in components {', '.join(RULE_COMPONENTS)} with <name>_weight and "
+              "sets each up in its <name> section; its other keys are description, reward_model_weight (the weight of "
+              "a --reward-model) and custom_weights (the weights of --reward-fn functions, by name)")
+
 # The original's config/reward_config.json: every loaded reward config is these values overlaid with the file's.
-DEFAULT_REWARD_CONFIG: dict[str, Any] = read_json_file(CONFIG_DIR / "reward_config.json", "reward config")
+DEFAULT_REWARD_CONFIG_FILE = CONFIG_DIR / "reward_config.json"
+DEFAULT_REWARD_CONFIG: dict[str, Any] = read_json_file(DEFAULT_REWARD_CONFIG_FILE, "reward config")
 
 
-# Keys beyond the original's: what a preset is for, the answer-checking components (off unless weighted), and the
-# weights of a --reward-model and of --reward-fn functions (by function name; 1.0 when not given).
+# Keys beyond the original's: what a preset is for, the components it does not weigh (off unless weighted), the
+# answer-checking components' settings, and the weights of a --reward-model and of --reward-fn functions (by function
+# name; 1.0 when not given).
 EXTENSION_DEFAULTS: dict[str, Any] = {
     "description": "",
-    "answer_match_weight": 0.0,
-    "format_weight": 0.0,
-    "code_tests_weight": 0.0,
+    **{f"{name}_weight": 0.0 for name in RULE_COMPONENTS if f"{name}_weight" not in DEFAULT_REWARD_CONFIG},
     "answer_match": {"reference_column": None, "tolerance": 1e-6},
     "format": {"tags": ["think", "answer"]},
     "code_tests": {"mode": "share", "sandbox": "bwrap", "timeout": 10, "memory_mb": 1024},
@@ -44,9 +68,6 @@ EXTENSION_DEFAULTS: dict[str, Any] = {
 }
 
 TAG_NAME = re.compile(r"[A-Za-z_][\w.-]*")
-# The built-in components, in the order they are logged: each has a `<name>_weight` key.
-RULE_COMPONENTS = tuple(key.removesuffix("_weight") for key in {**DEFAULT_REWARD_CONFIG, **EXTENSION_DEFAULTS}
-                        if key.endswith("_weight") and key != "reward_model_weight")
 
 
 def reward_config_choice(config) -> str | None:
@@ -61,12 +82,32 @@ def reward_config_choice(config) -> str | None:
 
 
 def run_reward_config(config) -> dict:
-    """The reward config of a run config (see reward_config_choice); with none, every built-in weight is 0."""
+    """The reward config of a run config (see reward_config_choice); with none, every built-in weight is 0.
+
+    A weight for a reward the run does not have is an error, except two that are meaningful in another run: a built-in
+    component's weight of 0 (a preset turns off what the defaults weigh that way) and reward_model_weight without a
+    --reward-model (every run's effective reward config holds it, and may be given back with one). custom_weights
+    naming a function no --reward-fn gives is seen here; with an --environment, whose rewards are named by their
+    classes, only once its module is imported (rewards.custom_components)."""
     choice = reward_config_choice(config)
     if choice is None:
         return validate_reward_config({f"{name}_weight": 0 for name in RULE_COMPONENTS},
                                       source="the run's own rewards")
-    return load_reward_config(choice)
+    reward_config = load_reward_config(choice)
+    given = [reward_name(spec) for spec in config.reward_functions]
+    if not config.environments and (problem := custom_weights_problem(reward_config["custom_weights"], given)):
+        raise UserError(f"reward config {choice}: {problem}")
+    return reward_config
+
+
+def custom_weights_problem(custom_weights: dict, given: Sequence[str]) -> str | None:
+    """custom_weights naming a reward the run does not have (a typo, or a --reward-fn left out), or None."""
+    unknown = sorted(set(custom_weights) - set(given))
+    if not unknown:
+        return None
+    return (f"custom_weights names {', '.join(f'{name}={custom_weights[name]!r}' for name in unknown)}, but no "
+            f"--reward-fn or --environment gives a reward of that name (given: {', '.join(given) or 'none'}); "
+            "give that --reward-fn, or drop the name from custom_weights")
 
 ZERO_WEIGHTS = "every reward component has weight 0: give at least one a positive weight"
 
@@ -104,14 +145,18 @@ def validate_reward_config(data: Any, source: str = "reward config") -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a JSON object like config/reward_config.json")
     merged = {**copy.deepcopy(DEFAULT_REWARD_CONFIG), **copy.deepcopy(EXTENSION_DEFAULTS)}
-    problems = []
+    # The defaults file is the user's to edit too: a weight added there for no component would weigh nothing.
+    problems = [f"{DEFAULT_REWARD_CONFIG_FILE}: {unknown_key_problem(key, value)}"
+                for key, value in DEFAULT_REWARD_CONFIG.items() if key not in REWARD_CONFIG_KEYS]
     for key, value in data.items():
-        if key not in merged:
-            problems.append(f"unknown key {key!r} (valid keys: {', '.join(merged)})")
+        if key not in REWARD_CONFIG_KEYS:
+            problems.append(unknown_key_problem(key, value))
         elif key == "custom_weights":
             if not isinstance(value, dict) or not all(is_number(w) and w >= 0 for w in value.values()):
                 problems.append("custom_weights must map function names to numbers >= 0")
             else:
+                problems += [built_in_custom_weight(name, weight) for name, weight in value.items()
+                             if name in BUILT_IN_COMPONENTS or name == REWARD_MODEL]
                 merged[key] = dict(value)
         elif isinstance(merged[key], dict):
             if not isinstance(value, dict):
@@ -119,7 +164,8 @@ def validate_reward_config(data: Any, source: str = "reward config") -> dict:
                 continue
             for sub_key, sub_value in value.items():
                 if sub_key not in merged[key]:
-                    problems.append(f"unknown key {key}.{sub_key!r} (valid keys: {', '.join(merged[key])})")
+                    problems.append(f"unknown key {key}.{sub_key!r} = {preview(sub_value)}"
+                                    f"{near_miss(str(sub_key), merged[key])} (valid keys: {', '.join(merged[key])})")
                 else:
                     merged[key][sub_key] = sub_value
         else:
@@ -128,6 +174,40 @@ def validate_reward_config(data: Any, source: str = "reward config") -> dict:
     if problems:
         raise UserError(f"{source}: " + "; ".join(problems))
     return merged
+
+
+def preview(value: Any) -> str:
+    """A value as the JSON file writes it, cut short to fit a one-line message."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def unknown_key_problem(key: str, value: Any) -> str:
+    """A key that is no reward config's, with its value and the components there are: a weight or settings for a
+    component that does not exist would otherwise weigh nothing."""
+    return (f"unknown key {key!r} = {preview(value)}{near_miss(key, REWARD_CONFIG_KEYS)}: no reward component is named "
+            f"{key.removesuffix('_weight')!r}; {KNOWN_KEYS}")
+
+
+def built_in_custom_weight(name: str, weight: Any) -> str:
+    """custom_weights naming a built-in component or the reward model, each weighed by a key of its own."""
+    return (f"custom_weights names {name}={weight!r}, but {name} is weighed by {name}_weight (custom_weights weighs "
+            "--reward-fn functions and --environment rewards, by name): set that instead")
+
+
+def reward_key_problem(word: str) -> str | None:
+    """Where a reward weight or component's settings given as a flag or in a run config belong, or None for any other
+    word (`--accuracy-weight` and `accuracy_weight` alike)."""
+    key = word.lstrip("-").replace("-", "_")
+    if key in REWARD_CONFIG_KEYS and key != "description":
+        where = (f"{key} is a reward config key: write it in a JSON file (like config/rewards/concise.json) and give "
+                 "that with --reward-config FILE")
+    elif key.endswith("_weight"):
+        where = (f"a reward weight belongs in a reward config (--reward-config FILE), and no reward component is named "
+                 f"{key.removesuffix('_weight')!r}")
+    else:
+        return None
+    return f"{where}; {KNOWN_KEYS}"
 
 
 def is_number(value: Any) -> bool:

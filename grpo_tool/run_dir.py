@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from grpo_tool import outputs
+from grpo_tool import checkpoints, outputs
 from grpo_tool.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -33,7 +33,7 @@ def previous_run(output_dir: str | Path, generation_log_dir: str | None = None) 
     found = []
     if directory.is_dir():
         found = sorted(p.name for p in directory.glob(outputs.CHECKPOINT_PREFIX + "*")
-                       if outputs.checkpoint_step(p) is not None)
+                       if checkpoints.checkpoint_step(p) is not None)
         found += [name for name in RUN_ENTRIES if (directory / name).exists()]
     if generation_log_dir and outputs.logged_steps(generation_log_dir):
         outside = Path(generation_log_dir).resolve() != (directory / outputs.GENERATION_LOG_DIR).resolve()
@@ -58,7 +58,7 @@ def check_output_dir(config) -> list[str]:
         return []
     if not overwrite:
         shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-        if outputs.complete_checkpoints(output_dir):
+        if checkpoints.complete_checkpoints(output_dir):
             raise UserError(f"output dir {output_dir} already holds a run ({shown}): add --resume-from-checkpoint "
                             "latest to continue it, --overwrite-output-dir to replace it, or choose another "
                             "--output-dir")

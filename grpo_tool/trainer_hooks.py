@@ -35,6 +35,7 @@ import shutil
 from pathlib import Path
 
 import torch
+import transformers.trainer
 import trl
 from accelerate.utils import gather_object
 from transformers.trainer import TRAINER_STATE_NAME
@@ -45,6 +46,7 @@ from trl.trainer.utils import RepeatSampler
 from grpo_tool import metrics
 from grpo_tool.alarms import completion_shapes, looping, step_record
 from grpo_tool.base_view import BaseView, completion_logps, per_completion
+from grpo_tool.checkpoints import no_space_message
 from grpo_tool.errors import UserError
 from grpo_tool.group_choice import GroupPolicy, padded_size, prompt_key, rows_per_process
 from grpo_tool.held_out import AnswerCheck, group_scores
@@ -54,11 +56,10 @@ from grpo_tool.outputs import (
     GROUPS_STATE_FILE,
     STAGING_DIR,
     STEP_RECORDS_FILE,
-    no_space_message,
     read_json,
 )
 from grpo_tool.places import out_of_space
-from grpo_tool.shared_prompts import Sharing, forward_shared, generate_shared, regrouped
+from grpo_tool.shared_prompts import Sharing, forward_shared, generate_shared, regrouped, replaced
 
 logger = logging.getLogger(__name__)
 
@@ -148,23 +149,28 @@ class RunIntervalsOnResume(trl.GRPOTrainer):
         return trained
 
 
+class TorchLoadingOnCpu:
+    """torch as one module sees it, with `torch.load` putting every tensor on the CPU."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    def load(self, *args, **kwargs):
+        return self.module.load(*args, **{**kwargs, "map_location": "cpu"})
+
+
 class OptimizerStateOnCpu(trl.GRPOTrainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
             return super()._load_optimizer_and_scheduler(checkpoint)
         # With several CPU processes, transformers 5.17 maps the optimizer state onto args.device, "cpu:N", which
-        # torch cannot restore to; on a CPU every process's state belongs on plain "cpu".
-        original_load = torch.load
-
-        def load_on_cpu(*args, **kwargs):
-            kwargs["map_location"] = "cpu"
-            return original_load(*args, **kwargs)
-
-        torch.load = load_on_cpu
-        try:
+        # torch cannot restore to; on a CPU every process's state belongs on plain "cpu". Only transformers' trainer
+        # module sees the change, and only during this call: the `torch` it calls through loads onto the CPU.
+        with replaced(transformers.trainer, "torch", TorchLoadingOnCpu):
             return super()._load_optimizer_and_scheduler(checkpoint)
-        finally:
-            torch.load = original_load
 
 
 class LoraMergedForGeneration(trl.GRPOTrainer):
@@ -575,7 +581,27 @@ class StepRecords(trl.GRPOTrainer):
                 if isinstance(steps, list) else []
 
 
+def mixins_in_order(cls):
+    """Checks, when the class is made, the two orders its mixins depend on, since Python's method order would
+    otherwise let a reordering pass silently:
+    - StagedCheckpoints before every other mixin that writes into a checkpoint (its `_save_checkpoint` runs theirs
+      while `_get_output_dir` points into .staging/, so their files are renamed into place with the rest);
+    - SignalGroupsOnly before StepRecords (StepRecords then measures each generation round's whole groups, not the
+      joined batch, whose ghost rows would count as identical groups)."""
+    order = cls.__mro__
+    writers = [mixin for mixin in order if mixin.__module__ == __name__ and "_save_checkpoint" in vars(mixin)
+               and mixin is not StagedCheckpoints]
+    for before, after, why in [*((StagedCheckpoints, writer, "it writes into the checkpoint being staged")
+                                 for writer in writers),
+                               (SignalGroupsOnly, StepRecords, "it measures each generation round's groups")]:
+        if before in order and after in order and order.index(after) < order.index(before):
+            raise TypeError(f"{cls.__name__}: {after.__name__} must come after {before.__name__} among the bases: "
+                            f"{why}")
+    return cls
+
+
+@mixins_in_order
 class GRPOTrainerWithHooks(StagedCheckpoints, RunIntervalsOnResume, OptimizerStateOnCpu, LoraMergedForGeneration,
                            SharedPrompts, LongestPromptsFirst, SignalGroupsOnly, StepRecords, BaseModelMeasure,
                            HeldOutScores, OwnModelCard):
-    """TRL's GRPOTrainer with every job above."""
+    """TRL's GRPOTrainer with every job above (their order is checked by `mixins_in_order`)."""

@@ -1,5 +1,6 @@
-"""The README read as a person reads it: headings, the tables under them, code blocks and code spans. The README
-tests find a table by the heading it sits under and its header, not by line numbers, so prose may change freely."""
+"""The manual read as a person reads it: the README and the pages of docs/, their headings, the tables under them,
+code blocks and code spans. The tests find a table by the heading it sits under and its header, not by line numbers
+or by page, so prose may change freely and a section may move from one page to another."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ import re
 from conftest import ROOT
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 FENCE = re.compile(r"^\s*```")
 
 
 # The parser.
 
+def pages() -> list:
+    """The manual's files: the README first, then docs/ (each page opens with a level-1 heading)."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
 def readme() -> str:
     return README.read_text(encoding="utf-8")
+
+
+def manual() -> str:
+    """Every page of the manual, one after the other."""
+    return "\n\n".join(page.read_text(encoding="utf-8") for page in pages())
 
 
 def prose_lines(text: str) -> list[str | None]:
@@ -31,8 +43,9 @@ def prose_lines(text: str) -> list[str | None]:
 
 
 def section(title: str, text: str | None = None) -> str:
-    """The text under the heading `title` (any level), up to the next heading of the same or a higher level."""
-    text = readme() if text is None else text
+    """The text under the heading `title` (any level, in the manual unless `text` is given), up to the next heading of
+    the same or a higher level."""
+    text = manual() if text is None else text
     raw, prose = text.splitlines(), prose_lines(text)
     found = []
     for number, line in enumerate(prose):
@@ -43,7 +56,7 @@ def section(title: str, text: str | None = None) -> str:
         if name == title:
             end = next((later for later, later_level, _ in found[index + 1:] if later_level <= level), len(raw))
             return "\n".join(raw[number + 1:end])
-    raise AssertionError(f"README has no heading {title!r}; its headings: {[name for _, _, name in found]}")
+    raise AssertionError(f"the manual has no heading {title!r}; its headings: {[name for _, _, name in found]}")
 
 
 def split_row(line: str) -> list[str]:
@@ -93,7 +106,7 @@ def table_under(title: str, first_column: str) -> list[dict[str, str]]:
     for rows in candidates:
         if rows and next(iter(rows[0])) == first_column:
             return rows
-    raise AssertionError(f"no table with first column {first_column!r} under README heading {title!r} (found "
+    raise AssertionError(f"no table with first column {first_column!r} under the manual's heading {title!r} (found "
                          f"{[next(iter(rows[0])) for rows in candidates if rows]})")
 
 

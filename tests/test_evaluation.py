@@ -162,7 +162,7 @@ def test_chosen_steps_and_mistakes_in_them(checked_run, tmp_path):
 
 def test_the_plan_counts_the_evaluation():
     from grpo_tool.plan.device import GB, Device
-    from grpo_tool.plan.memory import make_plan
+    from grpo_tool.plan.fitting import make_plan
     from grpo_tool.settings import GRPOConfig
 
     device = Device("cuda", 80 * GB, "H100", 989, 3.35, "test")

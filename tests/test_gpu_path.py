@@ -303,7 +303,7 @@ def test_a_failed_merged_export_keeps_the_trained_model(monkeypatch, tmp_path, c
 
 
 def test_a_checkpoint_of_another_optimizer_is_refused(tmp_path):
-    from grpo_tool.outputs import changed_settings_problem
+    from grpo_tool.checkpoints import changed_settings_problem
 
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "run_record.json").write_text(json.dumps({"trl_arguments": {"optim": "adamw_8bit"}}))

@@ -104,7 +104,7 @@ def test_an_incomplete_checkpoint_is_refused_and_latest_skips_it(tmp_path, run_c
     result = run_main("--quick-test", "--config", str(run_config), "--output-dir", str(output_dir),
                       "--resume-from-checkpoint", str(broken))
     assert result.returncode == 2 and "is incomplete" in result.stderr.strip().splitlines()[-1]
-    from grpo_tool.outputs import resolve_checkpoint
+    from grpo_tool.checkpoints import resolve_checkpoint
 
     latest = resolve_checkpoint("latest", str(output_dir))
     assert Path(latest).name == "checkpoint-40"

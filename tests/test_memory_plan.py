@@ -13,7 +13,8 @@ from config import build_config
 from conftest import run_main
 from grpo_tool.model_shapes import KNOWN_SHAPES, family_key, find_shape
 from grpo_tool.plan.device import GB, Device
-from grpo_tool.plan.memory import count_parts, make_plan, peak_of, run_check, what_would_fit
+from grpo_tool.plan.fitting import make_plan, run_check, what_would_fit
+from grpo_tool.plan.memory import count_parts, peak_of
 from grpo_tool.settings import GRPOConfig
 
 # Published parameter counts (billions) of the presets' checkpoints and of two small models.
@@ -125,10 +126,10 @@ def test_a_run_that_will_not_fit_is_warned_before_its_first_step(monkeypatch, ca
     from transformers import LlamaConfig
 
     from grpo_tool.backend import Machine
-    from grpo_tool.plan import memory as memory_plan
+    from grpo_tool.plan import fitting
 
-    monkeypatch.setattr(memory_plan, "available_memory", lambda: 3.9 * 1024**3)
-    monkeypatch.setattr(memory_plan, "resident_memory", lambda: 100 * 1024**2)
+    monkeypatch.setattr(fitting, "available_memory", lambda: 3.9 * 1024**3)
+    monkeypatch.setattr(fitting, "resident_memory", lambda: 100 * 1024**2)
     config = build_config(mode="quick_test", overrides={"share_prompts": False})  # each prompt once per completion
     model_config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                                num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)

@@ -168,6 +168,14 @@ def test_reward_presets_table_is_config_rewards():
     assert [first_span(row["preset"]) for row in rows if "the default" in row["for"]] == [DEFAULT_REWARD_PRESET]
 
 
+def test_recipes_table_is_config_recipes():
+    from grpo_tool.recipes import recipes
+
+    rows = table_under("Recipes: whole runs as files", "recipe")
+    assert [(first_span(row["recipe"]), row["needs"], row["what it is for"]) for row in rows] == \
+        [(recipe.name, recipe.needs, recipe.description) for recipe in recipes()]
+
+
 # (e) Planned memory.
 
 GB_TOLERANCE = 0.01  # the README rounds planned figures to two decimals of a GB
@@ -192,7 +200,7 @@ def cpu(memory_gb: float):
 
 def test_tiny_plan_figures():
     from grpo_tool.plan.device import GB, Device
-    from grpo_tool.plan.memory import make_plan
+    from grpo_tool.plan.fitting import make_plan
 
     text = section("Plan memory and time before a run")
     gpu_figure = re.search(r"`tiny` plans at about ([\d.]+) GB on a 24 GB GPU", text)
@@ -208,7 +216,7 @@ def test_tiny_plan_figures():
 def test_smollm2_plan_table():
     from config import QUICK_TEST_REAL_MODEL
     from grpo_tool.plan.device import MB
-    from grpo_tool.plan.memory import make_plan
+    from grpo_tool.plan.fitting import make_plan
 
     block = next(body for body in code_blocks(section("Plan memory and time before a run")) if "part " in body)
     rows = [re.match(r"^\s*(\S+(?: \S+)*)\s{2,}(\d+)\s{2,}(\S+)\s+(.*)$", line) for line in block.splitlines()[1:]]
@@ -230,7 +238,7 @@ def test_preset_plan_table():
     from grpo_tool.model_registry import model_preset
     from grpo_tool.model_shapes import find_shape
     from grpo_tool.plan.device import GB, Device
-    from grpo_tool.plan.memory import make_plan
+    from grpo_tool.plan.fitting import make_plan
     from grpo_tool.settings import GRPOConfig
 
     text = section("Plan memory and time before a run")

@@ -1,22 +1,31 @@
 """Each reward component on literal completions, both completion shapes, and the single / multi wiring."""
 
 import json
+import re
 import sys
 
 import pytest
 
+import rewards
+from conftest import run_main
 from grpo_tool.components import Component
 from grpo_tool.errors import UserError
+from grpo_tool.reward_check import NOT_ANSWER_CHECKERS
 from grpo_tool.reward_config import (
     DEFAULT_REWARD_CONFIG,
+    EXTENSION_DEFAULTS,
+    REWARD_CONFIG_KEYS,
+    RULE_COMPONENTS,
     load_reward_config,
     reward_preset_names,
+    run_reward_config,
     validate_reward_config,
 )
 from grpo_tool.reward_guard import RewardFunctionError
 from grpo_tool.scoring import build_reward_functions, score_completions
 from grpo_tool.settings import GRPOConfig
 from rewards import (
+    REWARD_COMPONENTS,
     make_accuracy_reward,
     make_length_reward,
     make_quality_reward,
@@ -154,6 +163,10 @@ def test_partial_reward_config_keeps_other_defaults(tmp_path):
 
 @pytest.mark.parametrize("data, fragment", [
     ({"acuracy_weight": 1}, "unknown key 'acuracy_weight'"),
+    ({"brevity_weight": 0.5}, "unknown key 'brevity_weight' = 0.5: no reward component is named 'brevity'"),
+    ({"brevity": {"limit": 3}}, "unknown key 'brevity' = {\"limit\": 3}: no reward component is named 'brevity'"),
+    ({"custom_weights": {"accuracy": 2}}, "custom_weights names accuracy=2, but accuracy is weighed by accuracy_"),
+    ({"custom_weights": {"reward_model": 2}}, "reward_model is weighed by reward_model_weight"),
     ({"length": {"optimal": 3}}, "unknown key length.'optimal'"),
     ({"length_weight": -1}, "length_weight=-1 must be a number >= 0"),
     ({"custom_weights": {"f": -1}}, "custom_weights must map function names to numbers >= 0"),
@@ -165,6 +178,71 @@ def test_bad_reward_configs_are_named(data, fragment):
     with pytest.raises(UserError, match=None) as error:
         validate_reward_config(data)
     assert fragment in str(error.value)
+
+
+def test_the_registry_is_the_one_list_of_built_in_components():
+    # rewards.py builds exactly the registry's components, in its order, and has no factory the registry lacks.
+    assert tuple(REWARD_COMPONENTS) == RULE_COMPONENTS
+    factories = [name for name in vars(rewards) if re.fullmatch(r"make_\w+_reward", name)]
+    assert sorted(name.removeprefix("make_").removesuffix("_reward") for name in factories) == sorted(RULE_COMPONENTS)
+    everything = validate_reward_config({f"{name}_weight": 1 for name in RULE_COMPONENTS})
+    built = rule_components(everything)
+    assert [(c.name, c.function.__name__, c.weight) for c in built] == [
+        (name, f"{name}_reward", 1.0) for name in RULE_COMPONENTS]
+    # The defaults give a weight and settings to each component and to nothing else.
+    assert sorted({**DEFAULT_REWARD_CONFIG, **EXTENSION_DEFAULTS}) == sorted(REWARD_CONFIG_KEYS)
+    # The places that must still name them agree: rewards.py's docstring and the reward check's explanations.
+    assert tuple(re.findall(r"^- (\w+) in ", rewards.__doc__, re.MULTILINE)) == RULE_COMPONENTS
+    assert set(RULE_COMPONENTS) <= set(NOT_ANSWER_CHECKERS)
+
+
+def test_an_unknown_component_lists_the_known_ones():
+    with pytest.raises(UserError) as error:
+        validate_reward_config({"accuracy_weight": 0.4, "brevity_weight": 0.5}, source="mine.json")
+    message = str(error.value)
+    assert message.startswith("mine.json: unknown key 'brevity_weight' = 0.5")
+    assert f"the built-in components {', '.join(RULE_COMPONENTS)} with <name>_weight" in message
+
+
+def test_settings_for_a_component_at_weight_0_are_kept_for_the_reward_check(tmp_path):
+    # The reward check lays references out in format.tags and reads answer_match's column whatever their weights.
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"format": {"tags": ["reasoning", "answer"]}, "answer_match": {"tolerance": 0.01}}))
+    loaded = load_reward_config(str(path))
+    assert loaded["format_weight"] == 0 and loaded["format"]["tags"] == ["reasoning", "answer"]
+    assert [c.name for c in rule_components(loaded)] == ["accuracy", "length", "quality"]
+
+
+def test_a_runs_effective_reward_config_loads_back_with_or_without_a_reward_model(tmp_path):
+    # Every run writes its effective reward config, reward_model_weight included; given back with --reward-config,
+    # it must load in a run without a --reward-model too, so that weight is not an error there.
+    path = tmp_path / "reward_config.json"
+    path.write_text(json.dumps(load_reward_config("reasoning")))
+    assert run_reward_config(GRPOConfig(reward_config_path=str(path))) == load_reward_config("reasoning")
+    assert resolve_rewards(GRPOConfig(reward_config_path=str(path)))[1][0].name == "answer_match"
+
+
+def test_custom_weights_for_a_function_the_run_lacks_is_found_before_any_import(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"custom_weights": {"typo_reward": 2}}))
+    with pytest.raises(UserError, match="custom_weights names typo_reward=2, but no --reward-fn"):
+        run_reward_config(GRPOConfig(reward_config_path=str(path)))
+    with pytest.raises(UserError, match=r"given: mine_reward\)"):
+        run_reward_config(GRPOConfig(reward_config_path=str(path), reward_functions=["no/such/file.py:mine_reward"]))
+    given = GRPOConfig(reward_config_path=str(path), reward_functions=["no/such/file.py:typo_reward"])
+    assert run_reward_config(given)["custom_weights"] == {"typo_reward": 2}
+
+
+def test_an_unknown_components_weight_is_one_error_line_from_the_command_line(tmp_path):
+    path = tmp_path / "rewards.json"
+    path.write_text(json.dumps({"accuracy_weight": 0.4, "brevity_weight": 0.5}))
+    result = run_main("--quick-test", "--reward-config", str(path), "--output-dir", str(tmp_path / "out"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]]
+    assert lines[-1].startswith(f"error: {path}: unknown key 'brevity_weight' = 0.5: no reward component is named")
+    assert all(name in lines[-1] for name in RULE_COMPONENTS)
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_reward_preset_lists_known_ones():

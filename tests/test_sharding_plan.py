@@ -1,6 +1,6 @@
 """--plan under several devices (grpo_tool/plan/sharding.py): what DDP, ZeRO-2, ZeRO-3 and FSDP divide and gather,
-the engine read from flags, from accelerate configs and from accelerate launch's environment, and the number of
-devices that would fit a model one device cannot hold."""
+the engine read from flags, from accelerate configs and from accelerate launch's environment (grpo_tool/launch.py),
+and the number of devices that would fit a model one device cannot hold."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from config import build_config
 from conftest import ROOT, run_main
 from grpo_tool.backend import choose_backend
 from grpo_tool.errors import UserError
+from grpo_tool.launch import Sharding, from_environment
 from grpo_tool.model_shapes import find_shape
 from grpo_tool.plan.device import GB, Device
-from grpo_tool.plan.memory import count_parts, make_plan
-from grpo_tool.plan.sharding import Sharding, from_environment, from_flags, read_accelerate_config
+from grpo_tool.plan.fitting import make_plan
+from grpo_tool.plan.memory import count_parts
+from grpo_tool.plan.sharding import divides, from_flags, read_accelerate_config
 from grpo_tool.settings import GRPOConfig
 
 H100 = Device.gpu(80, "NVIDIA H100 80GB HBM3")
@@ -111,7 +113,7 @@ def test_a_deepspeed_json_named_by_the_accelerate_config_gives_the_stage(tmp_pat
     (tmp_path / "accelerate.yaml").write_text(f"distributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config:\n"
                                               f"  deepspeed_config_file: {tmp_path / 'ds.json'}\n")
     sharding = read_accelerate_config(str(tmp_path / "accelerate.yaml"))
-    assert sharding.engine == "zero1" and sharding.divides("optimizer state") and not sharding.divides("gradients")
+    assert sharding.engine == "zero1" and divides(sharding, "optimizer state") and not divides(sharding, "gradients")
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -178,7 +180,7 @@ def test_the_start_up_check_plans_the_engine_the_run_was_launched_under(monkeypa
     from transformers import LlamaConfig
 
     from grpo_tool.backend import Machine
-    from grpo_tool.plan.memory import run_check
+    from grpo_tool.plan.fitting import run_check
 
     model_config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                                num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)

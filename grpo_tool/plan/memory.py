@@ -1,5 +1,5 @@
-"""`--plan`: a GRPO run's peak memory by part and its seconds per step, counted from the model's shape and the run's
-settings before any weight loads. The same arithmetic checks a real run at start-up (see grpo_trainer.py).
+"""`--plan`'s memory arithmetic: one device's memory by part and its peak, counted from the model's shape and the
+run's settings before any weight loads (timing.py estimates the seconds, fitting.py puts the two in a plan).
 
 What is counted, per device, in bytes (B: completions per micro-batch, T: prompt + completion tokens, L: layers,
 h: hidden width, I: MLP width, V: vocabulary):
@@ -25,28 +25,22 @@ h: hidden width, I: MLP width, V: vocabulary):
 Training, generation and evaluation take turns, so the peak is what stays plus the largest of the three.
 
     from config import build_config
-    plan = make_plan(build_config(mode="quick_test"), Device.gpu(24), prompt=(80, "given"))    # the tiny quick test
-    assert round(plan.peak / GB, 1) == 0.7 and plan.fits and what_would_fit(plan) == []    # fits: nothing to change
+    from grpo_tool.model_shapes import find_shape
+    parts = count_parts(build_config(mode="quick_test"), find_shape("tiny"), Device.gpu(24), "unsloth", 80, False)
+    assert round(peak_of(parts) / GB, 1) == 0.7 and parts[0].name == "weights"    # the tiny quick test on a 24 GB GPU
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 
-from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS, checkpointing_by_default, choose_backend, package_installed
+from grpo_tool.backend import BASE_COPY_MAX_PARAMETERS, checkpointing_by_default
 from grpo_tool.errors import UserError
-from grpo_tool.model_shapes import LINEAR_LAYERS, ModelShape, find_shape, shape_from_config
-from grpo_tool.plan.device import GB, MB, Device, available_memory, resident_memory
-from grpo_tool.plan.sharding import (
-    ONE_DEVICE,
-    ModelFacts,
-    Sharding,
-    devices_that_fit,
-    gathers_for_generation,
-    shard_parts,
-)
-from grpo_tool.settings import PARTITION_FREE_LOSSES, SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig, resolved_eval_samples
+from grpo_tool.launch import ONE_DEVICE, Sharding
+from grpo_tool.model_shapes import LINEAR_LAYERS, ModelShape, find_shape
+from grpo_tool.plan.device import GB, MB, Device
+from grpo_tool.plan.sharding import ModelFacts, gathers_for_generation, shard_parts
+from grpo_tool.settings import PARTITION_FREE_LOSSES, SHARE_PROMPTS_MIN_PARAMETERS, GRPOConfig
 from grpo_tool.trl_options import optimizer_name
 
 NF4_BYTES = 4.5 / 8  # 4-bit weights plus one fp32 absmax per 64 (double-quantised: less; counted plainly)
@@ -58,18 +52,6 @@ CPU_RUNTIME = 560 * MB  # 513 MB measured after importing torch/transformers/trl
 # 0.70 without and 0.49 with checkpointing (live tensors seen with MALLOC_MMAP_THRESHOLD_ fixed, which stops it).
 CPU_RETAINED_SHARE = 0.6
 CUDA_RUNTIME = 700 * MB  # CUDA context (about 500 MB on an H100) and cuBLAS/cuDNN workspaces
-MIN_USEFUL_COMPLETION = 16  # a shorter completion cap is not offered as a way to fit
-
-# Per optimizer step, beside the FLOPs: TRL's and transformers' own work (sampling bookkeeping, metrics, the
-# optimizer call), measured as the tiny model's whole step on the CPU (0.05 s, of which its FLOPs are 0.01 s).
-STEP_OVERHEAD = 0.04
-TRAIN_EFFICIENCY = 0.4  # share of peak matmul throughput a training step reaches (typical MFU of HF training)
-CPU_TRAIN_EFFICIENCY = 0.8  # of the 512x512 matmul rate measured at plan time: SmolLM2-135M's steps reached 0.8
-BANDWIDTH_EFFICIENCY = 0.7  # share of memory bandwidth a decode step reaches reading the weights
-# Framework overhead per layer per generated token in transformers' generate (eager kernels, Python): on the CPU
-# small beside reading the weights (SmolLM2-135M decodes at the copy bandwidth measured at plan time); on a GPU a
-# typical launch-bound figure for eager decoding.
-DECODE_OVERHEAD_PER_LAYER = {"cpu": 0.1e-3, "cuda": 0.15e-3}
 
 
 @dataclass(frozen=True)
@@ -78,40 +60,6 @@ class Part:
     bytes: float
     phase: str  # always, training, generation or evaluation: phases take turns
     note: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    config: GRPOConfig
-    shape: ModelShape
-    device: Device
-    backend: str
-    prompt_tokens: int
-    prompt_source: str
-    checkpointing: bool
-    parts: tuple[Part, ...]
-    seconds_per_step: float
-    seconds_by_phase: dict
-    time_note: str
-    sharding: Sharding = ONE_DEVICE
-    seconds_per_evaluation: float = 0.0  # 0: not estimated, or no evaluation
-
-    @property
-    def peak(self) -> float:
-        return peak_of(self.parts)
-
-    @property
-    def runtime(self) -> float:
-        return sum(part.bytes for part in self.parts if part.name == "runtime")
-
-    @property
-    def fits(self) -> bool:
-        return self.peak <= self.device.memory
-
-    @functools.cached_property
-    def would_fit(self) -> list[str]:
-        """what_would_fit(self), worked out once (it re-plans each setting by bisection)."""
-        return what_would_fit(self)
 
 
 def lora_parameters(shape: ModelShape, config: GRPOConfig) -> int:
@@ -323,214 +271,3 @@ def peak_of(parts) -> float:
         if part.phase != "always":
             phases[part.phase] = phases.get(part.phase, 0) + part.bytes
     return always + max(phases.values(), default=0)
-
-
-def token_flops(shape: ModelShape, context: float) -> tuple[float, float]:
-    """Forward FLOPs of one token: through the blocks, attending to `context` tokens, and through the output layer
-    (which TRL runs on completion tokens only, logits_to_keep). The backward pass costs one more forward for the
-    activations' gradients, two more when every weight trains."""
-    mlp_share = shape.active_experts / shape.experts
-    linear = sum(fan_in * fan_out * (mlp_share if name in ("gate_proj", "up_proj", "down_proj") else 1)
-                 for name, (fan_in, fan_out) in shape.linear_shapes().items())
-    attention = 4 * shape.attention_width * context  # scores and the weighted sum of values, per layer
-    return 2 * shape.layers * linear + shape.layers * attention, 2 * shape.vocab * shape.hidden
-
-
-def compute_rate(device: Device) -> float:
-    """FLOPs per second the device reaches on this work."""
-    return device.tflops * 1e12 * (CPU_TRAIN_EFFICIENCY if device.kind == "cpu" else TRAIN_EFFICIENCY)
-
-
-def decode_overhead(config: GRPOConfig, shape: ModelShape, device: Device) -> float:
-    """Seconds of framework work per generated token (none with vLLM)."""
-    return 0 if config.use_vllm else DECODE_OVERHEAD_PER_LAYER[device.kind] * shape.layers
-
-
-def sampling_seconds(config: GRPOConfig, shape: ModelShape, device: Device, rows: int, prompts: int,
-                     prompt_tokens: int, weight_bytes: float) -> float:
-    """Seconds to sample one batch of `rows` completions of max_completion_length tokens, `prompts` prompts
-    prefilled (one per group where prompts are shared): the prefill, then each token's step, bound by its arithmetic
-    or by reading the weights, plus the framework's work per token."""
-    layers, head = token_flops(shape, 0)
-    attention = token_flops(shape, (prompt_tokens + config.max_completion_length) / 2)[0] - layers
-    rate = compute_rate(device)
-    prefill = prompts * (prompt_tokens * (layers + attention) + head) / rate
-    decode = max(rows * (layers + head) / rate, weight_bytes / (device.bandwidth * 1e12 * BANDWIDTH_EFFICIENCY))
-    return prefill + config.max_completion_length * (decode + decode_overhead(config, shape, device))
-
-
-def step_seconds(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
-                 checkpointing: bool, weight_bytes: float) -> tuple[float, dict, str]:
-    """Seconds per optimizer step from the FLOPs of generation and training at the device's throughput."""
-    C, B, GA = config.max_completion_length, config.per_device_train_batch_size, config.gradient_accumulation_steps
-    T = prompt_tokens + C
-    layers, head = token_flops(shape, 0)
-    attention = token_flops(shape, T / 2)[0] - layers  # causal: each token attends to half of T on average
-    rate = compute_rate(device)
-    passes = (2 if config.use_lora else 3) + (1 if checkpointing else 0) + (1 if config.beta > 0 else 0)
-    tokens = prompt_rows(config, shape, backend, B, training=True, checkpointing=checkpointing) * prompt_tokens + B * C
-    training = GA * (tokens * (layers + attention) + B * (C + 1) * head) * passes / rate
-    batch = B * steps_per_generation(config)
-    prompts = prompt_rows(config, shape, backend, batch, training=False)
-    generation = (GA / steps_per_generation(config)) * sampling_seconds(config, shape, device, batch, prompts,
-                                                                         prompt_tokens, weight_bytes)
-    overhead = decode_overhead(config, shape, device)
-    efficiency = CPU_TRAIN_EFFICIENCY if device.kind == "cpu" else TRAIN_EFFICIENCY
-    note = (f"assumes every completion reaches {C} tokens; training at {100 * efficiency:.0f}% "
-            f"of {device.tflops:.3g} TFLOPS ({device.how}), {passes} passes over {B * GA} x {T} tokens; each generated "
-            f"token reads the weights at {100 * BANDWIDTH_EFFICIENCY:.0f}% of {device.bandwidth:.3g} TB/s"
-            + (f" plus {overhead * 1000:.1f} ms of framework overhead" if overhead else "")
-            + f", plus {STEP_OVERHEAD:g} s of per-step framework work; evaluations (below), checkpoints and reward "
-            "functions not included")
-    return training + generation + STEP_OVERHEAD, {"generation": round(generation, 3),
-                                                    "training": round(training, 3), "other": STEP_OVERHEAD}, note
-
-
-def evaluation_seconds(config: GRPOConfig, shape: ModelShape, device: Device, backend: str, prompt_tokens: int,
-                       weight_bytes: float, processes: int = 1) -> float:
-    """Seconds per evaluation, on step_seconds' assumptions: each process's share of the held-out prompts, K
-    completions each, sampled in batches of per_device_eval_batch_size (a group's prompt computed once where prompts
-    are shared), then each batch scored by three forward passes (TRL's evaluation loss, and the base-model measure's
-    two)."""
-    if config.max_eval_samples == 0:
-        return 0.0
-    samples = resolved_eval_samples(config)
-    C, B = config.max_completion_length, config.per_device_eval_batch_size
-    layers, head = token_flops(shape, 0)
-    attention = token_flops(shape, (prompt_tokens + C) / 2)[0] - layers
-    prompts = prompt_rows(replace(config, group_size=samples), shape, backend, B, training=False)
-    sampling = sampling_seconds(config, shape, device, B, prompts, prompt_tokens, weight_bytes)
-    scoring = 3 * (B * (prompt_tokens + C) * (layers + attention) + B * (C + 1) * head) / compute_rate(device)
-    batches = -(-(-(-config.max_eval_samples // processes) * samples) // B)
-    return batches * (sampling + scoring)
-
-
-def make_plan(config: GRPOConfig, device: Device, shape: ModelShape | None = None, *, prompt: tuple[int, str],
-              backend: str | None = None, sharding: Sharding = ONE_DEVICE) -> Plan:
-    """The plan of one device of a run: `prompt` is (the prompt tokens counted, where that figure comes from), as
-    grpo_tool/plan/prompts.py finds it."""
-    shape = shape or find_shape(config.model_name)
-    cuda = device.kind == "cuda"
-    if config.use_vllm and not cuda:
-        raise UserError("--use-vllm needs a CUDA GPU and none was found: plan for one with --gpu-memory GB, or leave "
-                        "it off")
-    if backend is None:
-        # Planning a GPU from elsewhere (--gpu-memory): auto means Unsloth, what requirements-gpu.txt installs.
-        planned_elsewhere = device.how.startswith("--gpu-memory")
-        backend = choose_backend(config, cuda, package_installed("unsloth") or planned_elsewhere,
-                                 sharding.engine)[0] if cuda else "transformers"
-    prompt_tokens, prompt_source = prompt
-    checkpointing = checkpointing_on(config, shape, device)
-    parts = count_parts(config, shape, device, backend, prompt_tokens, checkpointing, sharding)
-    seconds, split, note, evaluation = 0.0, {}, "not estimated", 0.0
-    if device.tflops:
-        weights = next(part.bytes for part in parts if part.name == "weights")
-        seconds, split, note = step_seconds(config, shape, device, backend, prompt_tokens, checkpointing, weights)
-        evaluation = evaluation_seconds(config, shape, device, backend, prompt_tokens, weights, sharding.processes)
-    return Plan(config, shape, device, backend, prompt_tokens, prompt_source, checkpointing, tuple(parts), seconds,
-                split, note, sharding, evaluation)
-
-
-def run_check(config: GRPOConfig, machine, model_config, prompt_tokens: int | None) -> Plan | None:
-    """At a run's start: the plan for the loaded model's shape, the data's longest prompt and this machine; a
-    warning when it will not fit. Returns the plan (None when the model's config cannot be read as a decoder)."""
-    import logging
-
-    logger = logging.getLogger(__name__)
-    try:
-        shape = shape_from_config(model_config.to_dict(), "the loaded model's config")
-    except UserError as error:
-        logger.info("memory plan skipped: %s", error)
-        return None
-    if machine.cuda:
-        import torch
-
-        properties = torch.cuda.get_device_properties(torch.cuda.current_device())
-        device = Device("cuda", properties.total_memory, properties.name, 0, 0, "detected")
-    else:
-        # The process already holds the libraries and the weights, so its own share counts as available.
-        device = Device("cpu", available_memory() + resident_memory(), "this machine's memory", 0, 0, "detected")
-    budget = config.max_seq_length - config.max_completion_length
-    prompt = (prompt_tokens, "the longest training prompt") if prompt_tokens else (budget, "the prompt budget")
-    from grpo_tool.plan.sharding import from_environment
-
-    try:  # the device's share under the engine accelerate launch named (its memory is already this process's)
-        plan = make_plan(config, device, shape, prompt=prompt, backend=machine.backend, sharding=from_environment())
-    except UserError as error:  # a model or setting the plan cannot count: the run goes on without it
-        logger.info("memory plan skipped: %s", error)
-        return None
-    if plan.fits:
-        logger.info("memory plan: peak about %.1f GB of %.1f GB available (--plan with the same flags shows the "
-                    "parts)", plan.peak / GB, device.memory / GB)
-    else:
-        logger.warning("memory: this run needs about %.1f GB at its peak but %s has %.1f GB, so it will likely run "
-                       "out of memory at the first step (its longest prompts go first). Would fit: %s. See "
-                       "python train_grpo.py --plan with the same flags for the parts", plan.peak / GB,
-                       "the GPU" if machine.cuda else "this machine", device.memory / GB,
-                       "; ".join(plan.would_fit))
-    return plan
-
-
-def largest_fitting(low: int, high: int, fits) -> int | None:
-    """The largest value in [low, high] for which fits(value) holds, assuming it holds below a threshold."""
-    if not fits(low):
-        return None
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle - 1)
-    return low
-
-
-def what_would_fit(plan: Plan) -> list[str]:
-    """Each setting changed alone to the largest value that fits; empty when the run fits as it is."""
-    if plan.fits:
-        return []
-    config, memory = plan.config, plan.device.memory
-
-    def peak(**changes):
-        changed = replace(config, **changes)
-        return peak_of(count_parts(changed, plan.shape, plan.device, plan.backend, plan.prompt_tokens,
-                                   changes.get("gradient_checkpointing", plan.checkpointing), plan.sharding))
-
-    ideas = []
-    if not plan.checkpointing and peak(gradient_checkpointing=True) <= memory:
-        ideas.append("gradient_checkpointing on (--gradient-checkpointing) fits as it is")
-    length = largest_fitting(1, config.max_completion_length - 1,
-                             lambda value: peak(max_completion_length=value) <= memory)
-    if length and length >= min(MIN_USEFUL_COMPLETION, config.max_completion_length // 2):
-        ideas.append(f"max_completion_length {length} (from {config.max_completion_length})")
-    spg = steps_per_generation(config)
-    batch = largest_fitting(1, config.per_device_train_batch_size - 1,
-                            lambda value: peak(per_device_train_batch_size=value) <= memory)
-    if batch:
-        keeping = max((size for size in range(1, batch + 1) if (size * spg) % config.group_size == 0), default=None)
-        group = max((size for size in range(2, config.group_size + 1) if (batch * spg) % size == 0), default=None)
-        if keeping:
-            ideas.append(f"per_device_train_batch_size {keeping} (from {config.per_device_train_batch_size}); raise "
-                         "gradient_accumulation_steps to keep the completions per step")
-        elif group:
-            ideas.append(f"per_device_train_batch_size {batch} with group_size {group} (from "
-                         f"{config.per_device_train_batch_size} and {config.group_size}); raise "
-                         "gradient_accumulation_steps to keep the completions per step")
-    if plan.device.kind == "cuda":
-        def sharded_peak(sharding: Sharding, changes: dict) -> float:
-            options = {**config.trl_options, **changes.get("trl_options", {})}
-            changed = replace(config, **{**changes, "trl_options": options})
-            return peak_of(count_parts(changed, plan.shape, plan.device, "transformers", plan.prompt_tokens,
-                                       plan.checkpointing, sharding))
-
-        ideas += devices_that_fit(plan.sharding, memory, config.four_bit, sharded_peak)
-    if not ideas:
-        stays = sum(part.bytes for part in plan.parts if part.phase == "always")
-        if plan.device.kind == "cpu":
-            remedies = ("a smaller model, or a machine with more memory" if config.use_lora else
-                        "LoRA, a smaller model, or a machine with more memory")
-        elif config.four_bit:
-            remedies = "a smaller model, or a GPU with more memory"
-        else:
-            remedies = "4-bit weights (--load-in-4bit) and LoRA, a smaller model, or a GPU with more memory"
-        ideas.append(f"nothing in batch or length fits: the weights, optimizer and runtime alone take "
-                     f"{stays / GB:.1f} GB; use {remedies}")
-    return ideas
-
-

@@ -1,10 +1,10 @@
 """Several devices in a plan: what each engine divides among a run's processes (DDP nothing, DeepSpeed ZeRO the
-optimizer state, then the gradients, then the weights; FSDP all three), and what it gathers back. The engine and the
-number of processes come from `--sharding` and `--num-processes`, from an accelerate config (`--accelerate-config`),
-or, at a run's start, from what `accelerate launch` told the process.
+optimizer state, then the gradients, then the weights; FSDP all three), and what it gathers back. For `--plan` the
+engine and the number of processes come from `--sharding` and `--num-processes` or from an accelerate config
+(`--accelerate-config`); at a run's start, from what `accelerate launch` told the process (grpo_tool/launch.py, which
+holds the Sharding value).
 
-    sharding = Sharding("zero3", 8)
-    assert sharding.divides("weights") and not Sharding("zero2", 8).divides("weights")
+    assert divides(Sharding("zero3", 8), "weights") and not divides(Sharding("zero2", 8), "weights")
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import os
 from dataclasses import dataclass, replace
 
 from grpo_tool.errors import UserError
-
-ENGINES = ("none", "zero2", "zero3", "fsdp")  # --sharding's choices; an accelerate config may also say ZeRO stage 0/1
-ZERO_STAGES = {0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}
+from grpo_tool.launch import ONE_DEVICE, ZERO_STAGES, Sharding, reshards
 
 # The parts of memory.py's plan each engine divides by the number of processes. ZeRO-3 and FSDP shard every parameter
 # they wrap, the reference model's too (TRL prepares it with the same engine); the frozen base copy that full
@@ -33,39 +31,22 @@ NAMES = {"none": "DDP", "zero1": "DeepSpeed ZeRO-1", "zero2": "DeepSpeed ZeRO-2"
 GATHERED_LAYERS = 2
 
 
-@dataclass(frozen=True)
-class Sharding:
-    engine: str = "none"
-    processes: int = 1
-    offload_optimizer: bool = False  # ZeRO's offload_optimizer_device, FSDP's offload_params: on the CPU instead
-    offload_weights: bool = False  # ZeRO-3's offload_param_device, FSDP's offload_params
-    reshard_after_forward: bool = True  # FSDP: False keeps every layer gathered from forward to backward
-    source: str = "one device"
-
-    def divides(self, part: str) -> bool:
-        return part in DIVIDED[self.engine]
-
-    @property
-    def deepspeed(self) -> bool:
-        return self.engine.startswith("zero")
-
-    @property
-    def shards_weights(self) -> bool:
-        return self.divides("weights")
-
-    def describe(self) -> str:
-        """The table's line: the engine, where it was read, and what it divides."""
-        divided = [part for part in ("weights", "gradients", "optimizer state") if self.divides(part)]
-        what = (f"{', '.join(divided)} divided by {self.processes}" if divided and self.processes > 1 else
-                "every device holds a full replica" if self.processes > 1 else "one process")
-        offloaded = [name for name, on in (("optimizer state", self.offload_optimizer),
-                                           ("weights", self.offload_weights)) if on]
-        if offloaded:
-            what += f"; {' and '.join(offloaded)} offloaded to CPU memory"
-        return f"{self.processes} device(s), {NAMES[self.engine]} ({self.source}): {what}; figures are per device"
+def divides(sharding: Sharding, part: str) -> bool:
+    """Whether the engine divides this part of the plan (memory.py's name for it) among the processes."""
+    return part in DIVIDED[sharding.engine]
 
 
-ONE_DEVICE = Sharding()
+def describe(sharding: Sharding) -> str:
+    """The table's line: the engine, where it was read, and what it divides."""
+    divided = [part for part in ("weights", "gradients", "optimizer state") if divides(sharding, part)]
+    what = (f"{', '.join(divided)} divided by {sharding.processes}" if divided and sharding.processes > 1 else
+            "every device holds a full replica" if sharding.processes > 1 else "one process")
+    offloaded = [name for name, on in (("optimizer state", sharding.offload_optimizer),
+                                       ("weights", sharding.offload_weights)) if on]
+    if offloaded:
+        what += f"; {' and '.join(offloaded)} offloaded to CPU memory"
+    return (f"{sharding.processes} device(s), {NAMES[sharding.engine]} ({sharding.source}): {what}; figures are "
+            "per device")
 
 
 def from_flags(engine: str | None, processes: int | None, accelerate_config: str | None) -> Sharding:
@@ -139,39 +120,6 @@ def deepspeed_sharding(base: Sharding, settings: dict, where: str) -> Sharding:
                    offload_weights=stage == 3 and param_device not in (None, "none"))
 
 
-def reshards(value) -> bool:
-    """FSDP's reshard_after_forward as a config or accelerate launch gives it: a yes/no, or FSDP1's strategy names,
-    of which NO_SHARD and SHARD_GRAD_OP keep the weights gathered between forward and backward."""
-    return str(value).strip().lower() not in ("false", "no_shard", "shard_grad_op")
-
-
-def from_environment() -> Sharding:
-    """At a run's start: what `accelerate launch` told this process (its environment variables for DeepSpeed and
-    FSDP), and the number of processes."""
-    from grpo_tool.launch import launcher_says, world_size
-
-    processes = world_size()
-    if launcher_says("ACCELERATE_USE_DEEPSPEED"):
-        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
-        stage = int(stage) if stage.isdigit() else 2  # accelerate's default stage
-        optimizer = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none").lower()
-        params = os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", "none").lower()
-        return Sharding(ZERO_STAGES.get(stage, "zero2"), processes, optimizer not in ("", "none"),
-                        stage == 3 and params not in ("", "none"), source="accelerate launch")
-    if launcher_says("ACCELERATE_USE_FSDP"):
-        offload = launcher_says("FSDP_OFFLOAD_PARAMS")
-        reshard = reshards(os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true"))
-        return Sharding("fsdp", processes, offload, offload, reshard, source="accelerate launch")
-    return Sharding(processes=processes, source="accelerate launch" if processes > 1 else "one device")
-
-
-def engine_of(trainer) -> str:
-    """The engine a built trainer runs under, as accelerate set it up (on CPUs it drops FSDP: see the README)."""
-    if trainer.is_deepspeed_enabled:
-        return ZERO_STAGES.get(trainer.accelerator.state.deepspeed_plugin.zero_stage, "none")
-    return "fsdp" if trainer.is_fsdp_enabled else "none"
-
-
 def gathers_for_generation(trl_options: dict) -> bool:
     """TRL's ds3_gather_for_generation (on by default): under ZeRO-3, every weight gathered on every device while
     sampling, instead of layer by layer."""
@@ -200,7 +148,7 @@ def shard_parts(parts: list, sharding: Sharding, facts: ModelFacts, make) -> lis
         gradients = next(part.bytes for part in divided if part.name == "gradients")
         extra.append(make("gradient buckets", gradients, "always", "DDP's all-reduce buckets: a second copy of the "
                                                                    "gradients"))
-    if sharding.shards_weights:
+    if divides(sharding, "weights"):
         whole = facts.parameters * (2 if facts.gpu else 4)  # gathered in the compute dtype
         rest = whole - (0 if sharding.offload_weights else whole / sharding.processes)
         layers = GATHERED_LAYERS * whole / facts.layers
@@ -233,7 +181,7 @@ def divide(part, sharding: Sharding, facts: ModelFacts):
             size, note = facts.trainable * 2.0, note + ", 16-bit under DeepSpeed"
         elif part.name == "optimizer state":
             size, note = size + facts.trainable * 4.0, note + " plus DeepSpeed's fp32 master copy"
-    if sharding.divides(part.name) and sharding.processes > 1:
+    if divides(sharding, part.name) and sharding.processes > 1:
         size, note = size / sharding.processes, note + f"; divided by {sharding.processes}"
     offloaded = (sharding.offload_optimizer and part.name == "optimizer state") or \
         (sharding.offload_weights and part.name in ("weights", "LoRA weights", "reference model")) or \

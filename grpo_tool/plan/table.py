@@ -13,11 +13,12 @@ from pathlib import Path
 
 from grpo_tool.errors import UserError
 from grpo_tool.json_files import write_json_atomic
+from grpo_tool.launch import ONE_DEVICE, Sharding
 from grpo_tool.outputs import PLAN_FILE
 from grpo_tool.plan.device import GB, MB, Device
-from grpo_tool.plan.memory import Plan, make_plan
+from grpo_tool.plan.fitting import Plan, make_plan
 from grpo_tool.plan.prompts import longest_prompt
-from grpo_tool.plan.sharding import ONE_DEVICE, Sharding
+from grpo_tool.plan.sharding import describe
 from grpo_tool.settings import GRPOConfig, resolved_eval_samples
 
 
@@ -28,7 +29,7 @@ def format_plan(plan: Plan) -> str:
              f"  on {device.name} with {device.memory / GB:.1f} GB, {plan.backend} backend, "
              f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, gradient checkpointing "
              f"{'on' if plan.checkpointing else 'off'}",
-             *([f"  {plan.sharding.describe()}"] if plan.sharding.processes > 1 or plan.sharding.engine != "none"
+             *([f"  {describe(plan.sharding)}"] if plan.sharding.processes > 1 or plan.sharding.engine != "none"
                else []),
              f"  {config.per_device_train_batch_size} completions per micro-batch (group {config.group_size}), "
              f"prompts up to {plan.prompt_tokens} tokens ({plan.prompt_source}), completions up to "
