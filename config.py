@@ -28,7 +28,13 @@ from grpo_tool.errors import UserError, near_miss
 from grpo_tool.group_choice import setting_problems as group_problems
 from grpo_tool.json_files import read_json_file, read_text_file, write_json_atomic
 from grpo_tool.launch import world_size
-from grpo_tool.model_registry import TINY_MODEL, model_name_problem, model_preset, resolve_model_name
+from grpo_tool.model_registry import (
+    TINY_MODEL,
+    model_name_problem,
+    model_preset,
+    pre_quantised_problem,
+    resolve_model_name,
+)
 from grpo_tool.places import unwritable
 from grpo_tool.recipes import config_file_path
 from grpo_tool.reward_config import reward_key_problem, rule_weights_problem, run_reward_config
@@ -337,7 +343,8 @@ def checkpoint_steps(value: str) -> list[int] | None:
 
 def path_problems(config: GRPOConfig) -> list[str]:
     """Names and files that can be checked without loading anything: model, data, rewards, checkpoint."""
-    problems = [problem for problem in [model_name_problem(config.model_name)] if problem]
+    problems = [problem for problem in [model_name_problem(config.model_name),
+                                        pre_quantised_problem(config.model_name, config.four_bit)] if problem]
     if config.custom_data is not None and (problem := data_path_problem(config.custom_data)):
         problems.append(problem)
     if config.eval_data is not None and (problem := data_path_problem(config.eval_data, "eval_data")):

@@ -238,6 +238,8 @@ class GRPOTrainer:
             max_grad_norm=args.max_grad_norm)
         hooks.append(alarms)
         self.interrupt = callbacks.InterruptCallback()
+        if problem := trl_surface.unusable():
+            raise UserError(problem)
         try:
             self.trainer = trainer_hooks.GRPOTrainerWithHooks(
                 model=self.model, reward_funcs=functions, args=args, train_dataset=data["train"],

@@ -3,6 +3,7 @@ directory, or a GGUF file), checked before anything loads. config.py layers the 
 what these names resolve to; a preset's shape (and so its size) is grpo_tool/model_shapes.py's built-in table's.
 
     assert resolve_model_name("llama-3.1-8b") == "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
+    assert checkpoint_to_load("llama-3.1-8b", four_bit=False) == "unsloth/Meta-Llama-3.1-8B-Instruct"
     assert model_name_problem("no/such/dir") == "model 'no/such/dir': no such file or directory"
 """
 
@@ -32,6 +33,16 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 # Spellings that do not exist on the hub, mapped to the checkpoint they mean.
 MODEL_ALIASES = {"unsloth/llama-3.1-8b-bnb-4bit": "unsloth/Meta-Llama-3.1-8B-bnb-4bit"}
+# Each large preset's weights in 16 bits, for a run that does not load 4-bit weights (full fine-tuning,
+# --no-load-in-4bit, which ZeRO-3 and FSDP need since they divide 16-bit weights): the same model, the same owner,
+# not quantised. A pre-quantised checkpoint holds 4-bit weights whatever load_in_4bit says.
+SIXTEEN_BIT_CHECKPOINTS = {
+    "llama-3.1-8b": "unsloth/Meta-Llama-3.1-8B-Instruct",
+    "llama-3.1-70b": "unsloth/Meta-Llama-3.1-70B-Instruct",
+    "gemma-2-9b": "unsloth/gemma-2-9b-it",
+    "qwen2.5-7b": "unsloth/Qwen2.5-7B-Instruct",
+}
+PRE_QUANTISED = "bnb-4bit"  # in the name of a checkpoint stored in bitsandbytes' 4 bits
 
 
 def resolve_model_name(model_name: str) -> str:
@@ -39,6 +50,28 @@ def resolve_model_name(model_name: str) -> str:
     if model_name in MODEL_PRESETS:
         return MODEL_PRESETS[model_name]["model_name"]
     return MODEL_ALIASES.get(model_name, model_name)
+
+
+def checkpoint_to_load(model_name: str, four_bit: bool) -> str:
+    """The checkpoint a run loads: what `resolve_model_name` gives, except that a run without 4-bit weights loads a
+    preset (named by its key or its 4-bit checkpoint) from its 16-bit checkpoint."""
+    resolved = resolve_model_name(model_name)
+    if four_bit:
+        return resolved
+    preset = next((key for key, settings in MODEL_PRESETS.items()
+                   if model_name == key or resolved == settings["model_name"]), None)
+    return SIXTEEN_BIT_CHECKPOINTS.get(preset, resolved)
+
+
+def pre_quantised_problem(model_name: str, four_bit: bool) -> str | None:
+    """A checkpoint stored in 4 bits for a run that trains 16-bit weights: the two cannot both hold."""
+    loaded = checkpoint_to_load(model_name, four_bit)
+    if four_bit or PRE_QUANTISED not in loaded.lower():
+        return None
+    plain = re.sub(r"[-_]bnb-4bit", "", loaded, flags=re.IGNORECASE)
+    return (f"model {model_name} is stored in 4 bits (bitsandbytes), and this run loads 16-bit weights "
+            f"(load_in_4bit=false or use_lora=false, as ZeRO-3, FSDP and full fine-tuning need): name a 16-bit "
+            f"checkpoint of the model (such as {plain}), or train LoRA on the 4-bit weights")
 
 
 def model_preset(model_name: str) -> dict[str, Any]:

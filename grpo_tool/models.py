@@ -37,7 +37,7 @@ from grpo_tool.components import REWARD_MODEL, Component
 from grpo_tool.errors import UserError
 from grpo_tool.gguf_models import converted_gguf
 from grpo_tool.launch import launcher_says
-from grpo_tool.model_registry import TINY_MODEL, architecture_problem, find_gguf, resolve_model_name
+from grpo_tool.model_registry import TINY_MODEL, architecture_problem, checkpoint_to_load, find_gguf
 from grpo_tool.scoring import make_reward_model_reward
 from grpo_tool.settings import GRPOConfig
 
@@ -96,7 +96,7 @@ def model_location(config: GRPOConfig) -> str:
         return str(ensure_tiny_model())
     if gguf := find_gguf(config.model_name):
         return str(converted_gguf(gguf))
-    return resolve_model_name(config.model_name)
+    return checkpoint_to_load(config.model_name, config.four_bit)
 
 
 FSDP_SHARDS = "pytorch_model_fsdp_0"  # accelerate's folder of a sharded FSDP model state

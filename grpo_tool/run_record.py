@@ -79,7 +79,7 @@ def run_summary(config, state, final: Path, report: Path | None, record: dict) -
         "steps": state.global_step,
         "model": str(final),
         "checkpoints": [str(path) for path in complete_checkpoints(directory)],
-        "generation_logs": config.effective_generation_log_dir if config.enable_generation_logging else None,
+        "generation_logs": str(Path(config.effective_generation_log_dir)) if config.enable_generation_logging else None,
         "log_file": str(directory / LOG_FILE),
         "config": str(directory / CONFIG_FILE),
         "report": str(report),

@@ -5,8 +5,9 @@ each, what is no longer there or no longer takes what it took; tests/test_trl_su
 grpo_trainer.py logs them as a warning before training, so a user who upgraded TRL past the pin hears which of the
 tool's jobs may no longer apply instead of finding out from a quietly different run.
 
-    assert moved() == []
+    assert moved() == [] or installed() != TESTED
     assert render(lambda self, model, *args, batch=None, **kwargs: 0) == "(model, *args, batch, **kwargs)"
+    assert matches("(model, input_ids, batch_size)", "(model, ...)")
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ TESTED = {"trl": "1.14.2", "transformers": "5.17.0"}
 @dataclass(frozen=True)
 class Method:
     """A method of the trainer as our mixins meet it (resolved through trl.GRPOTrainer's classes), and its parameters
-    after `self`, as `render` writes them."""
+    after `self`, as `render` writes them; `(model, ...)`: only the first is relied on (an override that passes the
+    rest on as they came)."""
 
     name: str
     parameters: str
@@ -65,8 +67,8 @@ METHODS = (
     Method("training_step", "(model, inputs, num_items_in_batch)", "StepRecords: each micro-batch's loss"),
     Method("_generate_single_turn", "(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)",
            "LoraMergedForGeneration, SharedPrompts"),
-    Method("_get_per_token_logps_and_entropies", "(model, *args, batch_size, compute_aux_loss, **kwargs)",
-           "SharedPrompts"),
+    Method("_get_per_token_logps_and_entropies", "(model, ...)", "SharedPrompts: the model's forward shares prompts "
+           "during the call"),
     Method("_prepare_inputs", "(generation_batch)", "SharedPrompts: regrouped generation batches"),
     Method("_generate_and_score_completions", "(inputs)",
            "SignalGroupsOnly, StepRecords, BaseModelMeasure, HeldOutScores"),
@@ -121,6 +123,13 @@ def render(function) -> str:
     return f"({', '.join(names)})"
 
 
+def matches(installed: str, declared: str) -> bool:
+    """Whether the installed parameters are the declared ones (or begin with them, for a declaration ending in ...)."""
+    if declared.endswith(", ...)"):
+        return installed.startswith(declared[:-len("...)")]) or installed == declared[:-len(", ...)")] + ")"
+    return installed == declared
+
+
 def trainer_sources(trainer_class) -> str:
     """The source of every library class the trainer is made of (not the tool's own mixins)."""
     texts = []
@@ -142,6 +151,19 @@ def installed() -> dict[str, str]:
 
 def versions() -> str:
     return ", ".join(f"{name} {version}" for name, version in installed().items())
+
+
+def unusable() -> str | None:
+    """Why the installed TRL cannot train here, or None. TRL 1.15.0 computes every log-probability with a Triton kernel
+    and has no other way (its module keeps None where Triton is missing, as in torch's CPU builds); 1.14.2 and 1.16.0
+    compute them without Triton."""
+    import trl
+    import trl.trainer.utils as utils
+
+    if hasattr(utils, "add_fused_lm_head") and vars(utils).get("_ChunkedLogProbFunction", utils) is None:
+        return (f"trl {trl.__version__} computes log-probabilities with a Triton kernel, and Triton is not installed "
+                f"here (it comes with CUDA builds of torch): install trl=={TESTED['trl']}, as requirements.txt pins it")
+    return None
 
 
 def warn_if_moved() -> list[str]:
@@ -169,7 +191,7 @@ def moved(trainer_class=None) -> list[str]:
         function = getattr(trainer_class, method.name, None)
         if function is None:
             found.append(f"{trainer_class.__name__}.{method.name} is gone in {installed} (used by {method.used_by})")
-        elif render(function) != method.parameters:
+        elif not matches(render(function), method.parameters):
             found.append(f"{trainer_class.__name__}.{method.name} takes {render(function)} in {installed}, not "
                          f"{method.parameters} (used by {method.used_by})")
     source = trainer_sources(trainer_class)

@@ -234,3 +234,14 @@ def test_the_global_batch_is_stated_once_with_what_divides_what():
                     "micro-batches")
     one = describe_batch(GRPOConfig(per_device_train_batch_size=8, gradient_accumulation_steps=1, group_size=4), 1, 1)
     assert "(8 per device x 1 accumulation step x 1 process) = 2 prompts" in one and one.endswith("every micro-batch")
+
+
+def test_a_preset_without_4_bit_weights_loads_its_16_bit_checkpoint():
+    from grpo_tool.model_registry import MODEL_PRESETS, SIXTEEN_BIT_CHECKPOINTS, checkpoint_to_load
+
+    for preset, settings in MODEL_PRESETS.items():
+        assert checkpoint_to_load(preset, four_bit=True) == settings["model_name"]
+        sixteen = checkpoint_to_load(settings["model_name"], four_bit=False)
+        assert sixteen == SIXTEEN_BIT_CHECKPOINTS.get(preset, settings["model_name"])
+        assert "bnb-4bit" not in sixteen.lower()
+    assert checkpoint_to_load("Qwen/Qwen2.5-0.5B-Instruct", four_bit=False) == "Qwen/Qwen2.5-0.5B-Instruct"

@@ -134,3 +134,13 @@ def test_other_versions_are_compared_before_training(monkeypatch, caplog):
     assert "pin trl==1.14.2 and transformers==5.17.0" in caplog.text and "_compute_loss is gone" in caplog.text
     monkeypatch.setattr(trl_surface, "installed", lambda: dict(trl_surface.TESTED))
     assert trl_surface.warn_if_moved() == []
+
+
+def test_a_trl_that_needs_triton_where_there_is_none_is_one_error_line(monkeypatch):
+    import trl.trainer.utils as utils
+
+    assert trl_surface.unusable() is None
+    monkeypatch.setattr(utils, "add_fused_lm_head", lambda *args, **kwargs: None, raising=False)
+    monkeypatch.setattr(utils, "_ChunkedLogProbFunction", None, raising=False)
+    said = trl_surface.unusable()
+    assert "computes log-probabilities with a Triton kernel" in said and "install trl==1.14.2" in said
