@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import math
 import re
+import textwrap
 import typing
 
 from grpo_tool.settings import FIELD_TYPES, FIELDS
@@ -205,3 +206,39 @@ def config_overrides(args: argparse.Namespace) -> dict[str, typing.Any]:
     if "trl_options" in overrides:
         overrides["trl_options"] = dict(overrides["trl_options"])
     return overrides
+
+
+def shown_default(name: str) -> str:
+    field = FIELDS[name]
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if default in (None, [], {}):
+        return "unset"
+    return f"`{default}`"
+
+
+def shown_flags(name: str) -> str:
+    """A field's flags as --help offers them: booleans with their opposite."""
+    flags = option_strings(name)
+    if is_bool_field(name) and not any(flag.startswith(("--disable-", "--no-")) for flag in flags):
+        flags = [spelled for flag in flags for spelled in (flag, "--no-" + flag.removeprefix("--"))]
+    return ", ".join(f"`{flag}`" for flag in flags)
+
+
+def settings_reference() -> str:
+    """docs/settings.md, generated: every setting, as a config file's key and as flags, with its default and its help,
+    in the sections of --help (tests/test_manual.py keeps the page equal to this)."""
+    lines = ["# Every setting", "", *textwrap.wrap(
+        "Each setting is a key of a `--config` file (JSON or YAML) and a flag; a flag you give beats the file, which "
+        "beats the presets and the modes ([the layers](configuration.md#config)). `none` or `null` unsets a setting "
+        "whose default is unset. This page is generated from `GRPOConfig` (`grpo_tool/settings.py`) by "
+        "`grpo_tool.flags.settings_reference`, as `--help` is.", 116, break_on_hyphens=False, break_long_words=False)]
+    for name in FIELDS:
+        if name in SECTIONS:
+            lines += ["", f"## {SECTIONS[name][0].upper()}{SECTIONS[name][1:]}", "",
+                      "| key | flags | default | what it does |", "|---|---|---|---|"]
+        choices = FIELDS[name].metadata["choices"]
+        said = FIELDS[name].metadata["help"] + (f" (one of {', '.join(map(str, choices))})" if choices else "")
+        lines.append(f"| `{name}` | {shown_flags(name)} | {shown_default(name)} | {said.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines) + "\n"

@@ -103,3 +103,15 @@ def test_the_readmes_figures_are_the_benchmarks():
     ]
     for figure in expected:
         assert figure in text, f"the README no longer says {figure!r} (bench/results/ says so)"
+
+
+def test_the_settings_page_is_generated_from_the_config():
+    from grpo_tool.flags import settings_reference
+    from grpo_tool.settings import FIELDS
+
+    page = (DOCS / "settings.md").read_text(encoding="utf-8")
+    regenerate = ("python -c \"from grpo_tool.flags import settings_reference; "
+                  "open('docs/settings.md', 'w').write(settings_reference())\"")
+    assert page == settings_reference(), f"docs/settings.md is out of date: {regenerate}"
+    keys = [row["key"].strip("`") for rows in tables(page) for row in rows]
+    assert keys == list(FIELDS)
