@@ -11,14 +11,16 @@ import pytest
 from conftest import FIXTURES, ROOT, run_cli, run_main
 
 
-def test_help_answers_without_importing_torch_transformers_or_trl():
-    code = ("import sys, runpy; sys.argv = ['train_grpo.py', '--help']\n"
-            "try:\n    runpy.run_path('train_grpo.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+@pytest.mark.parametrize("flag, shown", [("--help", ("--quick-test", "--max-generation-samples")),
+                                         ("--list-recipes", ("gsm8k_smollm2_cpu",))])
+def test_answers_without_importing_torch_transformers_or_trl(flag, shown):
+    code = (f"import sys, runpy; sys.argv = ['train_grpo.py', '{flag}']\n"
+            "try:\n    runpy.run_path('train_grpo.py', run_name='__main__')\nexcept SystemExit as stop:\n"
+            "    print('STATUS', stop.code)\n"
+            "print('HEAVY', [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert "--quick-test" in result.stdout and "--max-generation-samples" in result.stdout
-    assert "HEAVY []" in result.stdout
+    assert all(text in result.stdout for text in shown) and "STATUS 0" in result.stdout
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 
 def test_only_the_heavy_modules_import_torch_transformers_trl_or_peft():
