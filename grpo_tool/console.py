@@ -160,7 +160,7 @@ def format_summary(result: dict, eval_only: bool = False) -> str:
     if metrics.EVAL_REWARD in result:
         rewards = result[metrics.EVAL_REWARD]
         lines.append(f"  eval reward:     {rewards['first']:.4f} -> {rewards['last']:.4f} over "
-                     f"{rewards['evaluations']} evaluations")
+                     f"{rewards['evaluations']} evaluation{'' if rewards['evaluations'] == 1 else 's'}")
     lines += [f"  settings:        {note}" for note in result.get("settings", [])]
     lines += [f"  alarm:           {text}" for text in result.get("alarms", [])]
     return "\n".join(lines)
@@ -179,7 +179,7 @@ def comparison_columns(rows: list[dict]) -> list[str]:
 def format_comparison(rows: list[dict], where: str) -> str:
     """--eval-checkpoints' table: one model a line, the starting model first."""
     columns = [column for column in comparison_columns(rows) if any(column in row for row in rows)]
-    names = ["model", "step", *["length" if column.endswith(metrics.MEAN_LENGTH) else
+    names = ["model", "step", *["tokens" if column.endswith(metrics.MEAN_LENGTH) else
                                 column.removeprefix(metrics.EVAL_PREFIX).removeprefix("rewards/").removesuffix("/mean")
                                 for column in columns]]
     cells = [[row["model"], str(row["step"]),
