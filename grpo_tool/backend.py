@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from grpo_tool.errors import UserError
 from grpo_tool.launch import from_environment, launcher_says
-from grpo_tool.model_registry import resolve_model_name
+from grpo_tool.model_registry import PRE_QUANTISED, resolve_model_name
 from grpo_tool.model_shapes import known_shape
 from grpo_tool.settings import GRPOConfig, explicit_settings
 
@@ -146,8 +146,8 @@ def check_model_fits_machine(config: GRPOConfig, cuda_available: bool) -> None:
     name = resolve_model_name(config.model_name)
     shape = known_shape(name)  # the presets' shapes, and those of common families, known without a download
     size = round(shape.parameters / 1e9, 1) if shape else None
-    if (size or 0) >= CPU_MODEL_LIMIT_BILLION or "bnb-4bit" in name.lower():
-        quantized = ", pre-quantised 4-bit" if "bnb-4bit" in name.lower() else ""
+    if (size or 0) >= CPU_MODEL_LIMIT_BILLION or PRE_QUANTISED in name.lower():
+        quantized = ", pre-quantised 4-bit" if PRE_QUANTISED in name.lower() else ""
         described = f"{config.model_name} ({size:g}B parameters{quantized})" if size else config.model_name
         raise UserError(f"{described} needs a CUDA GPU and none was found: on this machine run "
                         "`python train_grpo.py --quick-test` or pass `--model tiny` (or a small model such as a "

@@ -97,9 +97,13 @@ def option_strings(name: str) -> list[str]:
     return list(dict.fromkeys([*FIELDS[name].metadata["flags"], generated]))
 
 
-def help_text(name: str) -> str:
+def field_default(name: str):
     field = FIELDS[name]
-    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def help_text(name: str) -> str:
+    field, default = FIELDS[name], field_default(name)
     if isinstance(default, bool):
         shown = f" (default: {'on' if default else 'off'})"
     else:
@@ -209,8 +213,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, typing.Any]:
 
 
 def shown_default(name: str) -> str:
-    field = FIELDS[name]
-    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    default = field_default(name)
     if isinstance(default, bool):
         return "on" if default else "off"
     if default in (None, [], {}):

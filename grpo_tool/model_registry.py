@@ -56,11 +56,7 @@ def checkpoint_to_load(model_name: str, four_bit: bool) -> str:
     """The checkpoint a run loads: what `resolve_model_name` gives, except that a run without 4-bit weights loads a
     preset (named by its key or its 4-bit checkpoint) from its 16-bit checkpoint."""
     resolved = resolve_model_name(model_name)
-    if four_bit:
-        return resolved
-    preset = next((key for key, settings in MODEL_PRESETS.items()
-                   if model_name == key or resolved == settings["model_name"]), None)
-    return SIXTEEN_BIT_CHECKPOINTS.get(preset, resolved)
+    return resolved if four_bit else SIXTEEN_BIT_CHECKPOINTS.get(preset_key(model_name), resolved)
 
 
 def pre_quantised_problem(model_name: str, four_bit: bool) -> str | None:
@@ -68,19 +64,23 @@ def pre_quantised_problem(model_name: str, four_bit: bool) -> str | None:
     loaded = checkpoint_to_load(model_name, four_bit)
     if four_bit or PRE_QUANTISED not in loaded.lower():
         return None
-    plain = re.sub(r"[-_]bnb-4bit", "", loaded, flags=re.IGNORECASE)
+    plain = re.sub(rf"[-_]{re.escape(PRE_QUANTISED)}", "", loaded, flags=re.IGNORECASE)
     return (f"model {model_name} is stored in 4 bits (bitsandbytes), and this run loads 16-bit weights "
             f"(load_in_4bit=false or use_lora=false, as ZeRO-3, FSDP and full fine-tuning need): name a 16-bit "
             f"checkpoint of the model (such as {plain}), or train LoRA on the 4-bit weights")
 
 
+def preset_key(model_name: str) -> str | None:
+    """The preset a model name stands for, named by its key or by its checkpoint; None for other models."""
+    resolved = resolve_model_name(model_name)
+    return next((key for key, preset in MODEL_PRESETS.items()
+                 if model_name == key or resolved == preset["model_name"]), None)
+
+
 def model_preset(model_name: str) -> dict[str, Any]:
     """The preset of a preset key or of its checkpoint name; empty for other models."""
-    resolved = resolve_model_name(model_name)
-    for key, preset in MODEL_PRESETS.items():
-        if model_name == key or resolved == preset["model_name"]:
-            return {field: value for field, value in preset.items() if field != "model_name"}
-    return {}
+    key = preset_key(model_name)
+    return {} if key is None else {field: value for field, value in MODEL_PRESETS[key].items() if field != "model_name"}
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

@@ -48,17 +48,21 @@ def read_card(path: Path) -> Recipe:
     return Recipe(path.stem, path, description, needs)
 
 
-def recipe_files() -> list[Path]:
-    """The shipped recipes' files, by name."""
-    return sorted(path for path in RECIPE_DIR.glob("*") if path.suffix in RECIPE_SUFFIXES and path.is_file())
+def recipe_files() -> dict[str, Path]:
+    """The shipped recipes' files, by name (sorted)."""
+    found: dict[str, Path] = {}
+    for path in sorted(RECIPE_DIR.glob("*")):
+        if path.suffix in RECIPE_SUFFIXES and path.is_file():
+            found.setdefault(path.stem, path)  # NAME.yaml before NAME.yml
+    return found
 
 
 def recipes() -> list[Recipe]:
-    return [read_card(path) for path in recipe_files()]
+    return [read_card(path) for path in recipe_files().values()]
 
 
 def find_recipe(name: str) -> Recipe | None:
-    path = next((path for path in recipe_files() if path.stem == name), None)
+    path = recipe_files().get(name)
     return read_card(path) if path else None
 
 
@@ -76,7 +80,7 @@ def config_file_path(value: str) -> str:
     separators = [sep for sep in (os.sep, os.altsep) if sep]
     if Path(value).is_file() or Path(value).suffix or any(sep in value for sep in separators):
         return value
-    shipped = {path.stem: path for path in recipe_files()}
+    shipped = recipe_files()
     if value in shipped:
         return str(shipped[value])
     raise UserError(f"config file {value}: no such file, and no recipe of that name{near_miss(value, shipped)}; the "

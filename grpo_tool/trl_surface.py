@@ -149,8 +149,9 @@ def installed() -> dict[str, str]:
     return {"trl": trl.__version__, "transformers": transformers.__version__}
 
 
-def versions() -> str:
-    return ", ".join(f"{name} {version}" for name, version in installed().items())
+def versions(found: dict[str, str] | None = None) -> str:
+    """`trl 1.14.2, transformers 5.17.0`: the installed versions, or those given."""
+    return ", ".join(f"{name} {version}" for name, version in (installed() if found is None else found).items())
 
 
 def unusable() -> str | None:
@@ -174,7 +175,7 @@ def warn_if_moved() -> list[str]:
     if found:
         logger.warning("this tool was written against %s; on %s, what it relies on inside them has moved, so the jobs "
                        "named below may not apply (pin %s to be sure):\n  %s",
-                       ", ".join(f"{name} {version}" for name, version in TESTED.items()), versions(),
+                       versions(TESTED), versions(),
                        " and ".join(f"{name}=={version}" for name, version in TESTED.items()), "\n  ".join(found))
     return found
 
@@ -186,18 +187,18 @@ def moved(trainer_class=None) -> list[str]:
         import trl
 
         trainer_class = trl.GRPOTrainer
-    found, installed = [], versions()
+    found, here = [], versions()
     for method in METHODS:
         function = getattr(trainer_class, method.name, None)
         if function is None:
-            found.append(f"{trainer_class.__name__}.{method.name} is gone in {installed} (used by {method.used_by})")
+            found.append(f"{trainer_class.__name__}.{method.name} is gone in {here} (used by {method.used_by})")
         elif not matches(render(function), method.parameters):
-            found.append(f"{trainer_class.__name__}.{method.name} takes {render(function)} in {installed}, not "
+            found.append(f"{trainer_class.__name__}.{method.name} takes {render(function)} in {here}, not "
                          f"{method.parameters} (used by {method.used_by})")
     source = trainer_sources(trainer_class)
     for attribute in ATTRIBUTES:
         if not re.search(rf"self\.{attribute.name}\s*(:[^=\n]*)?=", source):
-            found.append(f"{trainer_class.__name__} no longer sets self.{attribute.name} in {installed} (used by "
+            found.append(f"{trainer_class.__name__} no longer sets self.{attribute.name} in {here} (used by "
                          f"{attribute.used_by})")
     for imported in IMPORTED:
         try:
@@ -205,5 +206,5 @@ def moved(trainer_class=None) -> list[str]:
         except ImportError:
             module = None
         if module is None or not hasattr(module, imported.name):
-            found.append(f"{imported.module}.{imported.name} is gone in {installed} (used by {imported.used_by})")
+            found.append(f"{imported.module}.{imported.name} is gone in {here} (used by {imported.used_by})")
     return found

@@ -42,16 +42,20 @@ def prose_lines(text: str) -> list[str | None]:
     return lines
 
 
+def headings(text: str) -> list[tuple[int, int, str]]:
+    """(line number, level, title) of every heading outside code blocks."""
+    found = []
+    for number, line in enumerate(prose_lines(text)):
+        if heading := re.match(r"^(#+)\s+(.*?)\s*$", line or ""):
+            found.append((number, len(heading.group(1)), heading.group(2)))
+    return found
+
+
 def section(title: str, text: str | None = None) -> str:
     """The text under the heading `title` (any level, in the manual unless `text` is given), up to the next heading of
     the same or a higher level."""
     text = manual() if text is None else text
-    raw, prose = text.splitlines(), prose_lines(text)
-    found = []
-    for number, line in enumerate(prose):
-        heading = re.match(r"^(#+)\s+(.*?)\s*$", line or "")
-        if heading:
-            found.append((number, len(heading.group(1)), heading.group(2)))
+    raw, found = text.splitlines(), headings(text)
     for index, (number, level, name) in enumerate(found):
         if name == title:
             end = next((later for later, later_level, _ in found[index + 1:] if later_level <= level), len(raw))

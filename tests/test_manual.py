@@ -7,7 +7,7 @@ import json
 import math
 import re
 
-from readme_text import DOCS, README, pages, prose_lines, readme, tables
+from readme_text import DOCS, README, headings, pages, prose_lines, readme, tables
 
 from conftest import ROOT
 
@@ -23,8 +23,7 @@ def slug(heading: str) -> str:
 
 
 def anchors(text: str) -> set[str]:
-    return {slug(match.group(2)) for line in prose_lines(text) if line
-            and (match := re.match(r"^(#+)\s+(.*?)\s*$", line))}
+    return {slug(title) for _, _, title in headings(text)}
 
 
 def links(path) -> list[str]:
